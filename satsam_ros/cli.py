@@ -1,0 +1,186 @@
+"""The ``satsam`` command: detect on files, run the demo (more subcommands follow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm")
+
+
+def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "tiny") -> None:
+    from .backends import BACKENDS, DEVICES
+    from .detector import MODES
+    from .tiling import ALLOWED_SIZES
+
+    p.add_argument("--model", default=default_model, help="tiny, builtin, vit-b, a checkpoint dir or a hub id")
+    p.add_argument("--size", type=int, default=512, choices=ALLOWED_SIZES, help="frame resize S (default 512)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--mode", default="fast", choices=MODES)
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--overlap", type=int, default=0, help="patch overlap in pixels (blended)")
+    p.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's tuned threshold")
+    p.add_argument("--min-area", type=int, default=0, help="drop components smaller than this (pixels)")
+
+
+def build_detector(args):
+    """Detector from the common CLI arguments (errors surface as SystemExit)."""
+    from .detector import Detector
+
+    try:
+        return Detector.from_model(
+            model=args.model,
+            backend=args.backend,
+            device=args.device,
+            size=args.size,
+            mode=args.mode,
+            patch_size=args.patch_size,
+            overlap=args.overlap,
+            threshold=args.threshold,
+            min_area=args.min_area,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"satsam: {exc}") from exc
+
+
+def _collect_inputs(items: Iterable[str]) -> List[Path]:
+    files: List[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(path)
+    return files
+
+
+def read_image(path: Path):
+    """Read an image file as (array, channel order); raises ValueError naming the file."""
+    import cv2
+
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"{path}: not a readable image (supported: {', '.join(IMAGE_SUFFIXES)})")
+    order = "bgra" if img.ndim == 3 and img.shape[2] == 4 else "bgr"
+    return img, order
+
+
+def overlay_image(frame: np.ndarray, mask: np.ndarray, boxes, order: str = "rgb") -> np.ndarray:
+    """H x W x 3 uint8 BGR picture: the frame in gray, the mask tinted, boxes drawn."""
+    import cv2
+
+    from .imaging import to_uint8_gray
+
+    gray = to_uint8_gray(frame, order)
+    out = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    sel = mask > 0
+    out[sel] = (0.5 * out[sel] + 0.5 * np.array([0, 0, 255])).astype(np.uint8)
+    for b in boxes:
+        cv2.rectangle(out, (b.x0, b.y0), (b.x1 - 1, b.y1 - 1), (0, 255, 0), 1)
+        cv2.putText(out, f"{b.score:.2f}", (b.x0, max(b.y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 0), 1)
+    return out
+
+
+def cmd_detect(args) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from .imaging import FrameError
+
+    files = _collect_inputs(args.inputs)
+    if not files:
+        raise SystemExit("satsam detect: no input images found in " + " ".join(args.inputs))
+    detector = build_detector(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in tqdm(files, desc="detect", unit="frame", disable=len(files) < 2 or None):
+        try:
+            img, order = read_image(path)
+            res = detector.detect(img, order)
+        except (ValueError, FrameError) as exc:
+            failures += 1
+            print(f"satsam detect: skipped {path}: {exc}", file=sys.stderr)
+            continue
+        stem = path.stem
+        cv2.imwrite(str(out / f"{stem}.mask.png"), res.mask)
+        cv2.imwrite(str(out / f"{stem}.prob.png"), np.round(res.probability * 65535.0).astype(np.uint16))
+        cv2.imwrite(str(out / f"{stem}.overlay.png"), overlay_image(img, res.mask, res.boxes, order))
+        info = res.to_dict()
+        info.update({"input": str(path), "model": args.model, "backend": detector.backend.name})
+        (out / f"{stem}.json").write_text(json.dumps(info, indent=2) + "\n")
+    done = len(files) - failures
+    print(f"satsam detect: {done} of {len(files)} image(s) written to {out}")
+    return 0 if done > 0 else 1
+
+
+def cmd_demo(args) -> int:
+    """Synthetic frames through the detector at every size; print a latency table."""
+    import statistics
+
+    from .detector import Detector
+    from .synthetic import demo_frames
+
+    frames = demo_frames(args.frames, seed=args.seed)
+    print(f"satsam demo: {len(frames)} synthetic {frames[0][0].shape[0]} x {frames[0][0].shape[1]} frames, "
+          f"model {args.model!r}, {args.mode} mode")
+    rows = []
+    for size in args.sizes:
+        det = Detector.from_model(args.model, backend=args.backend, device=args.device, size=size, mode=args.mode)
+        det.detect(frames[0][0])  # warm-up
+        lat, ious = [], []
+        for frame, truth in frames:
+            res = det.detect(frame)
+            lat.append(res.timings["total"])
+            from .postprocess import mask_iou
+
+            ious.append(mask_iou(res.mask, truth))
+        rows.append((size, res.patches, statistics.median(lat), max(lat), statistics.mean(ious)))
+    print(f"{'size':>6} {'patches':>8} {'median s/frame':>15} {'max s/frame':>12} {'mean IoU':>9}")
+    for size, n, med, worst, iou in rows:
+        print(f"{size:>6} {n:>8} {med:>15.3f} {worst:>12.3f} {iou:>9.3f}")
+    if args.model == "tiny":
+        print("(model 'tiny' has random weights: the IoU column is meaningless until a trained model is used)")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from .tiling import ALLOWED_SIZES
+
+    parser = argparse.ArgumentParser(prog="satsam", description="Patch-tiled SAM satellite detection.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("detect", help="detect satellites in image files or directories")
+    p.add_argument("inputs", nargs="+", help="image files and/or directories of images")
+    p.add_argument("--out", required=True, help="output directory")
+    _add_detector_args(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("demo", help="run the detector on generated frames and print latencies")
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--mode", default="fast")
+    p.add_argument("--frames", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sizes", type=int, nargs="+", default=list(ALLOWED_SIZES), choices=ALLOWED_SIZES)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = make_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
