@@ -34,7 +34,7 @@ build: $(STAMP)
 	@source $(BIN)/activate && colcon --log-base log build --symlink-install \
 	    --base-paths . --packages-select satsam_ros --event-handlers console_cohesion- summary- >/dev/null \
 	    || { echo "colcon build failed; see log/latest_build"; exit 1; }
-	@echo "colcon build: install/lib/satsam_ros/{detect_node,satsam}"
+	@echo "colcon build: install/satsam_ros/lib/satsam_ros/{detect_node,satsam}"
 
 demo: build
 	$(BIN)/satsam demo

@@ -1,0 +1,80 @@
+"""The `satsam` command: detect on files and directories, demo, help."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from satsam_ros.cli import main
+from satsam_ros.synthetic import synthetic_frame
+
+
+@pytest.fixture()
+def image_dir(tmp_path):
+    d = tmp_path / "frames"
+    d.mkdir()
+    frame, _ = synthetic_frame(1)
+    cv2.imwrite(str(d / "a.png"), frame)
+    cv2.imwrite(str(d / "b.png"), cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    cv2.imwrite(str(d / "c16.png"), frame.astype(np.uint16) * 257)
+    (d / "broken.png").write_bytes(b"this is not a png")
+    (d / "notes.txt").write_text("ignored: not an image suffix")
+    return d
+
+
+def test_detect_directory_writes_four_files_per_image(image_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["detect", str(image_dir), "--out", str(out), "--model", "tiny", "--device", "cpu",
+               "--threshold", "0.5"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "not a readable image" in err
+    for stem in ("a", "b", "c16"):
+        mask = cv2.imread(str(out / f"{stem}.mask.png"), cv2.IMREAD_UNCHANGED)
+        prob = cv2.imread(str(out / f"{stem}.prob.png"), cv2.IMREAD_UNCHANGED)
+        overlay = cv2.imread(str(out / f"{stem}.overlay.png"), cv2.IMREAD_UNCHANGED)
+        info = json.loads((out / f"{stem}.json").read_text())
+        assert mask.shape == (512, 641) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        assert prob.shape == (512, 641) and prob.dtype == np.uint16
+        assert overlay.shape == (512, 641, 3)
+        assert info["threshold"] == 0.5 and info["patches"] == 4 and "total" in info["timings"]
+        assert isinstance(info["boxes"], list)
+        # the mask on disk is the probability on disk thresholded (up to 16-bit rounding)
+        agree = (mask > 0) == (prob.astype(np.float64) / 65535.0 > 0.5)
+        assert agree.mean() > 0.999
+    assert not (out / "broken.mask.png").exists()
+
+
+def test_detect_missing_file_is_named(tmp_path, capsys):
+    rc = main(["detect", str(tmp_path / "nope.png"), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert rc == 1
+    assert "nope.png: no such file" in capsys.readouterr().err
+
+
+def test_bad_size_is_refused(tmp_path):
+    with pytest.raises(SystemExit) as err:
+        main(["detect", str(tmp_path), "--out", str(tmp_path), "--size", "300"])
+    assert err.value.code == 2
+
+
+def test_bad_model_path_is_named(image_dir, tmp_path):
+    with pytest.raises(SystemExit, match="no such directory"):
+        main(["detect", str(image_dir), "--out", str(tmp_path / "o"), "--model", "/no/such/ckpt"])
+
+
+def test_demo_prints_latency_table(capsys):
+    assert main(["demo", "--sizes", "512", "1024", "--frames", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "patches" in out and "median s/frame" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("512", "1024"))]
+    assert [r[:2] for r in rows] == [["512", "4"], ["1024", "16"]]
+    assert all(float(r[2]) > 0 for r in rows)
+
+
+def test_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "satsam_ros.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "detect" in out.stdout and "demo" in out.stdout
