@@ -11,7 +11,18 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="satsam-train", description="Training side of satsam_ros.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_training_commands(sub)
     return parser
+
+
+def _add_training_commands(sub) -> None:
+    """fit, tune-threshold, evaluate, pipeline (defined in train_commands.py)."""
+    from . import train_commands
+
+    train_commands.add_fit(sub)
+    train_commands.add_tune_threshold(sub)
+    train_commands.add_evaluate(sub)
+    train_commands.add_pipeline(sub)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,229 @@
+"""Evaluating a model on labelled frames (COCO, the format of ``satsam_training.coco``).
+
+Every frame goes through :meth:`satsam_ros.detector.Detector.detect` (the node's code
+path) and is scored with :mod:`satsam_ros.metrics` (the one metric). Outputs, in
+``out``::
+
+    metrics.json     the summary (accuracy, mean IoU, false-alarm and miss rates,
+                     seconds per frame median / p95) plus the settings
+    per_frame.csv    one row per frame: id, file, IoU, correct, areas, seconds
+    table.md         the reference's Table 1 layout (Image size | Accuracy | Runtime)
+                     and the full metric table
+    examples.png     example frames, true mask outlined green, prediction red
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from . import report
+
+NAMED_MODELS = ("tiny", "builtin", "vit-b")
+
+
+class EvaluationError(ValueError):
+    """An evaluation input that cannot be used; the message names it."""
+
+
+def resolve_model(spec: str) -> str:
+    """A model spec for ``load_model``; a training run directory (``fit --out``) is
+    replaced by its ``model/`` checkpoint."""
+    spec = str(spec)
+    if spec in NAMED_MODELS:
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        return str(path / "model")
+    return spec
+
+
+def checkpoint_dir(spec: str) -> Optional[Path]:
+    """The directory behind a spec (``builtin`` included), or None (tiny, vit-b, hub ids)."""
+    from satsam_ros.model import BUILTIN_DIR
+
+    spec = resolve_model(spec)
+    if spec == "builtin":
+        return BUILTIN_DIR
+    path = Path(spec).expanduser()
+    return path if path.is_dir() else None
+
+
+def model_meta(spec: str):
+    """The SatsamMeta of a spec without loading weights (defaults for tiny / hub ids)."""
+    from satsam_ros.model import META_FILE, SatsamMeta
+
+    directory = checkpoint_dir(spec)
+    if directory is not None and (directory / META_FILE).is_file():
+        return SatsamMeta.read(directory)
+    return SatsamMeta()
+
+
+def default_size(spec: str, size: Optional[int]) -> int:
+    """``size`` if given, else the size the checkpoint was trained for, else 512."""
+    from satsam_ros.tiling import check_size
+
+    if size is not None:
+        return check_size(size)
+    meta_size = model_meta(spec).size
+    return check_size(meta_size) if meta_size else 512
+
+
+def load_frames(data, split: str):
+    """The frames of one split of a COCO dataset directory (EvaluationError if unusable)."""
+    from .coco import load_split
+
+    try:
+        frames = load_split(data, split)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EvaluationError(f"--data {data}: cannot read split {split!r}: {exc}") from exc
+    if not frames:
+        raise EvaluationError(f"--data {data}: split {split!r} has no frames")
+    return frames
+
+
+def _pick_examples(records, examples: int) -> List[int]:
+    """Indices of up to ``examples`` frames: a mix of hits, misses, empty frames and
+    false alarms, in that rotation, so the figure shows successes and failures."""
+    groups = [
+        [i for i, r in enumerate(records) if not r.true_empty and r.correct],
+        [i for i, r in enumerate(records) if not r.true_empty and not r.correct],
+        [i for i, r in enumerate(records) if r.true_empty and r.correct],
+        [i for i, r in enumerate(records) if r.true_empty and not r.correct],
+    ]
+    picked: List[int] = []
+    while len(picked) < examples and any(groups):
+        for group in groups:
+            if group and len(picked) < examples:
+                picked.append(group.pop(0))
+    return sorted(picked)
+
+
+def evaluate(
+    model: str,
+    data,
+    split: str = "test",
+    size: Optional[int] = None,
+    threshold: Optional[float] = None,
+    out=None,
+    device: str = "auto",
+    backend: str = "torch",
+    mode: str = "fast",
+    overlap: int = 0,
+    min_area: int = 0,
+    examples: int = 8,
+    warmup: int = 1,
+    progress: bool = True,
+    detector=None,
+    log: Optional[Callable[[str], None]] = None,
+) -> Dict[str, Any]:
+    """Run the Detector on every frame of ``data``/``split`` and score it.
+
+    Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is
+    given). ``detector`` may be a ready Detector (then model/size/threshold/... are
+    only recorded). ``warmup`` frames are run once untimed first so lazy
+    initialisation does not count as runtime.
+    """
+    from tqdm import tqdm
+
+    from satsam_ros.detector import Detector
+    from satsam_ros.metrics import MetricAccumulator
+
+    spec = resolve_model(model)
+    frames = load_frames(data, split)
+    if detector is None:
+        s = default_size(spec, size)
+        try:
+            detector = Detector.from_model(
+                spec, backend=backend, device=device, size=s, threshold=threshold, mode=mode,
+                overlap=overlap, min_area=min_area,
+            )
+        except (OSError, ValueError) as exc:
+            raise EvaluationError(f"model {model!r}: {exc}") from exc
+    s = detector.config.size
+    for frame in frames[: max(0, int(warmup))]:
+        detector.detect(frame.image())
+
+    acc = MetricAccumulator()
+    files: List[str] = []
+    t0 = time.time()
+    for frame in tqdm(frames, desc=f"evaluate S={s}", unit="frame", disable=not progress):
+        res = detector.detect(frame.image())
+        acc.add(res.mask, frame.mask(), seconds=res.timings["total"], frame_id=frame.id)
+        files.append(str(frame.path))
+    summary = acc.summary()
+    meta = detector.meta
+    result: Dict[str, Any] = {
+        "model": str(model),
+        "data": str(Path(data).resolve()),
+        "split": split,
+        "size": int(s),
+        "threshold": float(detector.threshold),
+        "backend": detector.backend.name,
+        "device": str(detector.backend.device),
+        "encoder_input_size": int(detector.backend.input_size),
+        "patch_size": int(detector.config.patch_size),
+        "mode": detector.config.mode,
+        "model_trained_size": meta.size,
+        "wall_seconds": time.time() - t0,
+        "evaluated": report.now_iso(),
+    }
+    result.update(summary)
+    if out is not None:
+        write_outputs(Path(out), result, acc, frames, files, examples, detector)
+        if log is not None:
+            log(f"evaluate: wrote {out}/metrics.json, table.md, per_frame.csv, examples.png")
+    return result
+
+
+def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, examples: int, detector) -> None:
+    """metrics.json, per_frame.csv, table.md and examples.png (see the module docstring)."""
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "metrics.json", result)
+    rows = []
+    for rec, path in zip(acc.records, files):
+        row = rec.to_dict()
+        row["file"] = path
+        rows.append(row)
+    report.write_csv(out / "per_frame.csv", rows)
+    title = f"model {result['model']} on {result['data']} ({result['split']}), S = {result['size']}"
+    text = (
+        f"# Evaluation: {title}\n\n"
+        f"Threshold {result['threshold']:.3f}, backend {result['backend']} on {result['device']}, "
+        f"encoder input {result['encoder_input_size']}, {result['frames']} frames.\n\n"
+        + report.table1_markdown([result])
+        + "\nRuntime: median seconds per frame (`Result.timings['total']`, after one warm-up frame).\n\n"
+        + report.metrics_markdown(result)
+    )
+    report.atomic_write_text(out / "table.md", text)
+    picked = _pick_examples(acc.records, examples)
+    shown = []
+    for i in picked:
+        frame, rec = frames[i], acc.records[i]
+        res = detector.detect(frame.image())
+        img = frame.image()
+        shown.append({
+            "image": img if img.ndim == 2 else img[:, :, 0],
+            "true": frame.mask(),
+            "pred": res.mask,
+            "caption": f"frame {rec.frame_id}: IoU {rec.iou:.2f} "
+                       f"{'correct' if rec.correct else 'wrong'}{' (empty)' if rec.true_empty else ''}",
+        })
+    if shown:
+        report.plot_examples(shown, out / "examples.png", title=title)
+
+
+def summary_line(result: Dict[str, Any]) -> str:
+    """One human line of the main numbers."""
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    secs = result.get("seconds_median")
+    return (
+        f"S={result['size']}: accuracy {pct(result['accuracy'])} over {result['frames']} frames, "
+        f"mean IoU {'n/a' if result['mean_iou'] is None else format(result['mean_iou'], '.3f')}, "
+        f"false alarms {pct(result['false_alarm_rate'])}, misses {pct(result['miss_rate'])}, "
+        f"{'n/a' if secs is None else format(secs, '.3f')} s/frame (median)"
+    )
+

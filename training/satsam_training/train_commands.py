@@ -1,0 +1,269 @@
+"""The ``fit``, ``tune-threshold``, ``evaluate`` and ``pipeline`` subcommands of
+``satsam-train`` (registered by ``satsam_training.cli.make_parser``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _sizes():
+    from satsam_ros.tiling import ALLOWED_SIZES
+
+    return ALLOWED_SIZES
+
+
+def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+    """The training options shared by ``fit`` and ``pipeline``."""
+    from .fit import LOSS_RESOLUTIONS, MIXED_PRECISION, OPTIMIZERS, SCHEDULES, SELECT_METRICS, TRAIN_PARTS
+
+    g = p.add_argument_group("model and training")
+    g.add_argument("--base", default="tiny",
+                   help="tiny (random small SAM, trained from scratch), vit-b, builtin, a checkpoint or "
+                        "transformers SAM directory, or a hub id (default tiny)")
+    g.add_argument("--base-config", nargs="*", default=None, metavar="KEY=INT",
+                   help="from-scratch architecture: hidden=96 layers=4 decoder_hidden=64 (tiny's defaults)")
+    g.add_argument("--encoder-size", type=int, default=None, metavar="E",
+                   help="encoder input E (patches are resized to E x E); default 256 from scratch, the base's own "
+                        "otherwise (a pretrained encoder is resized to E)")
+    g.add_argument("--train", choices=TRAIN_PARTS, default=None,
+                   help="which parameters train: mask_decoder (default for pretrained bases) or all "
+                        "(default for tiny)")
+    g.add_argument("--epochs", type=int, default=25, help="default 25 (the reference)")
+    g.add_argument("--batch-size", type=int, default=4, help="patches per step and process (default 4)")
+    g.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default 1e-5, the reference)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                   help="constant (default) or cosine decay to 0 after the warm-up")
+    g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
+    g.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm, 0 = off (default)")
+    g.add_argument("--loss-resolution", choices=LOSS_RESOLUTIONS, default="patch",
+                   help="patch: loss on logits upsampled to P x P as the Detector does (default); low: on the "
+                        "E/4 logits against an area-downsampled soft mask")
+    g.add_argument("--augment", action="store_true", help="random flips / 90-degree rotations / brightness gain")
+    g.add_argument("--seed", type=int, default=0, help="model init, data order and augmentation (default 0)")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="threshold for validation metrics and the saved checkpoint (default 0.65)")
+    g.add_argument("--select", choices=SELECT_METRICS, default="auto",
+                   help="best-epoch metric; auto: val frame accuracy with --val-frames, else val patch accuracy")
+    g.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
+                   help="auto: fp16 on a GPU, none on the CPU")
+    g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    g.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _fit_config(args, patches: str, val, val_frames, out: str):
+    from . import report
+    from .fit import FitConfig, parse_base_config
+
+    return FitConfig(
+        patches=patches, out=out, val=val, val_frames=val_frames,
+        val_frames_split=getattr(args, "val_frames_split", "val"),
+        base=args.base, base_config=parse_base_config(args.base_config), encoder_size=args.encoder_size,
+        train=args.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup_steps,
+        clip_grad=args.clip_grad, loss_resolution=args.loss_resolution, augment=args.augment, seed=args.seed,
+        threshold=args.threshold, select=args.select, mixed_precision=args.mixed_precision, cpu=args.cpu,
+        workers=args.workers, resume=getattr(args, "resume", False), progress=not args.no_progress,
+        command=report.command_line(),
+    )
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def add_fit(sub) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="fine-tune (or train from scratch) a SAM model on patches",
+        description="Train a SamModel on patches from `satsam-train patches`. Writes OUT/model (the best "
+                    "checkpoint), OUT/last (resumable state), OUT/train_log.csv, OUT/curves.png. Runs unchanged "
+                    "under `accelerate launch` (several GPUs, nodes, or CPU processes).",
+    )
+    p.add_argument("--patches", required=True, metavar="DIR", help="training patches (patches.json)")
+    p.add_argument("--val", metavar="DIR", help="validation patches (loss and patch metrics every epoch)")
+    p.add_argument("--val-frames", metavar="DIR",
+                   help="COCO dataset directory: frame accuracy via the Detector every epoch")
+    p.add_argument("--val-frames-split", default="val", help="split of --val-frames (default val)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory (the checkpoint is OUT/model)")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last")
+    _add_fit_options(p)
+    p.set_defaults(func=cmd_fit)
+
+
+def cmd_fit(args) -> int:
+    from .fit import FitError, fit
+
+    try:
+        cfg = _fit_config(args, args.patches, args.val, args.val_frames, args.out)
+        result = fit(cfg, log=_err)
+    except FitError as exc:
+        raise SystemExit(f"satsam-train {exc}") from exc
+    except KeyboardInterrupt:
+        _err("satsam-train fit: interrupted")
+        return 130
+    if result.best_metric:
+        _err(f"satsam-train fit: best epoch {result.best_epoch}; checkpoint {result.checkpoint}")
+    return 0
+
+
+# -------------------------------------------------------------------- tune-threshold
+
+
+def add_tune_threshold(sub) -> None:
+    p = sub.add_parser(
+        "tune-threshold",
+        help="choose the probability threshold on validation frames and store it in satsam.json",
+        description="Run the Detector once per frame of DATA/SPLIT.json, sweep thresholds over the probability "
+                    "maps, store the most accurate one in CKPT/satsam.json (atomically) and write "
+                    "threshold_curve.csv / .png.",
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory (or a fit run directory)")
+    p.add_argument("--data", required=True, metavar="DIR", help="COCO dataset directory")
+    p.add_argument("--split", default="val", help="split to tune on (default val)")
+    p.add_argument("--size", type=int, choices=_sizes(), default=None,
+                   help="frame resize S (default: the size the checkpoint was trained for)")
+    p.add_argument("--thresholds", type=float, nargs="+", default=None,
+                   help="thresholds to try (default 0.05, 0.10, ..., 0.95)")
+    p.add_argument("--min-area", type=int, default=0, help="as the node's min_area (default 0)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", metavar="DIR", default=None, help="where the curve goes (default: CKPT)")
+    p.add_argument("--dry-run", action="store_true", help="do not change satsam.json")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_tune_threshold)
+
+
+def cmd_tune_threshold(args) -> int:
+    from .evaluate import EvaluationError
+    from .threshold import tune_threshold
+
+    try:
+        result = tune_threshold(
+            args.checkpoint, args.data, split=args.split, size=args.size, thresholds=args.thresholds,
+            out=args.out, device=args.device, min_area=args.min_area, write=not args.dry_run,
+            progress=not args.no_progress, log=_err,
+        )
+    except (EvaluationError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"satsam-train tune-threshold: {exc}") from exc
+    best = result["best"]
+    _err(
+        f"satsam-train tune-threshold: threshold {result['threshold']:.3f} (was {result['previous_threshold']:.3f}): "
+        f"accuracy {100 * best['accuracy']:.1f} % on {result['frames']} frames"
+    )
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items()}, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy, mean IoU, false alarms, misses and runtime on labelled frames",
+        description="Run the Detector on every frame of DATA/SPLIT.json (COCO) and score it: a frame is correct "
+                    "when IoU(pred, true) > 0.5, an empty frame only when nothing is predicted. Writes "
+                    "metrics.json, per_frame.csv, table.md (the reference's Table 1 layout) and examples.png.",
+    )
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="checkpoint directory, fit run directory, builtin or tiny")
+    p.add_argument("--data", required=True, metavar="DIR", help="COCO dataset directory")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--size", type=int, choices=_sizes(), default=None,
+                   help="frame resize S (default: the size the checkpoint was trained for, else 512)")
+    p.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's tuned threshold")
+    p.add_argument("--min-area", type=int, default=0)
+    p.add_argument("--overlap", type=int, default=0, help="patch overlap in pixels (default 0)")
+    p.add_argument("--mode", default="fast", choices=("fast", "faithful"))
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output directory (default runs/evaluate/<model>-<split>-<S>)")
+    p.add_argument("--examples", type=int, default=8, help="frames in examples.png (default 8)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from .evaluate import EvaluationError, default_size, evaluate, resolve_model, summary_line
+
+    try:
+        size = default_size(resolve_model(args.checkpoint), args.size)
+        out = args.out
+        if out is None:
+            name = Path(args.checkpoint.rstrip("/")).name or "model"
+            out = str(Path("runs") / "evaluate" / f"{name}-{args.split}-{size}")
+        result = evaluate(
+            args.checkpoint, args.data, split=args.split, size=size, threshold=args.threshold, out=out,
+            device=args.device, backend=args.backend, mode=args.mode, overlap=args.overlap,
+            min_area=args.min_area, examples=args.examples, progress=not args.no_progress, log=_err,
+        )
+    except (EvaluationError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"satsam-train evaluate: {exc}") from exc
+    _err("satsam-train evaluate: " + summary_line(result))
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+
+def add_pipeline(sub) -> None:
+    p = sub.add_parser(
+        "pipeline",
+        help="synth -> pseudo-label -> patches -> fit -> tune-threshold -> evaluate for each size, one report",
+        description="The whole method for each S in --sizes, with one report comparing the sizes beside the "
+                    "reference's numbers (marked as measured on different data and hardware).",
+    )
+    p.add_argument("--sizes", type=int, nargs="+", choices=_sizes(), default=[512, 1024, 2048])
+    p.add_argument("--out", required=True, metavar="DIR", help="pipeline directory")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="an existing COCO dataset (train/val/test) instead of generating one")
+    s = p.add_argument_group("synthetic data (when --data is not given)")
+    s.add_argument("--synth-train", type=int, default=300, help="train frames (default 300)")
+    s.add_argument("--synth-val", type=int, default=60, help="val frames (default 60)")
+    s.add_argument("--synth-test", type=int, default=100, help="test frames (default 100)")
+    s.add_argument("--synth-seed", type=int, default=1, help="seed of the generated data (default 1)")
+    s.add_argument("--synth-args", nargs=argparse.REMAINDER, default=None,
+                   help="further arguments passed to `satsam-train synth` (must come last)")
+    p.add_argument("--pseudo-label", default="grabcut",
+                   help="pseudo-mask method for the train/val frames (default grabcut; 'none' keeps the given "
+                        "masks)")
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--negatives", type=float, default=None,
+                   help="fraction of empty patches kept for training (passed to `patches`; default theirs)")
+    p.add_argument("--val-frames", action="store_true",
+                   help="also score val frames through the Detector every epoch (slower)")
+    p.add_argument("--eval-split", default="test")
+    p.add_argument("--resume", action="store_true", help="skip steps whose outputs exist; resume fits")
+    _add_fit_options(p)
+    p.set_defaults(func=cmd_pipeline)
+
+
+def cmd_pipeline(args) -> int:
+    from .evaluate import EvaluationError
+    from .fit import FitError
+    from .pipeline import PipelineError, run_pipeline
+
+    try:
+        result = run_pipeline(args, log=_err)
+    except (PipelineError, FitError, EvaluationError, FileNotFoundError) as exc:
+        raise SystemExit(f"satsam-train pipeline: {exc}") from exc
+    except KeyboardInterrupt:
+        _err("satsam-train pipeline: interrupted (rerun with --resume to continue)")
+        return 130
+    _err(f"satsam-train pipeline: report {result['report']}")
+    return 0
