@@ -18,7 +18,8 @@ def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "tiny") 
     from .detector import MODES
     from .tiling import ALLOWED_SIZES
 
-    p.add_argument("--model", default=default_model, help="tiny, builtin, vit-b, a checkpoint dir or a hub id")
+    p.add_argument("--model", default=default_model,
+                   help="tiny, builtin, vit-b, a checkpoint dir, a hub id, a .onnx export or a TensorRT .engine")
     p.add_argument("--size", type=int, default=512, choices=ALLOWED_SIZES, help="frame resize S (default 512)")
     p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--device", default="auto", choices=DEVICES)
@@ -45,7 +46,7 @@ def build_detector(args):
             threshold=args.threshold,
             min_area=args.min_area,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         raise SystemExit(f"satsam: {exc}") from exc
 
 
@@ -152,6 +153,72 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export_onnx(args) -> int:
+    """satsam export onnx: the patch model as one ONNX graph + satsam.json."""
+    from .export import export_model
+
+    print(f"satsam export onnx: exporting {args.model!r} (S={args.size}, E={args.encoder_size or 'native'}, "
+          f"opset {args.opset}); ViT-B takes about 15 s on 2 CPU cores", file=sys.stderr)
+    try:
+        res = export_model(args.model, args.out, size=args.size, encoder_size=args.encoder_size, opset=args.opset,
+                           device=args.device, verify=not args.no_verify)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"satsam export onnx: {exc}") from exc
+    export = res.meta.provenance["export"]
+    print(f"wrote {res.path} (sha256 {res.sha256[:16]}...) and {res.path.parent / 'satsam.json'}")
+    print(f"  input {export['input']}; output {export['output']}")
+    print(f"  S={args.size} ({export['patches_per_frame']} patches per frame), threshold {res.meta.threshold}, "
+          f"onnx checker: ok, max |onnxruntime - torch| = {res.max_abs_diff:.2e}")
+    return 0
+
+
+def cmd_export_tensorrt(args) -> int:
+    """satsam export tensorrt: build (or reuse) a cached TensorRT engine from an export."""
+    from .backends.tensorrt_backend import build_engine
+
+    try:
+        build = build_engine(args.onnx, args.precision, size=args.size, max_batch=args.max_batch, out=args.out,
+                             workspace_mb=args.workspace_mb, min_iou=args.min_iou, force=args.force)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        raise SystemExit(f"satsam export tensorrt: {exc}") from exc
+    print(f"{build.path}: {build.summary()}")
+    print(f"  profile {build.key['profile']}, TensorRT {build.key['tensorrt']}, GPU {build.key['gpu']}")
+    if build.validation and not build.validation.get("ok", True):
+        print(f"  WARNING: fp16 masks diverge from fp32 (IoU {build.validation['mask_iou']:.3f})", file=sys.stderr)
+    return 0
+
+
+def add_export_commands(sub) -> None:
+    """Register `satsam export onnx` and `satsam export tensorrt`."""
+    from .export import DEFAULT_OPSET
+    from .tiling import ALLOWED_SIZES
+
+    p = sub.add_parser("export", help="export the patch model to ONNX or build a TensorRT engine")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    q = kinds.add_parser("onnx", help="one ONNX graph (encoder + prompt + decoder), dynamic patch batch")
+    q.add_argument("--model", required=True, help="tiny, builtin, vit-b, a checkpoint dir or a hub id")
+    q.add_argument("--size", type=int, default=512, choices=ALLOWED_SIZES, help="frame size S it is for")
+    q.add_argument("--out", required=True, help="output .onnx file (satsam.json is written beside it)")
+    q.add_argument("--encoder-size", type=int, default=None,
+                   help="resize the encoder to E first (1024 for faithful mode; default: the model's own)")
+    q.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    q.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to trace (default cpu)")
+    q.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch parity check")
+    q.set_defaults(func=cmd_export_onnx)
+    q = kinds.add_parser("tensorrt", help="build a TensorRT engine from an ONNX export (needs a GPU)")
+    q.add_argument("--onnx", required=True, help="the .onnx export (or its directory)")
+    q.add_argument("--precision", default="fp16", choices=("fp16", "fp32"))
+    q.add_argument("--size", type=int, default=None, choices=ALLOWED_SIZES,
+                   help="frame size S for the batch profile (default: the export's)")
+    q.add_argument("--max-batch", type=int, default=None, help="cap the profile's batch (default: patches/frame)")
+    q.add_argument("--out", default=None, help="engine path (default: the engine cache)")
+    q.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace limit (MiB)")
+    q.add_argument("--min-iou", type=float, default=0.9, help="fp16 check: warn below this mask IoU")
+    q.add_argument("--force", action="store_true", help="rebuild even when a current engine exists")
+    q.set_defaults(func=cmd_export_tensorrt)
+
+
 def make_parser() -> argparse.ArgumentParser:
     from .tiling import ALLOWED_SIZES
 
@@ -174,6 +241,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sizes", type=int, nargs="+", default=list(ALLOWED_SIZES), choices=ALLOWED_SIZES)
     p.set_defaults(func=cmd_demo)
+    add_export_commands(sub)
     return parser
 
 

@@ -134,6 +134,7 @@ class Detector:
         self.threshold = float(self.config.threshold if self.config.threshold is not None else self.meta.threshold)
         self.grid = tiling.PatchGrid(self.config.size, self.config.patch_size, self.config.overlap)
         self.batch = 1 if self.config.mode == "faithful" else int(self.config.max_batch)
+        self.backend_reason = f"{backend.name} given directly"  # from_model: which engine and why
 
     @classmethod
     def from_model(
@@ -159,6 +160,16 @@ class Detector:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         device = resolve_device(device)
+        reason = f"torch requested, on {device}"
+        if backend != "torch":  # onnxruntime, tensorrt, auto: see satsam_ros.export.choose_backend
+            from .export import choose_backend
+
+            choice = choose_backend(str(model), backend, device, cfg.size, cfg.mode, cfg.patch_size)
+            if choice.backend is not None:
+                det = cls(choice.backend, cfg, choice.meta)
+                det.backend_reason = choice.reason
+                return det
+            reason = choice.reason  # auto chose torch
         if backend in ("auto", "torch"):
             from .backends.torch_backend import TorchBackend
             from .model import load_model, resize_encoder
@@ -166,7 +177,9 @@ class Detector:
             sam, meta = load_model(model, device=device)
             if cfg.mode == "faithful":
                 sam = resize_encoder(sam, FAITHFUL_ENCODER_SIZE)
-            return cls(TorchBackend(sam, meta.prompt_policy, device), cfg, meta)
+            det = cls(TorchBackend(sam, meta.prompt_policy, device), cfg, meta)
+            det.backend_reason = reason
+            return det
         raise ValueError(f"backend {backend!r} is not available in this build; use 'torch'")
 
     def detect(self, frame: np.ndarray, order: str = "rgb") -> Result:

@@ -1,0 +1,151 @@
+"""ONNX Runtime backend: parity with the torch backend, Detector and CLI integration."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from satsam_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, providers_for
+from satsam_ros.backends.torch_backend import TorchBackend
+from satsam_ros.detector import Detector, DetectorConfig
+from satsam_ros.export import export_model
+from satsam_ros.model import load_model
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    return export_model("tiny", tmp_path_factory.mktemp("ort") / "tiny.onnx", size=512).path
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_onnx):
+    sam, meta = load_model("tiny")
+    return TorchBackend(sam, meta.prompt_policy, "cpu"), OnnxRuntimeBackend(tiny_onnx, "cpu")
+
+
+def random_frames(seed, count=3):
+    """Frames this project never generates: uniform noise, odd sizes, three encodings."""
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.integers(0, 256, (300, 417), dtype=np.uint8), "rgb"),
+        (rng.integers(0, 65536, (512, 641), dtype=np.uint16), "rgb"),
+        (rng.integers(0, 256, (389, 700, 3), dtype=np.uint8), "bgr"),
+    ][:count]
+
+
+def separating_threshold(prob, gap=5e-7):
+    """A threshold near the median probability with no pixel within ``gap`` of it, so
+    the mask is non-trivial and cannot flip on float32 rounding (backends differ by
+    about 1e-7 in probability; the test below bounds that difference by ``gap``)."""
+    values = np.unique(prob.ravel())
+    mid = len(values) // 2
+    for offset in range(len(values) - mid - 1):
+        for j in (mid + offset, mid - offset - 1):
+            if 0 <= j < len(values) - 1 and values[j + 1] - values[j] > 2 * gap:
+                return float((values[j] + values[j + 1]) / 2)
+    raise AssertionError("no gap in the probabilities to put a threshold in")
+
+
+def test_backend_interface(backends):
+    _, ort_backend = backends
+    assert ort_backend.name == "onnxruntime" and ort_backend.device == "cpu"
+    assert (ort_backend.input_size, ort_backend.low_res_size) == (256, 64)
+    assert ort_backend.providers == ["CPUExecutionProvider"]
+    assert ort_backend.meta.encoder_input_size == 256
+    with pytest.raises(ValueError, match="expects N x 3 x 256 x 256 float32"):
+        ort_backend.infer(np.zeros((1, 3, 128, 128), np.float32))
+
+
+def test_logits_match_torch_in_fp32(backends):
+    torch_backend, ort_backend = backends
+    rng = np.random.default_rng(11)
+    worst = 0.0
+    for n in (1, 4, 7):
+        x = rng.normal(0.0, 1.0, (n, 3, 256, 256)).astype(np.float32)
+        a, b = torch_backend.infer(x), ort_backend.infer(x)
+        assert a.shape == b.shape == (n, 64, 64)
+        worst = max(worst, float(np.abs(a - b).max()))
+    assert worst <= 1e-4
+
+
+@pytest.mark.parametrize("size", [512, 1024])
+def test_detector_masks_identical_on_random_frames(backends, size):
+    torch_backend, ort_backend = backends
+    for frame, order in random_frames(seed=size):
+        probe = Detector(torch_backend, DetectorConfig(size=size)).detect(frame, order)
+        thr = separating_threshold(probe.probability)
+        ref = Detector(torch_backend, DetectorConfig(size=size, threshold=thr)).detect(frame, order)
+        got = Detector(ort_backend, DetectorConfig(size=size, threshold=thr)).detect(frame, order)
+        assert set(np.unique(ref.mask)) == {0, 255}, "the comparison needs a non-trivial mask"
+        assert np.array_equal(ref.mask, got.mask)
+        assert np.abs(ref.probability - got.probability).max() < 5e-7
+        assert [(b.x0, b.y0, b.x1, b.y1, b.area) for b in ref.boxes] == [
+            (b.x0, b.y0, b.x1, b.y1, b.area) for b in got.boxes]
+        assert [b.score for b in ref.boxes] == pytest.approx([b.score for b in got.boxes], abs=1e-6)
+
+
+def test_from_model_with_onnx_file_and_directory(tiny_onnx):
+    for spec in (tiny_onnx, tiny_onnx.parent):
+        det = Detector.from_model(str(spec), backend="onnxruntime", device="cpu", size=512)
+        assert det.backend.name == "onnxruntime" and det.threshold == pytest.approx(0.65)
+        assert "onnxruntime requested" in det.backend_reason
+    with pytest.raises(ValueError, match="faithful mode needs an encoder input of 1024"):
+        Detector.from_model(str(tiny_onnx), backend="onnxruntime", device="cpu", mode="faithful")
+
+
+def test_from_model_exports_a_spec_once_into_the_cache(tmp_path, monkeypatch):
+    import satsam_ros.export as export
+
+    monkeypatch.setenv("SATSAM_CACHE_DIR", str(tmp_path / "cache"))
+    det = Detector.from_model("tiny", backend="onnxruntime", device="cpu", size=512)
+    cached = list((tmp_path / "cache" / "onnx").glob("*/model.onnx"))
+    assert len(cached) == 1 and (cached[0].parent / "satsam.json").is_file()
+    assert det.backend.path == cached[0]
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("a cache hit must not export again")
+
+    monkeypatch.setattr(export, "export_model", no_export)
+    again = Detector.from_model("tiny", backend="onnxruntime", device="cpu", size=512)
+    assert again.backend.path == cached[0]
+    with pytest.raises(AssertionError, match="must not export"):  # another S is another export
+        Detector.from_model("tiny", backend="onnxruntime", device="cpu", size=1024)
+
+
+def test_cuda_without_cuda_provider_is_an_error(tiny_onnx):
+    assert providers_for("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("cuda", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                         tensorrt_ep=True)[0] == "TensorrtExecutionProvider"
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider; the refusal cannot be shown here")
+    with pytest.raises(ValueError, match="offers only .*CPUExecutionProvider.*onnxruntime-gpu"):
+        OnnxRuntimeBackend(tiny_onnx, device="cuda")
+
+
+def test_broken_onnx_file_is_named(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf")
+    with pytest.raises(ValueError, match="bad.onnx: onnxruntime cannot load"):
+        OnnxRuntimeBackend(bad)
+
+
+def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
+    from satsam_ros.cli import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, (frame, _) in enumerate(random_frames(seed=3, count=2)):
+        cv2.imwrite(str(frames / f"r{i}.png"), frame)
+    base = ["detect", str(frames), "--device", "cpu", "--threshold", "0.5"]
+    assert main(base + ["--out", str(tmp_path / "t"), "--backend", "torch", "--model", "tiny"]) == 0
+    assert main(base + ["--out", str(tmp_path / "o"), "--backend", "onnxruntime", "--model", str(tiny_onnx)]) == 0
+    for i in range(2):
+        a = cv2.imread(str(tmp_path / "t" / f"r{i}.mask.png"), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "o" / f"r{i}.mask.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(a, b)
+        info = json.loads((tmp_path / "o" / f"r{i}.json").read_text())
+        assert info["backend"] == "onnxruntime"
