@@ -460,6 +460,8 @@ def serialize_network(trt, onnx_path: Path, precision: str, profile: ProfileShap
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     else:
         config.max_workspace_size = workspace
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # TF32 (on by default on Ampere+) is not fp32
     if precision == "fp16":
         if not builder.platform_has_fast_fp16:
             LOG.warning("this GPU has no fast fp16: the fp16 engine may be no faster than fp32")

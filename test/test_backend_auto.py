@@ -1,0 +1,100 @@
+"""backend="auto": which engine is chosen on which machine, and the reason given."""
+
+import pytest
+
+import satsam_ros.export as export
+from satsam_ros.backends import onnxruntime_backend
+from satsam_ros.detector import Detector
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SATSAM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def hide(monkeypatch, *modules):
+    """Make module_available() report ``modules`` as not installed."""
+    real = export.module_available
+    monkeypatch.setattr(export, "module_available", lambda name: name not in modules and real(name))
+
+
+def test_cpu_with_onnxruntime_picks_onnxruntime():
+    det = Detector.from_model("tiny", backend="auto", device="cpu", size=512)
+    assert det.backend.name == "onnxruntime" and det.backend.device == "cpu"
+    assert det.backend_reason.startswith("auto: onnxruntime on cpu")
+    assert "no GPU" in det.backend_reason and "measured faster than torch" in det.backend_reason
+
+
+def test_cpu_without_onnxruntime_falls_back_to_torch(monkeypatch):
+    hide(monkeypatch, "onnxruntime")
+    det = Detector.from_model("tiny", backend="auto", device="cpu", size=512)
+    assert det.backend.name == "torch"
+    assert det.backend_reason == "auto: torch on cpu (no GPU and onnxruntime is not installed)"
+
+
+def test_torch_fallback_cannot_run_an_onnx_file(monkeypatch, tmp_path):
+    hide(monkeypatch, "onnxruntime")
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"")
+    with pytest.raises(ValueError, match="fell back to torch .* cannot run .*m.onnx"):
+        export.choose_backend(str(onnx_file), "auto", "cpu")
+
+
+def test_explicit_torch_keeps_its_own_path():
+    det = Detector.from_model("tiny", backend="torch", device="cpu", size=512)
+    assert det.backend.name == "torch" and det.backend_reason == "torch requested, on cpu"
+
+
+def test_gpu_prefers_tensorrt(monkeypatch):
+    monkeypatch.setattr(export, "module_available", lambda name: True)  # tensorrt "installed"
+    sentinel = export.BackendChoice("trt-backend", None, "auto: TensorRT imports and a GPU is present: ...")
+    seen = []
+
+    def fake_open(model, size, mode, patch_size, why):
+        seen.append((model, size, mode, patch_size))
+        return sentinel
+
+    monkeypatch.setattr(export, "_open_tensorrt", fake_open)
+    assert export.choose_backend("tiny", "auto", "cuda", size=2048) is sentinel
+    assert seen == [("tiny", 2048, "fast", 256)]
+
+
+def test_gpu_tensorrt_failure_then_onnxruntime_cuda(monkeypatch, tmp_path):
+    monkeypatch.setattr(export, "module_available", lambda name: True)
+
+    def broken(*args):
+        raise RuntimeError("engine build ran out of memory")
+
+    class FakeOrt:
+        def __init__(self, path, device):
+            self.path, self.device, self.meta = path, device, None
+
+        def describe(self):
+            return f"onnxruntime on {self.device} via CUDAExecutionProvider"
+
+    monkeypatch.setattr(export, "_open_tensorrt", broken)
+    monkeypatch.setattr(export, "_ort_has_cuda", lambda: True)
+    monkeypatch.setattr(onnxruntime_backend, "OnnxRuntimeBackend", FakeOrt)
+    choice = export.choose_backend("tiny", "auto", "cuda")
+    assert choice.backend.device == "cuda" and choice.backend.path.name == "model.onnx"
+    assert choice.reason == ("auto: onnxruntime on cuda via CUDAExecutionProvider "
+                             "(TensorRT failed (RuntimeError: engine build ran out of memory))")
+
+
+def test_gpu_without_tensorrt_or_ort_cuda_is_torch_cuda(monkeypatch):
+    hide(monkeypatch, "tensorrt")
+    monkeypatch.setattr(export, "_ort_has_cuda", lambda: False)
+    choice = export.choose_backend("tiny", "auto", "cuda")
+    assert choice.backend is None  # the Detector builds the torch backend itself
+    assert choice.reason == "auto: torch on cuda (tensorrt is not installed; onnxruntime has no CUDA provider)"
+
+
+def test_explicit_backends_fail_loudly(tmp_path):
+    with pytest.raises(ValueError, match="'tensorrt' needs a CUDA GPU"):
+        Detector.from_model("tiny", backend="tensorrt", device="cpu")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"")
+    with pytest.raises(ValueError, match="is a TensorRT engine; only backend 'tensorrt'"):
+        Detector.from_model(str(engine), backend="onnxruntime", device="cpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Detector.from_model("tiny", backend="openvino", device="cpu")
