@@ -570,7 +570,8 @@ def fit(
     cfg = config.resolved()
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg),
-        cpu=cfg.cpu,
+        # without a GPU, processes started by `accelerate launch` / torchrun join as MULTI_CPU (gloo)
+        cpu=cfg.cpu or not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     main = accelerator.is_main_process
@@ -628,7 +629,6 @@ def fit(
     best_state: Optional[Dict[str, Any]] = None
     if saved is not None:
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
         start_epoch, step, step_in_epoch = saved["epoch"], saved["step"], saved["step_in_epoch"]
         loss_sum, loss_count = saved["loss_sum"], saved["loss_count"]
         # epochs after the saved position (interrupted between validation and saving) run again
@@ -646,6 +646,8 @@ def fit(
         lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.schedule),
     )
     if saved is not None:
+        # after the scheduler exists: its constructor rewrites the lr, the optimizer state restores it
+        optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
     loss_fn = DiceCELoss(sigmoid=True, squared_pred=True)
     writer = _tensorboard(out / "tensorboard", say) if main else None

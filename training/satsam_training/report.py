@@ -181,7 +181,10 @@ def plot_training_curves(history: Sequence[Dict[str, Any]], path: Path, title: s
     ax_metric.set_xlabel("epoch")
     ax_metric.set_ylim(-0.02, 1.02)
     ax_metric.grid(alpha=0.3)
-    ax_metric.legend(fontsize=8)
+    if ax_metric.get_legend_handles_labels()[0]:
+        ax_metric.legend(fontsize=8)
+    else:
+        ax_metric.text(0.5, 0.5, "no validation set", ha="center", va="center", transform=ax_metric.transAxes)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -1,0 +1,201 @@
+"""Training smoke test, checkpoint round trip, resume after an interrupt, atomic state.
+
+All runs use the tiny random SAM with a 64 x 64 encoder input (patches of 256 are
+resized to 64, as the Detector would), so a step takes a fraction of a second.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from _fitdata import make_coco_dir, make_patch_dir
+from satsam_training.fit import (
+    FitConfig,
+    FitError,
+    PatchDataset,
+    detector_for,
+    fit,
+    load_training_state,
+    lr_factor,
+    parse_base_config,
+    save_training_state,
+)
+
+from satsam_ros.detector import Detector
+from satsam_ros.model import load_model
+from satsam_ros.synthetic import synthetic_frame
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fitdata")
+    return {
+        "train": make_patch_dir(root / "train", 12, seed=0, negatives=4),
+        "val": make_patch_dir(root / "val", 3, seed=1, negatives=1, split="val"),
+        "frames": make_coco_dir(root / "coco", splits=("val",), count=2, empty=1),
+    }
+
+
+def _cfg(data, out, **kw):
+    base = dict(patches=str(data["train"]), val=str(data["val"]), out=str(out), base="tiny", encoder_size=64,
+                epochs=2, batch_size=4, lr=2e-3, progress=False)
+    base.update(kw)
+    return FitConfig(**base)
+
+
+def test_smoke_loss_decreases_and_checkpoint_matches_memory(data, tmp_path):
+    out = tmp_path / "run"
+    lines = []
+    res = fit(_cfg(data, out, epochs=3, val_frames=str(data["frames"])), log=lines.append)
+    losses = [h["train_loss"] for h in res.history]
+    assert len(losses) == 3 and losses[-1] < losses[0], losses
+    assert res.history[-1]["val_loss"] < res.history[0]["val_loss"]
+    for key in ("val_patch_accuracy", "val_frame_accuracy", "val_frame_mean_iou"):
+        assert key in res.history[0]
+    assert any("tensorboard" in line for line in lines) or (out / "tensorboard").is_dir()
+    for name in ("model/config.json", "model/model.safetensors", "model/satsam.json", "last/state.pt",
+                 "train_log.csv", "curves.png", "fit.json"):
+        assert (out / name).is_file(), name
+    assert len((out / "train_log.csv").read_text().strip().splitlines()) == 4  # header + 3 epochs
+
+    meta = json.loads((out / "model" / "satsam.json").read_text())
+    assert meta["size"] == 512 and meta["patch_size"] == 256 and meta["encoder_input_size"] == 64
+    assert meta["prompt_policy"] == "full_box" and meta["threshold"] == pytest.approx(0.65)
+    prov = meta["provenance"]
+    assert prov["seed"] == 0 and prov["epoch"] == res.best_epoch and prov["data"]["patches_count"] == 16
+    assert prov["data"]["patches"] == str(data["train"].resolve())
+    assert "torch" in prov["versions"] and prov["command"]
+
+    # The saved checkpoint, loaded the way the node loads it, gives what the in-memory model gives.
+    frame, _ = synthetic_frame(7, 200, 240)
+    in_memory = detector_for(res.model, res.meta, 512, 0.5).detect(frame)
+    loaded = Detector.from_model(str(out / "model"), device="cpu", size=512, threshold=0.5).detect(frame)
+    np.testing.assert_allclose(loaded.probability, in_memory.probability, atol=1e-6)
+    assert np.array_equal(loaded.mask, in_memory.mask)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_after_interrupt_gives_the_same_weights(data, tmp_path):
+    # 16 patches / batch 5 -> 4 steps per epoch (last batch short); augmentation and a
+    # warm-up + cosine schedule with clipping, so every piece of state matters.
+    kw = dict(epochs=2, batch_size=5, augment=True, schedule="cosine", warmup_steps=3, clip_grad=1.0,
+              optimizer="adamw", weight_decay=0.01, val=None)
+    full = fit(_cfg(data, tmp_path / "full", **kw))
+
+    def interrupt(step):
+        if step == 6:  # mid epoch 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_cfg(data, tmp_path / "cut", **kw), on_step=interrupt)
+    saved = load_training_state(tmp_path / "cut" / "last")
+    assert (saved["epoch"], saved["step"], saved["step_in_epoch"]) == (1, 6, 2)
+
+    with pytest.raises(FitError, match="already holds a training run"):
+        fit(_cfg(data, tmp_path / "cut", **kw))
+    with pytest.raises(FitError, match="settings changed: lr"):
+        fit(_cfg(data, tmp_path / "cut", resume=True, **dict(kw, lr=1e-3)))
+    resumed = fit(_cfg(data, tmp_path / "cut", resume=True, **kw))
+
+    assert resumed.steps == full.steps == 8
+    a = load_training_state(tmp_path / "full" / "last")["model"]
+    b = load_training_state(tmp_path / "cut" / "last")["model"]
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst <= 1e-6, worst
+    assert [round(h["train_loss"], 6) for h in full.history] == [round(h["train_loss"], 6) for h in resumed.history]
+    sa, sb = _state(full.model), _state(resumed.model)
+    assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
+
+
+def test_state_write_is_atomic(tmp_path, monkeypatch):
+    last = tmp_path / "last"
+    save_training_state(last, {"format": 1, "epoch": 1, "step": 4, "step_in_epoch": 0, "complete_epochs": 1,
+                               "x": torch.ones(3)})
+
+    def broken_save(obj, path, *a, **k):
+        with open(path, "wb") as fh:
+            fh.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_training_state(last, {"format": 1, "epoch": 2, "step": 8, "step_in_epoch": 0, "complete_epochs": 2})
+    monkeypatch.undo()
+    state = load_training_state(last)
+    assert state["epoch"] == 1 and torch.equal(state["x"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no temporary leftovers
+
+
+def test_dataset_uses_detector_preprocessing_and_deterministic_augmentation(data):
+    from satsam_ros import imaging, tiling
+    from satsam_ros.detector import _resize_patches
+
+    ds = PatchDataset(data["train"], encoder_size=64, loss_resolution="low")
+    x, y = ds[0]
+    assert x.shape == (3, 64, 64) and y.shape == (1, 16, 16)
+    want = _resize_patches(imaging.normalize(imaging.to_sam_rgb(ds.images[0]))[None], 64)[0].transpose(2, 0, 1)
+    np.testing.assert_allclose(x.numpy(), want, atol=1e-6)
+    # the soft target is the mask's coverage per low-res pixel
+    cover = tiling.resize((ds.masks[0] > 0).astype(np.float32), 16, 16)
+    np.testing.assert_allclose(y[0].numpy(), cover, atol=1e-6)
+    assert 0 < float(y.max()) <= 1.0
+
+    aug = PatchDataset(data["train"], encoder_size=64, augment=True, seed=3)
+    aug.set_epoch(1)
+    a1 = aug[2]
+    aug.set_epoch(2)
+    a2 = aug[2]
+    aug.set_epoch(1)
+    assert torch.equal(aug[2][0], a1[0]) and torch.equal(aug[2][1], a1[1])
+    assert not torch.equal(a1[0], a2[0])
+    assert float(a1[1].sum()) == float((ds.masks[2] > 0).sum())  # flips/rotations keep the mask's area
+
+
+def test_settings_are_checked(data, tmp_path):
+    with pytest.raises(FitError, match="--train"):
+        fit(_cfg(data, tmp_path / "x", train="encoder"))
+    with pytest.raises(FitError, match="--encoder-size"):
+        fit(_cfg(data, tmp_path / "x", encoder_size=100))
+    with pytest.raises(FitError, match="no patches.json"):
+        fit(_cfg(data, tmp_path / "x", patches=str(tmp_path)))
+    with pytest.raises(FitError, match="--resume: no training state"):
+        fit(_cfg(data, tmp_path / "x", resume=True))
+    with pytest.raises(FitError, match="--base-config only applies"):
+        fit(_cfg(data, tmp_path / "x", base="vit-b", base_config={"hidden": 32}))
+    assert parse_base_config(["hidden=192", "layers=6,decoder_hidden=128"]) == {
+        "hidden": 192, "layers": 6, "decoder_hidden": 128}
+    with pytest.raises(FitError, match="heads=4"):
+        parse_base_config(["heads=4"])
+
+
+def test_lr_schedule_shape():
+    assert [lr_factor(s, 4, 20, "cosine") for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 4, 20, "cosine") == pytest.approx(1.0)
+    assert lr_factor(12, 4, 20, "cosine") == pytest.approx(0.5)
+    assert lr_factor(20, 4, 20, "cosine") == pytest.approx(0.0)
+    assert lr_factor(15, 0, 20, "constant") == 1.0
+
+
+def test_mask_decoder_training_leaves_the_encoder_unchanged(data, tmp_path):
+    import copy
+
+    from satsam_ros.model import SatsamMeta, save_checkpoint
+
+    base, _ = load_model("tiny")
+    save_checkpoint(copy.deepcopy(base), SatsamMeta(encoder_input_size=256), tmp_path / "base")
+    res = fit(_cfg(data, tmp_path / "run", base=str(tmp_path / "base"), encoder_size=64, epochs=1, val=None))
+    before = dict(base.named_parameters())
+    changed = {n for n, p in res.model.named_parameters() if n.startswith("mask_decoder.")
+               and not torch.equal(p, before[n])}
+    assert changed  # the decoder learned
+    for name, p in res.model.named_parameters():
+        resampled = "pos_embed" in name or "rel_pos" in name  # resize_encoder 256 -> 64 resamples these
+        if not name.startswith("mask_decoder.") and not resampled:
+            assert torch.equal(p, before[name]), name
+    meta = json.loads((tmp_path / "run" / "model" / "satsam.json").read_text())
+    assert meta["encoder_input_size"] == 64 and meta["provenance"]["train"] == "mask_decoder"
