@@ -49,13 +49,17 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, poll:
 class NodeProcess:
     """``detect_node`` as colcon installed it, in its own process.
 
-    ``params`` become ``-p name:=value`` (bools as true/false), ``remaps`` ``-r a:=b``.
+    ``params`` become ``-p name:=value`` (bools as true/false), ``remaps`` ``-r a:=b``,
+    ``params_file`` ``--params-file PATH``.
     stdout/stderr go to files (no pipe can fill up and block the node).
     """
 
     def __init__(self, executable: Path, params: Optional[Dict[str, object]] = None,
-                 namespace: str = "/satsam", remaps: Optional[Dict[str, str]] = None):
+                 namespace: str = "/satsam", remaps: Optional[Dict[str, str]] = None,
+                 params_file: Optional[Path] = None):
         self.args: List[str] = [str(executable), "--ros-args", "-r", f"__ns:={namespace}"]
+        if params_file is not None:  # first, so the -p values win (as in the launch file)
+            self.args += ["--params-file", str(params_file)]
         for name, value in (remaps or {}).items():
             self.args += ["-r", f"{name}:={value}"]
         for name, value in (params or {}).items():
@@ -237,11 +241,17 @@ def raw_image_msg(encoding: str, height: int, width: int, step: int, data: bytes
 # ---- diagnostics -------------------------------------------------------------------
 
 
-def diag_values(msg: DiagnosticArray, node_name: str = NODE_NAME) -> Optional[Dict[str, str]]:
-    """Key/values of the node's status in one DiagnosticArray, None when absent."""
+def diag_values(msg: DiagnosticArray, node_name: str = NODE_NAME,
+                input_topic: Optional[str] = None) -> Optional[Dict[str, str]]:
+    """Key/values of the node's status in one DiagnosticArray, None when absent.
+
+    ``input_topic`` tells apart nodes of the same name (in other namespaces).
+    """
     for status in msg.status:
         if status.name.startswith(f"{node_name}:"):
             values = {kv.key: kv.value for kv in status.values}
+            if input_topic is not None and values.get("input_topic") != input_topic:
+                continue
             values["_level"] = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) \
                 else int(status.level)
             values["_message"] = status.message
@@ -249,23 +259,24 @@ def diag_values(msg: DiagnosticArray, node_name: str = NODE_NAME) -> Optional[Di
     return None
 
 
-def latest_diag(collector: Collector, node_name: str = NODE_NAME,
-                after: float = 0.0) -> Optional[Dict[str, str]]:
+def latest_diag(collector: Collector, node_name: str = NODE_NAME, after: float = 0.0,
+                input_topic: Optional[str] = None) -> Optional[Dict[str, str]]:
     """The newest diagnostics of the node received after time ``after`` (time.time())."""
     for t, msg in reversed(collector.snapshot()):
         if t < after:
             break
-        values = diag_values(msg, node_name)
+        values = diag_values(msg, node_name, input_topic)
         if values is not None:
             return values
     return None
 
 
 def wait_diag(collector: Collector, predicate: Callable[[Dict[str, str]], bool], timeout: float,
-              what: str, node_name: str = NODE_NAME, after: float = 0.0) -> Dict[str, str]:
+              what: str, node_name: str = NODE_NAME, after: float = 0.0,
+              input_topic: Optional[str] = None) -> Dict[str, str]:
     """Wait for a diagnostics status of the node (received after ``after``) satisfying predicate."""
     def check():
-        values = latest_diag(collector, node_name, after)
+        values = latest_diag(collector, node_name, after, input_topic)
         return values if values is not None and predicate(values) else None
     return wait_until(check, timeout, what, poll=0.05)
 

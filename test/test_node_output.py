@@ -15,6 +15,7 @@ from typing import Dict
 
 import numpy as np
 import pytest
+from conftest import install_prefix
 from diagnostic_msgs.msg import DiagnosticArray
 from node_helpers import (
     NODE_NAME,
@@ -30,7 +31,7 @@ from node_helpers import (
 )
 from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import SetParameters
-from rclpy.parameter import Parameter
+from rclpy.parameter import Parameter, parameter_value_to_python
 from std_msgs.msg import String
 
 from satsam_ros.cli import overlay_image
@@ -65,7 +66,9 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(installed_node):
-    proc = NodeProcess(installed_node, PARAMS, namespace=NS, remaps={"image": IMAGE_TOPIC})
+    # the installed config/detect.yaml first, then -p overrides: what the launch file does
+    proc = NodeProcess(installed_node, PARAMS, namespace=NS, remaps={"image": IMAGE_TOPIC},
+                       params_file=install_prefix() / "share" / "satsam_ros" / "config" / "detect.yaml")
     ros = RosHarness("satsam_test_output")
     try:
         e = Env(proc, ros, ros.publisher(IMAGE_TOPIC),
@@ -337,3 +340,18 @@ def test_parameters_have_descriptors(env):
     assert not desc["min_area"].read_only and desc["min_area"].integer_range[0].from_value == 0
     assert "best_effort, reliable" in desc["qos_reliability"].description
     assert desc["extra_latency_ms"].read_only and "Testing aid" in desc["extra_latency_ms"].description
+
+
+def test_parameters_come_from_the_installed_yaml_and_the_overrides(env):
+    """The node runs with config/detect.yaml (as installed) plus the -p overrides on top."""
+    import yaml
+    from rcl_interfaces.srv import GetParameters
+
+    config = install_prefix() / "share" / "satsam_ros" / "config" / "detect.yaml"
+    from_yaml = yaml.safe_load(config.read_text())["/**"]["ros__parameters"]
+    req = GetParameters.Request()
+    req.names = sorted(from_yaml)
+    reply = _call(env, GetParameters, "get_parameters", req)
+    actual = {name: parameter_value_to_python(v) for name, v in zip(req.names, reply.values)}
+    expected = dict(from_yaml, **PARAMS)
+    assert actual == expected
