@@ -11,8 +11,19 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="satsam-train", description="Training side of satsam_ros.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_data_commands(sub)
     _add_training_commands(sub)
     return parser
+
+
+def _add_data_commands(sub) -> None:
+    """synth, pseudo-label, patches, import-yolo (defined in data_commands.py)."""
+    from . import data_commands
+
+    data_commands.add_synth(sub)
+    data_commands.add_pseudo_label(sub)
+    data_commands.add_patches(sub)
+    data_commands.add_import_yolo(sub)
 
 
 def _add_training_commands(sub) -> None:
