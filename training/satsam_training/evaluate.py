@@ -187,7 +187,8 @@ def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, example
         row["file"] = path
         rows.append(row)
     report.write_csv(out / "per_frame.csv", rows)
-    title = f"model {result['model']} on {result['data']} ({result['split']}), S = {result['size']}"
+    title = (f"model {Path(result['model']).name} on {Path(result['data']).name} ({result['split']}), "
+             f"S = {result['size']}")
     text = (
         f"# Evaluation: {title}\n\n"
         f"Threshold {result['threshold']:.3f}, backend {result['backend']} on {result['device']}, "

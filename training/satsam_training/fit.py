@@ -170,19 +170,17 @@ class FitResult:
 
 
 def read_patch_index(directory) -> Dict[str, Any]:
-    """Read and check ``DIR/patches.json``; raises FitError naming the problem."""
-    path = Path(directory) / "patches.json"
-    if not path.is_file():
+    """``DIR/patches.json`` read and checked by ``satsam_training.patches``; FitError if unusable."""
+    from .patches import read_patch_index as _read
+
+    if not (Path(directory) / "patches.json").is_file():
         raise FitError(f"{directory}: no patches.json (make one with `satsam-train patches`)")
     try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise FitError(f"{path}: not valid JSON ({exc})") from exc
-    for key in ("patch_size", "items"):
-        if key not in index:
-            raise FitError(f"{path}: missing key {key!r}")
+        index = _read(directory)
+    except ValueError as exc:
+        raise FitError(str(exc)) from exc
     if not index["items"]:
-        raise FitError(f"{path}: no patches listed")
+        raise FitError(f"{directory}/patches.json: no patches listed")
     return index
 
 
@@ -205,7 +203,7 @@ class PatchDataset:
         augment: bool = False,
         seed: int = 0,
     ):
-        import cv2
+        from .patches import load_patch
 
         self.directory = Path(directory)
         self.index = read_patch_index(self.directory)
@@ -220,15 +218,10 @@ class PatchDataset:
         self.masks: List[np.ndarray] = []
         p = self.patch_size
         for item in self.index["items"]:
-            img = cv2.imread(str(self.directory / item["image"]), cv2.IMREAD_GRAYSCALE)
-            mask = cv2.imread(str(self.directory / item["mask"]), cv2.IMREAD_GRAYSCALE)
-            if img is None or mask is None:
-                raise FitError(f"{self.directory}: cannot read patch {item['image']!r} / {item['mask']!r}")
-            if img.shape != (p, p) or mask.shape != (p, p):
-                raise FitError(
-                    f"{self.directory}: patch {item['image']!r} is {img.shape}, mask {mask.shape}; "
-                    f"patches.json says {p} x {p}"
-                )
+            try:
+                img, mask = load_patch(self.directory, item, p)
+            except (OSError, ValueError) as exc:
+                raise FitError(f"fit: {exc}") from exc
             self.images.append(img)
             self.masks.append(mask)
         self.positive = np.array([bool(np.any(m)) for m in self.masks])

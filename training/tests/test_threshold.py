@@ -1,0 +1,95 @@
+"""Threshold sweep: the rule on constructed probability maps, and tune-threshold end to end."""
+
+import json
+
+import numpy as np
+import pytest
+from _fitdata import make_coco_dir
+from satsam_training.cli import main
+from satsam_training.evaluate import evaluate
+from satsam_training.threshold import choose, default_grid, sweep
+
+from satsam_ros.model import SatsamMeta, _random_model, save_checkpoint, tiny_config
+
+
+def _square(h=40, w=50, value=255):
+    m = np.zeros((h, w), np.float32)
+    m[10:20, 10:20] = value
+    return m
+
+
+def test_sweep_picks_the_threshold_that_separates_hit_and_false_alarm():
+    true = _square().astype(np.uint8)
+    prob_hit = _square(value=0.7)  # satellite at 0.7, background 0
+    prob_empty = np.zeros((40, 50), np.float32)
+    prob_empty[30:35, 30:35] = 0.4  # a faint blob on an empty frame
+    rows = sweep([(prob_hit, true, 0.1), (prob_empty, None, 0.2)], [0.2, 0.5, 0.8])
+    acc = {r["threshold"]: r["accuracy"] for r in rows}
+    assert acc == {0.2: 0.5, 0.5: 1.0, 0.8: 0.5}
+    assert {r["threshold"]: r["false_alarm_rate"] for r in rows} == {0.2: 1.0, 0.5: 0.0, 0.8: 0.0}
+    assert {r["threshold"]: r["miss_rate"] for r in rows} == {0.2: 0.0, 0.5: 0.0, 0.8: 1.0}
+    assert choose(rows)["threshold"] == 0.5
+
+
+def test_ties_go_to_iou_then_the_middle_of_the_plateau():
+    true = _square().astype(np.uint8)
+    prob = _square(value=0.9)
+    prob[10:20, 20:22] = 0.3  # a rim that only low thresholds include: lower IoU there
+    rows = sweep([(prob, true, None)], [0.1, 0.2, 0.4, 0.5, 0.6, 0.7])
+    assert all(r["accuracy"] == 1.0 for r in rows)
+    assert rows[0]["mean_iou"] < rows[2]["mean_iou"] == 1.0
+    assert choose(rows)["threshold"] == 0.5  # middle of 0.4 .. 0.7 (ties on IoU 1.0)
+
+
+def test_min_area_clears_small_components_as_the_node_does():
+    prob = np.zeros((30, 30), np.float32)
+    prob[5:7, 5:7] = 0.9  # 4 pixels
+    rows = sweep([(prob, None, None)], [0.5], min_area=5)
+    assert rows[0]["false_alarms"] == 0
+    rows = sweep([(prob, None, None)], [0.5], min_area=0)
+    assert rows[0]["false_alarms"] == 1
+
+
+def test_default_grid():
+    grid = default_grid()
+    assert grid[0] == 0.05 and grid[-1] == 0.95 and len(grid) == 19
+    with pytest.raises(ValueError, match="step"):
+        default_grid(0.7)
+
+
+def test_tune_threshold_end_to_end(tmp_path, capsys):
+    data = make_coco_dir(tmp_path / "coco", splits=("val",), count=4, empty=1, height=96, width=120)
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(_random_model(tiny_config(image_size=64), seed=1), SatsamMeta(size=512, threshold=0.65), ckpt)
+    grid = ["0.3", "0.45", "0.5", "0.55", "0.7"]
+    rc = main(["tune-threshold", str(ckpt), "--data", str(data), "--thresholds", *grid, "--json", "--no-progress"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = result["rows"]
+    assert [r["threshold"] for r in rows] == [float(g) for g in grid]
+    best = result["threshold"]
+    assert best == choose(rows)["threshold"]
+
+    meta = json.loads((ckpt / "satsam.json").read_text())
+    assert meta["threshold"] == best
+    tuning = meta["provenance"]["threshold_tuning"]
+    assert tuning["previous_threshold"] == 0.65 and tuning["frames"] == 4 and tuning["split"] == "val"
+    assert (ckpt / "threshold_curve.png").is_file()
+    csv_lines = (ckpt / "threshold_curve.csv").read_text().strip().splitlines()
+    assert csv_lines[0].startswith("threshold,accuracy,mean_iou") and len(csv_lines) == 1 + len(grid)
+
+    # Same code path as the node: evaluating with the Detector at each threshold gives the sweep's rows.
+    for row in (rows[0], rows[2], rows[-1]):
+        ev = evaluate(str(ckpt), data, split="val", threshold=row["threshold"], progress=False, device="cpu")
+        assert ev["accuracy"] == row["accuracy"] and ev["false_alarm_rate"] == row["false_alarm_rate"]
+        assert ev["mean_iou"] == pytest.approx(row["mean_iou"])
+    # the checkpoint now carries the tuned threshold
+    assert evaluate(str(ckpt), data, split="val", progress=False, device="cpu")["threshold"] == best
+
+
+def test_tune_threshold_needs_a_checkpoint_directory(tmp_path):
+    data = make_coco_dir(tmp_path / "coco", splits=("val",), count=1, empty=0)
+    with pytest.raises(SystemExit, match="not a checkpoint directory"):
+        main(["tune-threshold", "tiny", "--data", str(data), "--no-progress"])
+    with pytest.raises(SystemExit, match="no such split file"):
+        main(["tune-threshold", "tiny", "--data", str(data), "--split", "test", "--dry-run", "--no-progress"])
