@@ -533,11 +533,15 @@ def choose_backend(
         else:
             notes.append("tensorrt is not installed")
         if _ort_has_cuda():
-            from .backends.onnxruntime_backend import OnnxRuntimeBackend
+            from .backends import onnxruntime_backend
 
-            be = OnnxRuntimeBackend(_onnx_for(model, size, mode), device="cuda")
-            return BackendChoice(be, be.meta, f"auto: {be.describe()} ({'; '.join(notes)})")
-        notes.append("onnxruntime has no CUDA provider")
+            try:
+                be = onnxruntime_backend.OnnxRuntimeBackend(_onnx_for(model, size, mode), device="cuda")
+                return BackendChoice(be, be.meta, f"auto: {be.describe()} ({'; '.join(notes)})")
+            except (ValueError, RuntimeError, OSError) as exc:  # e.g. CUDA/cuDNN libraries not found
+                notes.append(f"onnxruntime CUDA failed ({exc})")
+        else:
+            notes.append("onnxruntime has no CUDA provider")
         return _torch_choice(model, "cuda", notes)
     if module_available("onnxruntime"):
         from .backends.onnxruntime_backend import OnnxRuntimeBackend

@@ -81,6 +81,21 @@ def test_gpu_tensorrt_failure_then_onnxruntime_cuda(monkeypatch, tmp_path):
                              "(TensorRT failed (RuntimeError: engine build ran out of memory))")
 
 
+def test_gpu_onnxruntime_cuda_failure_then_torch(monkeypatch):
+    hide(monkeypatch, "tensorrt")
+
+    class NoCudnn:
+        def __init__(self, path, device):
+            raise ValueError("onnxruntime could not start a GPU provider (libcudnn.so.9 not found)")
+
+    monkeypatch.setattr(export, "_ort_has_cuda", lambda: True)
+    monkeypatch.setattr(onnxruntime_backend, "OnnxRuntimeBackend", NoCudnn)
+    choice = export.choose_backend("tiny", "auto", "cuda")
+    assert choice.backend is None and choice.reason.startswith("auto: torch on cuda (tensorrt is not installed; "
+                                                               "onnxruntime CUDA failed (")
+    assert "libcudnn.so.9" in choice.reason
+
+
 def test_gpu_without_tensorrt_or_ort_cuda_is_torch_cuda(monkeypatch):
     hide(monkeypatch, "tensorrt")
     monkeypatch.setattr(export, "_ort_has_cuda", lambda: False)

@@ -129,7 +129,9 @@ def fake_trt(version, fast_fp16=True, parse_ok=True, build_result=b"serialized-e
     mod.Logger, mod.Builder, mod.OnnxParser, mod.Runtime = Logger, Builder, Parser, Runtime
     mod.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
     mod.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace-pool")
-    mod.BuilderFlag = types.SimpleNamespace(FP16="fp16-flag", TF32="tf32-flag")
+    mod.BuilderFlag = types.SimpleNamespace(TF32="tf32-flag")
+    if major_minor < (11, 0):  # TensorRT 11 removed weak typing: no FP16 flag
+        mod.BuilderFlag.FP16 = "fp16-flag"
     mod.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
     mod.DataType = types.SimpleNamespace(FLOAT="float", HALF="half")
     return mod
@@ -305,6 +307,19 @@ def test_builder_api_per_version(tmp_path, version, flags, workspace_call):
         assert calls[workspace_call][1] == ("workspace-pool", 512 << 20)
     assert calls["set_flag"][1] == ("fp16-flag",) and "clear_flag" not in calls
     assert calls["set_shape"][1] == ("pixel_values", (1, 3, 256, 256), (16, 3, 256, 256), (16, 3, 256, 256))
+
+
+def test_tensorrt_11_has_no_fp16_flag(tmp_path, monkeypatch):
+    trt = fake_trt("11.4.0.106")
+    assert not trtb.fp16_flag_supported(trt) and trtb.fp16_flag_supported(fake_trt("10.3.0"))
+    with pytest.raises(ValueError, match="11.4.0.106 has no FP16 builder flag.*--precision fp32"):
+        trtb.serialize_network(trt, tmp_path / "m.onnx", "fp16", trtb.profile_shapes(512, 256), 256)
+    assert trtb.serialize_network(trt, tmp_path / "m.onnx", "fp32", trtb.profile_shapes(512, 256), 256)
+    monkeypatch.setattr(trtb, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(trtb, "build_engine", lambda onnx_path, precision, **kw: trtb.EngineBuild(
+        tmp_path / "e.engine", make_key(precision=precision), False, "cache hit"))
+    build = trtb.ensure_engine("m.onnx", "auto")
+    assert build.key["precision"] == "fp32" and "has no FP16 builder flag" in build.summary()
 
 
 def test_fp32_builds_turn_tf32_off(tmp_path):

@@ -74,6 +74,9 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             options.intra_op_num_threads = int(threads)
         providers = providers_for(device, ort.get_available_providers(), bool(tensorrt_ep))
+        if device == "cuda" and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu >= 1.21: load CUDA / cuDNN from the nvidia-* wheels torch installed
+            ort.preload_dlls()
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types (InvalidGraph, Fail, ...)

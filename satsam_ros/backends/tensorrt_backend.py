@@ -53,6 +53,7 @@ KEY_FORMAT = 1
 TENSOR_API_SINCE = (8, 5)  # set_input_shape / set_tensor_address / execute_async_v3
 MEMORY_POOL_SINCE = (8, 4)  # IBuilderConfig.set_memory_pool_limit replaces max_workspace_size
 NO_EXPLICIT_BATCH_FLAG_SINCE = (10, 0)  # networks are always explicit-batch; the flag is deprecated
+WEAK_TYPING_REMOVED_SINCE = (11, 0)  # BuilderFlag.FP16 and platform_has_fast_fp16 are gone in 11.x
 OLDEST_SUPPORTED = (8, 0)
 DEFAULT_MIN_IOU = 0.9
 DEFAULT_WORKSPACE_MB = 1024
@@ -97,6 +98,24 @@ def execution_api(trt) -> str:
     if version[:2] < OLDEST_SUPPORTED:
         raise ValueError(f"TensorRT {trt.__version__} is too old: satsam_ros needs 8.0 or newer")
     return "tensor" if version[:2] >= TENSOR_API_SINCE else "binding"
+
+
+def fp16_flag_supported(trt) -> bool:
+    """True where FP16 is a builder flag (TensorRT 8.x - 10.x).
+
+    TensorRT 11 builds strongly typed networks only: an fp16 engine there needs an
+    fp16 ONNX graph, which this package does not export (yet).
+    """
+    version = parse_version(getattr(trt, "__version__", ""))
+    return version[:2] < WEAK_TYPING_REMOVED_SINCE and hasattr(trt.BuilderFlag, "FP16")
+
+
+def fast_fp16(trt, builder=None) -> bool:
+    """Whether an fp16 build is possible and worth it on this GPU."""
+    if not fp16_flag_supported(trt):
+        return False
+    builder = builder if builder is not None else trt.Builder(trt.Logger(trt.Logger.WARNING))
+    return bool(getattr(builder, "platform_has_fast_fp16", True))
 
 
 # --------------------------------------------------------------------------- profile & key
@@ -437,6 +456,11 @@ def serialize_network(trt, onnx_path: Path, precision: str, profile: ProfileShap
     from 8.4 (``max_workspace_size`` before), FP16 when asked for.
     """
     version = parse_version(trt.__version__)
+    if precision == "fp16" and not fp16_flag_supported(trt):
+        raise ValueError(
+            f"TensorRT {trt.__version__} has no FP16 builder flag (strongly typed networks only); "
+            "build with --precision fp32, or use TensorRT 8.x - 10.x for fp16"
+        )
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -463,7 +487,7 @@ def serialize_network(trt, onnx_path: Path, precision: str, profile: ProfileShap
     if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # TF32 (on by default on Ampere+) is not fp32
     if precision == "fp16":
-        if not builder.platform_has_fast_fp16:
+        if not fast_fp16(trt, builder):
             LOG.warning("this GPU has no fast fp16: the fp16 engine may be no faster than fp32")
         config.set_flag(trt.BuilderFlag.FP16)
     opt_profile = builder.create_optimization_profile()
@@ -605,9 +629,10 @@ def ensure_engine(
     if precision != "auto":
         return build_engine(onnx_path, precision, size=size, patch_size=patch_size, min_iou=min_iou)
     trt = import_tensorrt()
-    if not trt.Builder(trt.Logger(trt.Logger.WARNING)).platform_has_fast_fp16:
+    if not fast_fp16(trt):
         build = build_engine(onnx_path, "fp32", size=size, patch_size=patch_size)
-        build.note = "fp32 because this GPU has no fast fp16"
+        build.note = ("fp32 because this GPU has no fast fp16" if fp16_flag_supported(trt)
+                      else f"fp32 because TensorRT {trt.__version__} has no FP16 builder flag")
         return build
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # reported below, in the reason
