@@ -365,30 +365,31 @@ class SamPrompter:
         Returns one ``(mask H x W bool or None, Selection)`` per box.
         """
         emb, geom = self.embed(image)
-        results = []
         if auto.grid == "frame":
-            pool = self._auto_pool(emb, geom, grid_points(auto.points_per_side, 0, 0, geom.width, geom.height), auto)
-            for box in boxes:
-                results.append(self._select_from_pool(pool, geom, box, rule))
+            points = grid_points(auto.points_per_side, 0, 0, geom.width, geom.height)
+            pools = self._auto_candidates(emb, geom, points, auto, boxes, rule)
         else:
+            pools = []
             for box in boxes:
-                x, y, w, h = box
-                pts = grid_points(auto.points_per_side, x, y, w, h)
-                pool = self._auto_pool(emb, geom, pts, auto)
-                results.append(self._select_from_pool(pool, geom, box, rule))
-        return results
+                points = grid_points(auto.points_per_side, *box)
+                pools += self._auto_candidates(emb, geom, points, auto, [box], rule)
+        return [self._select_full(pool, geom, box, rule) for pool, box in zip(pools, boxes)]
 
-    def _auto_pool(self, emb, geom: SamGeometry, points: np.ndarray, auto: AutoMaskConfig):
-        """Low-res logits of the candidates that pass SAM's quality filters (K x m x m)."""
+    def _auto_candidates(self, emb, geom: SamGeometry, points: np.ndarray, auto: AutoMaskConfig, boxes, rule):
+        """Per box, the low-res logits (K x m x m) of the candidates that may match it.
+
+        A candidate must pass SAM's quality filters (predicted IoU, stability score on
+        the valid, unpadded part of the low-res grid) and a cheap low-resolution
+        version of the selection rule with its thresholds relaxed by 0.25 (so that
+        only plausible candidates are upsampled to the frame and kept in memory).
+        """
         torch = self._torch
-        kept = []
-        m = None
+        pools: list = [[] for _ in boxes]
         for i in range(0, len(points), auto.points_per_batch):
             logits, iou = self.prompt_points(emb, geom, points[i:i + auto.points_per_batch])
             m = logits.shape[-1]
             logits = logits.reshape(-1, m, m)
             iou = iou.reshape(-1)
-            # stability on the valid (unpadded) part of the low-res grid
             vh = max(1, math.ceil(geom.rh * m / geom.size))
             vw = max(1, math.ceil(geom.rw * m / geom.size))
             valid = logits[:, :vh, :vw]
@@ -396,37 +397,25 @@ class SamPrompter:
             lo = (valid > -auto.stability_offset).flatten(1).sum(1).float()
             stability = torch.where(lo > 0, hi / lo.clamp(min=1), torch.zeros_like(hi))
             keep = (iou >= auto.pred_iou_thresh) & (stability >= auto.stability_thresh) & (lo > 0)
-            if keep.any():
-                kept.append(logits[keep])
-        if not kept:
-            return torch.zeros((0, m or 1, m or 1))
-        return torch.cat(kept)
+            if not keep.any():
+                continue
+            logits = logits[keep]
+            low = (logits[:, :vh, :vw] > 0).cpu().numpy()
+            f = m / float(geom.size) * geom.scale  # frame px -> low-res px
+            for b, box in enumerate(boxes):
+                area, inside, ious = candidate_scores(low, [v * f for v in box], rule.margin * f + 1.5)
+                maybe = (area > 0) & (inside >= rule.min_inside - 0.25) & (ious >= rule.min_box_iou - 0.25)
+                if maybe.any():
+                    pools[b].append(logits[torch.from_numpy(maybe).to(logits.device)])
+        return [torch.cat(p) if p else None for p in pools]
 
-    def _select_from_pool(self, pool, geom: SamGeometry, box, rule: SelectionRule):
-        """Apply the rule to a candidate pool for one box, evaluating at frame resolution.
-
-        A cheap pre-filter at low resolution (rule thresholds relaxed by 0.25) drops
-        candidates that cannot qualify before they are upsampled to H x W.
-        """
-        if pool.shape[0] == 0:
+    def _select_full(self, pool, geom: SamGeometry, box, rule: SelectionRule):
+        """The rule on a candidate pool for one box, evaluated at frame resolution."""
+        if pool is None or pool.shape[0] == 0:
             return None, Selection(None, 0.0, 0.0)
-        m = pool.shape[-1]
-        f = m / float(geom.size) * geom.scale  # frame px -> low-res px
-        vh = max(1, math.ceil(geom.rh * m / geom.size))
-        vw = max(1, math.ceil(geom.rw * m / geom.size))
-        low = (pool[:, :vh, :vw] > 0).cpu().numpy()
-        lbox = [v * f for v in box]
-        relaxed = SelectionRule(max(0.0, rule.min_inside - 0.25), max(0.0, rule.min_box_iou - 0.25),
-                                rule.margin * f + 1.5)
-        area, inside, ious = candidate_scores(low, lbox, relaxed.margin)
-        maybe = np.flatnonzero((area > 0) & (inside >= relaxed.min_inside) & (ious >= relaxed.min_box_iou))
-        if maybe.size == 0:
-            return None, Selection(None, float(ious.max()) if len(ious) else 0.0, 0.0)
-        full = self.to_frame(pool[maybe], geom)
+        full = self.to_frame(pool, geom)
         sel = select_candidate(full, box, rule)
-        if sel.index is None:
-            return None, sel
-        return full[sel.index], sel
+        return (full[sel.index] if sel.index is not None else None), sel
 
     def box_select(self, image: np.ndarray, boxes, rule: SelectionRule):
         """SAM box prompts + the rule for each COCO box: list of ``(mask or None, Selection)``."""
