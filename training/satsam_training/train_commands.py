@@ -243,8 +243,9 @@ def add_pipeline(sub) -> None:
                    help="pseudo-mask method for the train/val frames (default grabcut; 'none' keeps the given "
                         "masks)")
     p.add_argument("--patch-size", type=int, default=256)
-    p.add_argument("--negatives", type=float, default=None,
-                   help="fraction of empty patches kept for training (passed to `patches`; default theirs)")
+    p.add_argument("--keep-empty", type=float, default=0.0,
+                   help="probability of keeping a patch without satellite pixels (`patches --keep-empty`; "
+                        "default 0, as the reference; from-scratch models need some to learn to stay quiet)")
     p.add_argument("--val-frames", action="store_true",
                    help="also score val frames through the Detector every epoch (slower)")
     p.add_argument("--eval-split", default="test")
