@@ -596,6 +596,9 @@ def pseudo_label_dataset(
     if report.has_truth:
         write_json_atomic(out_dir / "pseudo_iou.json", report.to_dict(), indent=1)
         (out_dir / "pseudo_iou.md").write_text(iou_table_markdown(report))
+    else:  # no stale table from an earlier run into the same directory
+        for name in ("pseudo_iou.json", "pseudo_iou.md"):
+            (out_dir / name).unlink(missing_ok=True)
     return report
 
 
