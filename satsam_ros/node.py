@@ -117,6 +117,8 @@ def allowed_values(spec: ParamSpec) -> str:
         return f"one of {_fmt(spec.choices)}"
     if spec.name == "threshold":
         return "-1 (from the checkpoint) or in [0, 1]"
+    if spec.name == "model":
+        return "tiny, builtin, vit-b, a checkpoint directory or a hub id"
     if spec.int_range is not None:
         lo, hi, step = spec.int_range
         return f"an integer in [{lo}, {hi}]" + (f" in steps of {step}" if step > 1 else "")
@@ -138,7 +140,7 @@ def check_parameter(name: str, value: Any) -> Optional[str]:
     if spec.choices and value not in spec.choices:
         return f"parameter '{name}' must be {allowed_values(spec)}; got {value!r}"
     if name == "model" and not str(value).strip():
-        return "parameter 'model' must not be empty (tiny, builtin, vit-b, a directory or a hub id)"
+        return f"parameter 'model' must be {allowed_values(spec)}; got an empty string"
     if name == "threshold" and value != -1.0 and not 0.0 <= value <= 1.0:
         return f"parameter 'threshold' must be {allowed_values(spec)}; got {value}"
     if spec.int_range is not None:
@@ -156,14 +158,15 @@ class LatestFrameMailbox:
     """A one-slot mailbox between the subscription callback and the worker.
 
     ``put`` stores an item; an item still waiting is replaced and counted in
-    ``dropped``. ``take`` blocks until an item is there (returns it and empties the
-    slot) or the mailbox is closed (returns None).
+    ``dropped``. ``take`` blocks until an item is there (returns it, empties the slot
+    and marks the taker busy until ``done``) or the mailbox is closed (returns None).
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._item: Any = None
         self._closed = False
+        self._busy = False
         self.dropped = 0
 
     def put(self, item: Any) -> bool:
@@ -180,14 +183,26 @@ class LatestFrameMailbox:
         """The waiting item (slot emptied), or None when closed or after ``timeout``."""
         with self._cond:
             self._cond.wait_for(lambda: self._item is not None or self._closed, timeout)
-            if self._closed:
+            if self._closed or self._item is None:
                 return None
             item, self._item = self._item, None
+            self._busy = True
             return item
 
+    def done(self) -> None:
+        """The taken item is finished (published, rejected or failed)."""
+        with self._cond:
+            self._busy = False
+
     def pending(self) -> int:
+        """Items waiting in the slot (0 or 1)."""
         with self._cond:
             return 0 if self._item is None else 1
+
+    def in_progress(self) -> int:
+        """Items taken and not yet done (0 or 1)."""
+        with self._cond:
+            return 1 if self._busy else 0
 
     def close(self) -> None:
         """Wake the worker for good; a waiting item is discarded."""
@@ -279,7 +294,8 @@ else:
     _RCLPY_IMPORT_ERROR = None
 
 
-def _descriptor(spec: ParamSpec):
+def descriptor(spec: ParamSpec):
+    """The ParameterDescriptor of one parameter (description, allowed values, range, read_only)."""
     text = spec.description
     if spec.choices:
         text += f" Allowed: {_fmt(spec.choices)}."
@@ -320,7 +336,7 @@ class DetectorNode(Node):
         for spec in PARAMS:
             self._rejected_reason = ""
             try:
-                param = self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+                param = self.declare_parameter(spec.name, spec.default, descriptor(spec))
             except InvalidParameterValueException as exc:
                 raise StartupError(self._rejected_reason or self._range_reason(spec, exc)) from exc
             except InvalidParameterTypeException as exc:
@@ -477,28 +493,34 @@ class DetectorNode(Node):
             item = self._mailbox.take()
             if item is None:
                 return
-            if self._extra_latency_s > 0 and self._stop.wait(self._extra_latency_s):
-                return
             try:
-                result = self._detector.detect(item.frame, item.order)
-            except FrameError as exc:  # e.g. a frame the converter let through
-                self.stats.count("rejected", str(exc))
-                continue
-            except Exception as exc:  # noqa: BLE001 - the node must never die from input
-                self.stats.count("errors", f"{type(exc).__name__}: {exc}")
-                self.get_logger().error(f"detection failed: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=REJECT_LOG_THROTTLE_S)
-                continue
+                self._process(item)
+            finally:
+                self._mailbox.done()
+
+    def _process(self, item: FrameItem) -> None:
+        """Detect on one frame and publish; errors are counted and logged, never raised."""
+        if self._extra_latency_s > 0 and self._stop.wait(self._extra_latency_s):
+            return
+        try:
+            result = self._detector.detect(item.frame, item.order)
+        except FrameError as exc:  # e.g. a frame the converter let through
+            self.stats.count("rejected", str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - the node must never die from input
+            self.stats.count("errors", f"{type(exc).__name__}: {exc}")
+            self.get_logger().error(f"detection failed: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=REJECT_LOG_THROTTLE_S)
+            return
+        if self._stop.is_set():
+            return
+        try:
+            self._publish(item, result)
+        except Exception as exc:  # noqa: BLE001 - e.g. during shutdown
             if self._stop.is_set():
                 return
-            try:
-                self._publish(item, result)
-            except Exception as exc:  # noqa: BLE001 - e.g. during shutdown
-                if self._stop.is_set():
-                    return
-                self.stats.count("errors", f"publish: {exc}")
-                self.get_logger().error(f"publishing failed: {exc}",
-                                        throttle_duration_sec=REJECT_LOG_THROTTLE_S)
+            self.stats.count("errors", f"publish: {exc}")
+            self.get_logger().error(f"publishing failed: {exc}", throttle_duration_sec=REJECT_LOG_THROTTLE_S)
 
     def _publish(self, item: FrameItem, result) -> None:
         from .ros_io import array_to_image_msg, build_detection_array, detections_json
@@ -545,6 +567,7 @@ class DetectorNode(Node):
             ("frames_dropped", str(self._mailbox.dropped)),
             ("frames_rejected", str(snap["rejected"])),
             ("frames_pending", str(self._mailbox.pending())),
+            ("frames_in_progress", str(self._mailbox.in_progress())),
             ("processing_errors", str(snap["errors"])),
             ("latency_p50_ms", ms(snap["latency"], 50)),
             ("latency_p95_ms", ms(snap["latency"], 95)),

@@ -283,7 +283,8 @@ def wait_diag(collector: Collector, predicate: Callable[[Dict[str, str]], bool],
 
 def counts(values: Dict[str, str], keys: Iterable[str] = ("frames_received", "frames_processed",
                                                           "frames_dropped", "frames_rejected",
-                                                          "processing_errors", "frames_pending")):
+                                                          "processing_errors", "frames_pending",
+                                                          "frames_in_progress")):
     return {k: int(values[k]) for k in keys}
 
 
