@@ -1,0 +1,57 @@
+"""The installed detect_node on ONNX Runtime (``-p backend:=onnxruntime -p model:=X.onnx``)
+over real DDS: every published mask equals the torch Detector's mask on the same frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from node_helpers import NodeProcess, RosHarness, image_msg, same_stamp, wait_diag
+from test_onnx_runtime import separating_threshold
+
+from satsam_ros.detector import Detector, DetectorConfig
+from satsam_ros.export import export_model
+from satsam_ros.ros_io import image_msg_to_array
+from satsam_ros.synthetic import synthetic_frame
+
+NS = "/satsam_ort"
+TOPIC = "/test_onnx_node/camera/image_raw"
+
+
+def frames():
+    noise = np.random.default_rng(8).integers(0, 256, (480, 600), dtype=np.uint8)
+    return [synthetic_frame(61)[0], synthetic_frame(62, with_satellite=False)[0], noise]
+
+
+def test_node_on_onnxruntime_publishes_the_torch_masks(installed_node, tmp_path):
+    onnx_file = export_model("tiny", tmp_path / "tiny.onnx", size=512, verify=False).path
+    torch_det = Detector.from_model("tiny", backend="torch", device="cpu", size=512)
+    probe = [torch_det.detect(f, "mono").probability for f in frames()]
+    thr = separating_threshold(np.concatenate([p.ravel() for p in probe]))
+    reference = Detector(torch_det.backend, DetectorConfig(size=512, threshold=thr))
+    expected = [reference.detect(f, "mono").mask for f in frames()]
+    assert any(set(np.unique(m)) == {0, 255} for m in expected), "the comparison needs non-trivial masks"
+
+    params = {"size": 512, "model": str(onnx_file), "backend": "onnxruntime", "device": "cpu",
+              "threshold": repr(thr), "qos_reliability": "reliable", "qos_depth": 10}
+    proc = NodeProcess(installed_node, params, namespace=NS, remaps={"image": TOPIC})
+    ros = RosHarness("satsam_test_onnx_node")
+    try:
+        pub = ros.publisher(TOPIC)
+        masks = ros.collect(f"{NS}/mask")
+        diag = ros.collect("/diagnostics", DiagnosticArray)
+        ros.wait_matched(pub, 90, "detect_node (onnxruntime) to subscribe to its image topic", proc)
+        ros.wait_publishers([masks], 30)
+        for i, (frame, want) in enumerate(zip(frames(), expected)):
+            msg = image_msg(frame, "mono8", frame_id=f"ort_{i}")
+            pub.publish(msg)
+            got = masks.wait_for(lambda m, s=msg.header.stamp: same_stamp(m.header.stamp, s), 60,
+                                 f"the mask of frame {i}")
+            arr, _ = image_msg_to_array(got)
+            assert np.array_equal(arr, want), f"frame {i}: node (onnxruntime) and torch masks differ"
+        values = wait_diag(diag, lambda v: int(v["frames_processed"]) >= 3, 10, "diagnostics", input_topic=TOPIC)
+        assert values["backend"] == "onnxruntime" and float(values["threshold"]) == pytest.approx(thr)
+    finally:
+        proc.stop()
+        ros.close()
+        proc.close()
