@@ -409,7 +409,7 @@ class DetectorNode(Node):
                 mode=p["mode"], patch_size=p["patch_size"], overlap=p["overlap"],
                 threshold=threshold, min_area=p["min_area"],
             )
-        except (ValueError, TypeError, OSError, ImportError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure here ends start-up with its message
             raise StartupError(
                 f"cannot build the detector (model {p['model']!r}, backend {p['backend']!r}, "
                 f"device {p['device']!r}): {exc}"
@@ -654,12 +654,16 @@ def main(argv: Optional[List[str]] = None) -> int:
               "installation or install the ROS 2 Python wheels", file=sys.stderr)
         return 2
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
 
     args = sys.argv if argv is None else argv
+    try:  # our own SIGINT/SIGTERM handling (rclpy's would raise in the middle of a spin)
+        from rclpy.signals import SignalHandlerOptions
+    except ImportError:  # rclpy older than Humble: its handlers are replaced below
+        rclpy.init(args=args)
+    else:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     restore = _install_signal_handlers(stop)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         try:
