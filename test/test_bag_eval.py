@@ -1,0 +1,283 @@
+"""`satsam bag eval` against the installed detect_node over real (loopback) DDS.
+
+* One evaluation with a node that ``bag eval`` starts itself (fresh ROS_DOMAIN_ID), on a
+  bag made by ``satsam bag make`` from a COCO split whose frames are 8-bit, 16-bit and
+  colour. Its report is checked against three independent computations: the
+  in-process Detector + ``satsam_ros.metrics``, ``satsam-train evaluate`` on the same
+  COCO split, and a recomputation from the recorded output bag read with rosbags alone.
+* Two evaluations ``--attach``-ed to one shared node slowed on purpose
+  (``extra_latency_ms``): a bag written with rosbags alone, without ground truth
+  (timing figures only), and a flood (``--rate max``) whose dropped frames must add up.
+
+The model: the ``tiny`` random SAM's output does not depend on its input (its
+probabilities are the same for every frame), so a frame-matching bug would go
+unnoticed with it. The tests use a checkpoint of the tiny architecture with its
+weights redrawn at unit gain, which answers each frame differently; the ground truth
+of some frames is that model's own in-process mask, so accuracy is neither 0 nor 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from node_helpers import NodeProcess
+from pycocotools import mask as mask_utils
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from satsam_ros import bag
+from satsam_ros.cli import main
+from satsam_ros.detector import Detector
+from satsam_ros.metrics import MetricAccumulator
+from satsam_ros.synthetic import synthetic_frame
+
+STORE = get_typestore(Stores.ROS2_JAZZY)
+THRESHOLD = 0.57  # the responsive model's masks: small but non-empty, empty on a white frame
+SLOW_NS = "/satsam_bagtest"
+SLOW_TOPIC = "/bagtest/image"
+EXTRA_LATENCY_MS = 300
+
+
+# ---- the model and the labelled data ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def responsive_model(tmp_path_factory):
+    """A checkpoint of the tiny architecture whose output depends on the frame."""
+    import torch
+
+    from satsam_ros.model import load_model, save_checkpoint
+
+    sam, meta = load_model("tiny")
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in sam.parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=gen) / float(np.sqrt(param[0].numel())))
+    return save_checkpoint(sam, meta, tmp_path_factory.mktemp("model") / "responsive")
+
+
+def _rle(mask):
+    rle = mask_utils.encode(np.asfortranarray((mask > 0).astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+@pytest.fixture(scope="module")
+def labelled(responsive_model, tmp_path_factory):
+    """A COCO test split of 7 frames and the in-process reference metrics.
+
+    Frames 0-2: truth = the model's own in-process mask (correct), one of them 16-bit
+    and one colour; 3-4: truth = the synthetic satellite (wrong); 5: empty frame, the
+    model sees something (false alarm); 6: a white empty frame, the model sees nothing
+    (correct).
+    """
+    det = Detector.from_model(str(responsive_model), backend="torch", device="cpu", size=512, threshold=THRESHOLD)
+    gray = [synthetic_frame(s)[0] for s in range(5)]
+    images = [
+        (gray[0], "mono"),
+        (gray[1].astype(np.uint16) * 257 + 100, "mono"),
+        (np.dstack([gray[2], np.roll(gray[2], 40, axis=1), 255 - gray[2]]), "bgr"),
+        (gray[3], "mono"),
+        (gray[4], "mono"),
+        (synthetic_frame(5, with_satellite=False)[0], "mono"),
+        (np.full((512, 641), 255, np.uint8), "mono"),
+    ]
+    preds = [det.detect(img, order).mask for img, order in images]
+    assert all(p.any() for p in preds[:6]) and not preds[6].any(), "threshold no longer splits the frames"
+    truths = preds[:3] + [synthetic_frame(3)[1], synthetic_frame(4)[1]] + [np.zeros((512, 641), np.uint8)] * 2
+    reference = MetricAccumulator()
+    for pred, truth in zip(preds, truths):
+        reference.add(pred, truth)
+    ref = reference.summary()
+    assert 0 < ref["accuracy"] < 1 and ref["false_alarms"] == 1
+
+    d = tmp_path_factory.mktemp("coco")
+    doc = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "satellite"}]}
+    for i, ((img, _order), truth) in enumerate(zip(images, truths)):
+        name = f"images/test/frame_{i}.png"
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(d / name), img)
+        doc["images"].append({"id": i + 1, "file_name": name, "width": 641, "height": 512})
+        if truth.any():
+            doc["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [0, 0, 1, 1],
+                                       "area": int((truth > 0).sum()), "iscrowd": 0, "segmentation": _rle(truth)})
+    (d / "test.json").write_text(json.dumps(doc))
+    return {"dir": d, "reference": ref, "frames": len(images), "model": responsive_model}
+
+
+@pytest.fixture(scope="module")
+def evaluated(labelled, tmp_path_factory):
+    """`satsam bag make` + `satsam bag eval` (node started by bag eval), once."""
+    work = tmp_path_factory.mktemp("eval")
+    assert main(["bag", "make", str(labelled["dir"]), "--out", str(work / "bag"), "--rate", "5"]) == 0
+    out = work / "report"
+    rc = main(["bag", "eval", str(work / "bag"), "--out", str(out), "--model", str(labelled["model"]),
+               "--backend", "torch", "--device", "cpu", "--size", "512", "--threshold", str(THRESHOLD),
+               "--rate", "step", "--node-param", "qos_reliability:=reliable", "--no-progress",
+               "--startup-timeout", "120", "--timeout", "60"])
+    assert rc == 0
+    return {"bag": work / "bag", "out": out, "summary": json.loads((out / "metrics.json").read_text())}
+
+
+def test_report_accuracy_equals_in_process_detector(evaluated, labelled):
+    s, ref = evaluated["summary"], labelled["reference"]
+    n = labelled["frames"]
+    assert (s["frames_sent"], s["frames_answered"], s["frames_dropped"]) == (n, n, 0)
+    assert s["frames_sent"] == s["frames_answered"] + s["frames_dropped"]
+    assert s["ground_truth"] is True and s["node"]["threshold"] == str(THRESHOLD)
+    assert s["ros_domain_id"] is not None and s["attach"] is False
+    assert s["metrics"]["frames"] == ref["frames"] == n
+    assert s["accuracy"] == ref["accuracy"]
+    assert s["metrics"]["correct"] == ref["correct"]
+    assert (s["false_alarms"], s["empty_frames"]) == (ref["false_alarms"], ref["empty_frames"]) == (1, 2)
+    # the node may sum in another thread order: a few pixels may flip right at the threshold
+    assert s["mean_iou"] == pytest.approx(ref["mean_iou"], abs=0.02)
+    lat = s["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert s["throughput_fps"] > 0
+
+
+def test_report_accuracy_equals_satsam_train_evaluate(evaluated, labelled, tmp_path):
+    try:
+        from satsam_training.evaluate import evaluate
+    except ImportError as exc:
+        pytest.skip(f"satsam_training.evaluate is not importable here ({exc}); the in-process comparison stands")
+    result = evaluate(str(labelled["model"]), labelled["dir"], split="test", size=512, threshold=THRESHOLD,
+                      device="cpu", backend="torch", progress=False, warmup=0)
+    s = evaluated["summary"]
+    assert result["frames"] == s["metrics"]["frames"]
+    assert result["accuracy"] == s["accuracy"]
+    assert result["false_alarms"] == s["false_alarms"]
+    assert result["mean_iou"] == pytest.approx(s["mean_iou"], abs=0.02)
+
+
+def _stamp(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def _mask(msg) -> np.ndarray:
+    assert msg.encoding == "mono8"
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
+    return rows[:, : msg.width] > 0
+
+
+def _read(path, topic):
+    with Reader(path) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        return [STORE.deserialize_cdr(raw, c.msgtype) for c, _t, raw in reader.messages(connections=conns)]
+
+
+def test_output_bag_recomputes_the_report(evaluated):
+    """Accuracy from the recorded output bag and the input bag's ground truth, read
+    with rosbags alone, equals the report's."""
+    s = evaluated["summary"]
+    truth = {_stamp(m): _mask(m) for m in _read(evaluated["bag"], "/satsam/ground_truth/mask")}
+    masks = _read(evaluated["out"] / "outputs", "/satsam/mask")
+    assert len(masks) == s["frames_answered"]
+    acc = MetricAccumulator()
+    for m in masks:
+        acc.add(_mask(m), truth[_stamp(m)])
+    got = acc.summary()
+    assert got["accuracy"] == s["accuracy"] and got["false_alarms"] == s["false_alarms"]
+    assert got["mean_iou"] == pytest.approx(s["mean_iou"], rel=1e-12)
+    dets = [json.loads(m.data) for m in _read(evaluated["out"] / "outputs", "/satsam/detections_json")]
+    assert sorted((d["stamp"]["sec"], d["stamp"]["nanosec"]) for d in dets) == \
+        sorted(divmod(_stamp(m), 1_000_000_000) for m in masks)
+    assert _read(evaluated["out"] / "outputs", "/diagnostics"), "no diagnostics recorded"
+
+
+def test_report_files(evaluated, labelled):
+    out, s = evaluated["out"], evaluated["summary"]
+    for name in ("report.md", "metrics.json", "per_frame.csv", "latency_histogram.png",
+                 "latency_over_time.png", "examples.png", "node.log"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for png in ("latency_histogram.png", "latency_over_time.png", "examples.png"):
+        img = cv2.imread(str(out / png))
+        assert img is not None and img.shape[0] > 100 and img.std() > 0, png
+    text = (out / "report.md").read_text()
+    assert bag.summary_table(s) in text and "Accuracy (IoU > 0.5)" in text
+    rows = list(csv.DictReader(open(out / "per_frame.csv")))
+    assert len(rows) == labelled["frames"]
+    assert sum(int(r["correct"]) for r in rows) == s["metrics"]["correct"]
+    assert "ready: model" in (out / "node.log").read_text()
+
+
+# ---- one slowed node shared by the --attach tests ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_node(installed_node):
+    proc = NodeProcess(installed_node, {"size": 512, "model": "tiny", "backend": "torch", "device": "cpu",
+                                        "extra_latency_ms": EXTRA_LATENCY_MS, "publish_probability": False},
+                       namespace=SLOW_NS, remaps={"image": SLOW_TOPIC})
+    try:
+        yield proc
+        assert proc.alive(), proc.describe()
+    finally:
+        proc.stop()
+        proc.close()
+
+
+def _attach_args(bag_path, out, rate):
+    return ["bag", "eval", str(bag_path), "--out", str(out), "--attach", "--namespace", SLOW_NS,
+            "--input-topic", SLOW_TOPIC, "--rate", rate, "--no-progress", "--startup-timeout", "120"]
+
+
+def test_eval_bag_without_ground_truth_gives_timing_only(slow_node, tmp_path, capsys):
+    """A bag written with rosbags alone (sqlite3, mono8 512 x 641, a topic of its own)."""
+    path = tmp_path / "foreign"
+    writer = Writer(path, version=8, storage_plugin=StoragePlugin.SQLITE3)
+    writer.open()
+    conn = writer.add_connection("/cam0/image", "sensor_msgs/msg/Image", typestore=STORE)
+    Image, Header, Time = (STORE.types[t] for t in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                     "builtin_interfaces/msg/Time"))
+    t0 = 1_650_000_000 * 1_000_000_000
+    for i in range(5):
+        frame = synthetic_frame(20 + i)[0]
+        stamp = t0 + i * 250_000_000
+        msg = Image(header=Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam0"),
+                    height=512, width=641, encoding="mono8", is_bigendian=0, step=641, data=frame.reshape(-1))
+        writer.write(conn, stamp + 1_000, bytes(STORE.serialize_cdr(msg, "sensor_msgs/msg/Image")))
+    writer.close()
+
+    out = tmp_path / "report"
+    assert main(_attach_args(path, out, "1.0")) == 0
+    printed = capsys.readouterr().out
+    assert "n/a (no ground truth in the bag)" in printed
+    s = json.loads((out / "metrics.json").read_text())
+    assert s["image_topic"] == "/cam0/image" and s["ground_truth"] is False and s["attach"] is True
+    assert s["accuracy"] is None and s["metrics"] is None and s["mean_iou"] is None
+    assert s["frames_sent"] == 5 and s["frames_sent"] == s["frames_answered"] + s["frames_dropped"]
+    assert s["frames_answered"] >= 1 and s["latency_ms"]["p50"] >= EXTRA_LATENCY_MS
+    # the outputs carry the foreign bag's stamps
+    stamps = {_stamp(m) for m in _read(out / "outputs", f"{SLOW_NS}/mask")}
+    assert len(stamps) == s["frames_answered"] and stamps <= {t0 + i * 250_000_000 for i in range(5)}
+    assert "timing figures only" in (out / "report.md").read_text()
+    assert not (out / "node.log").exists()
+
+
+def test_flood_drops_add_up(slow_node, tmp_path):
+    """--rate max into a node that needs > 300 ms a frame: most frames are dropped and
+    every one of them is accounted for by the node's own counters."""
+    frames = [bag.BagFrame(synthetic_frame(30 + i)[0], bag.DEFAULT_START_NS + i * 100_000_000) for i in range(10)]
+    bag.write_bag(tmp_path / "flood", frames)
+    out = tmp_path / "report"
+    assert main(_attach_args(tmp_path / "flood", out, "max")) == 0
+    s = json.loads((out / "metrics.json").read_text())
+    assert s["frames_sent"] == 10
+    assert s["frames_sent"] == s["frames_answered"] + s["frames_dropped"]
+    assert s["frames_dropped"] > 0 and s["frames_answered"] >= 1
+    b = s["dropped_breakdown"]
+    assert b is not None, "the node's diagnostics were not received"
+    assert (b["lost_before_node"] + b["dropped_in_node"] + b["rejected_by_node"] + b["node_errors"]
+            + b["outputs_not_received"]) == s["frames_dropped"]
+    assert b["rejected_by_node"] == 0 and b["node_errors"] == 0 and b["still_pending"] == 0
+    assert s["node_counters"]["frames_processed"] == s["frames_answered"]
+    rows = list(csv.DictReader(open(out / "per_frame.csv")))
+    assert sum(r["answered"] == "0" for r in rows) == s["frames_dropped"]
+    assert Path(out / "latency_over_time.png").is_file()
