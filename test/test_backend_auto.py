@@ -7,9 +7,14 @@ from satsam_ros.backends import onnxruntime_backend
 from satsam_ros.detector import Detector
 
 
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")  # one per module: tiny is exported once
+
+
 @pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SATSAM_CACHE_DIR", str(tmp_path / "cache"))
+def cache(cache_dir, monkeypatch):
+    monkeypatch.setenv("SATSAM_CACHE_DIR", str(cache_dir))
 
 
 def hide(monkeypatch, *modules):
