@@ -346,6 +346,8 @@ def write_bag(path, frames: Iterable[BagFrame], topic: str = DEFAULT_TOPIC, stor
             except BagError as exc:
                 raise BagError(f"{where}: {exc}") from exc
             log_time = int(frame.log_time if frame.log_time is not None else frame.stamp)
+            if log_time < 0:
+                raise BagError(f"{where}: the bag time must be >= 0 ns, got {log_time} (give the frame a log_time)")
             writer.write(image_conn, log_time, serialize(msg))
             summary.frames += 1
             summary.encodings[msg.encoding] = summary.encodings.get(msg.encoding, 0) + 1
@@ -570,6 +572,30 @@ def make_bag(data, out, storage: str = "mcap", rate: float = 10.0, topic: str = 
     return summary
 
 
+def make_synthetic_bag(out, count: int = 12, seed: int = 0, rate: float = 10.0, storage: str = "mcap",
+                       topic: str = DEFAULT_TOPIC, empty_every: int = 4, progress: bool = False) -> BagSummary:
+    """A bag of ``count`` 512 x 641 mono8 frames from :func:`satsam_ros.synthetic.synthetic_frame`
+    (seeds ``seed``, ``seed + 1``, ...) with their ground-truth masks, ``rate`` frames/s;
+    every ``empty_every``-th frame (the 4th, 8th, ...) has no satellite. For demos and
+    quick checks; the same arguments always give the same frames and stamps."""
+    from .synthetic import synthetic_frame
+
+    if int(count) < 1:
+        raise BagError(f"count must be >= 1 frame; got {count}")
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        raise BagError(f"rate must be a positive number of frames per second; got {rate!r}")
+
+    def frames() -> Iterator[BagFrame]:
+        for i in range(int(count)):
+            empty = empty_every > 0 and (i + 1) % int(empty_every) == 0
+            image, truth = synthetic_frame(int(seed) + i, with_satellite=not empty)
+            yield BagFrame(image, DEFAULT_START_NS + int(round(i * NS / float(rate))), DEFAULT_FRAME_ID, truth)
+
+    summary = write_bag(out, frames(), topic, storage, progress=progress, total=int(count))
+    summary.notes.append(f"synthetic frames, seeds {seed}..{int(seed) + int(count) - 1}, {rate:g} frames/s")
+    return summary
+
+
 # --------------------------------------------------------------------------------------
 # Reading bags
 
@@ -784,7 +810,8 @@ def node_environment(exe: Path, domain_id: int) -> Dict[str, str]:
     env.update(LOOPBACK_ENV)
     env["ROS_DOMAIN_ID"] = str(int(domain_id))
     env["PYTHONUNBUFFERED"] = "1"
-    prefix = exe.resolve().parents[2] if len(exe.resolve().parents) > 2 else exe.parent
+    exe = Path(os.path.abspath(str(exe)))  # not resolved: a symlink-install script may point into build/
+    prefix = exe.parents[2] if len(exe.parents) > 2 else exe.parent
     python_paths = [str(p) for p in sorted((prefix / "lib").glob("python*/site-packages"))]
     python_paths.append(str(Path(__file__).resolve().parents[1]))
     env["PYTHONPATH"] = os.pathsep.join(p for p in python_paths + [env.get("PYTHONPATH", "")] if p)
@@ -1098,8 +1125,23 @@ def _warm_up(rep: Replayer, first_raw: bytes, count: int, timeout: float, taken:
                                f"({launcher.log_path}):\n{launcher.log_tail()}")
         else:
             raise BagError(f"the node did not answer a warm-up frame on {rep.input_topic} in 3 attempts of "
-                           f"{timeout:.0f} s (raise --timeout for a slow model)")
+                           f"{timeout:.0f} s (raise --timeout for a slow model; if the bag's frames are not valid "
+                           "images the node rejects them: see its log)")
     return last
+
+
+def _first_valid_frame(bag: Path, topic: str) -> bytes:
+    """CDR bytes of the first frame on ``topic`` that passes the node's image checks
+    (the warm-up frame); the first frame when none does."""
+    first = None
+    for item in read_images(bag, topic, decode=False):
+        first = item.raw if first is None else first
+        try:
+            item.array()
+        except FrameError:
+            continue
+        return item.raw
+    return first
 
 
 def _wait_baseline(rep: Replayer, after: float, limit: float = 3.0) -> Optional[Dict[str, int]]:
@@ -1200,7 +1242,7 @@ def run_bag_eval(bag, out, options: Optional[EvalOptions] = None, log: Optional[
         t_ready = time.monotonic()
         rep.wait_ready(opts.startup_timeout, launcher)
         say(f"node ready after {time.monotonic() - t_ready:.1f} s")
-        first_raw = next(iter_raw(bag, topic))[2]
+        first_raw = _first_valid_frame(bag, topic)
         warm_end = time.monotonic()
         if opts.warmup:
             warm_end = _warm_up(rep, first_raw, int(opts.warmup), max(opts.timeout, 10.0), set(send_stamps),
@@ -1497,7 +1539,8 @@ def plot_latency(summary: Dict[str, Any], sends: Sequence[Optional[float]], answ
     ax.plot(xs, ys, ".-", color="#4878a8", markersize=4, linewidth=0.8, label="answered")
     dropped = [sends[i] - t0 for i in range(len(sends)) if sends[i] is not None and i not in answers]
     if dropped:
-        ax.plot(dropped, [0.0] * len(dropped), "x", color="#c03030", label=f"dropped ({len(dropped)})")
+        ax.plot(dropped, [0.0] * len(dropped), "x", color="#c03030", clip_on=False,
+                label=f"dropped ({len(dropped)})")
     ax.set_xlabel("send time since the first frame, s")
     ax.set_ylabel("latency, ms")
     ax.set_ylim(bottom=0)

@@ -288,3 +288,15 @@ def test_bag_info_lists_topics(mixed_bag, capsys):
     assert main(["bag", "info", str(mixed_bag)]) == 0
     out = capsys.readouterr().out
     assert "/cam_left/image_raw" in out and "sensor_msgs/msg/Image, 1 message(s)" in out and "/notes" in out
+
+
+def test_make_synthetic_bag_is_reproducible(tmp_path):
+    a = bag.make_synthetic_bag(tmp_path / "a", count=5, seed=3, rate=20.0, storage="sqlite3")
+    bag.make_synthetic_bag(tmp_path / "b", count=5, seed=3, rate=20.0)
+    assert (a.frames, a.truth_frames, a.empty_frames) == (5, 5, 1)
+    fa, fb = bag.read_frames(tmp_path / "a"), bag.read_frames(tmp_path / "b")
+    for i, (x, y) in enumerate(zip(fa, fb)):
+        want_image, want_truth = synthetic_frame(3 + i, with_satellite=i != 3)
+        assert x.stamp == y.stamp == START + i * 50_000_000
+        assert np.array_equal(x.image, want_image) and np.array_equal(y.image, want_image)
+        assert np.array_equal(x.truth, want_truth) and np.array_equal(y.truth, want_truth)

@@ -212,8 +212,11 @@ def test_report_files(evaluated, labelled):
 
 @pytest.fixture(scope="module")
 def slow_node(installed_node):
+    """A node slowed by EXTRA_LATENCY_MS a frame, with a reliable input queue deep
+    enough that flooded frames reach it (so its own one-slot queue must drop them)."""
     proc = NodeProcess(installed_node, {"size": 512, "model": "tiny", "backend": "torch", "device": "cpu",
-                                        "extra_latency_ms": EXTRA_LATENCY_MS, "publish_probability": False},
+                                        "extra_latency_ms": EXTRA_LATENCY_MS, "publish_probability": False,
+                                        "qos_reliability": "reliable", "qos_depth": 20},
                        namespace=SLOW_NS, remaps={"image": SLOW_TOPIC})
     try:
         yield proc
@@ -276,6 +279,7 @@ def test_flood_drops_add_up(slow_node, tmp_path):
     assert b is not None, "the node's diagnostics were not received"
     assert (b["lost_before_node"] + b["dropped_in_node"] + b["rejected_by_node"] + b["node_errors"]
             + b["outputs_not_received"]) == s["frames_dropped"]
+    assert b["dropped_in_node"] > 0, b  # the newest-frame-wins queue did the dropping
     assert b["rejected_by_node"] == 0 and b["node_errors"] == 0 and b["still_pending"] == 0
     assert s["node_counters"]["frames_processed"] == s["frames_answered"]
     rows = list(csv.DictReader(open(out / "per_frame.csv")))
