@@ -56,6 +56,7 @@ ONNX_INPUT = "pixel_values"
 ONNX_OUTPUT = "logits"
 BATCH_AXIS = "patches"
 DEFAULT_OPSET = 17
+VERIFY_TOLERANCE = 1e-3  # export fails when ONNX Runtime and PyTorch logits differ by more
 META_KEY = "satsam"
 EXPORT_FORMAT = 1  # bump when the exported graph changes meaning: invalidates caches
 CACHE_ENV = "SATSAM_CACHE_DIR"
@@ -174,6 +175,49 @@ def _torch_export(module, dummy, path: Path, opset: int) -> None:
             torch.onnx.export(module, (dummy,), str(path), **kwargs)
 
 
+def make_export_module(sam, prompt_policy: str = "full_box"):
+    """The patch model for export: ``pixel_values N x 3 x E x E -> logits N x m x m``.
+
+    Computes what :func:`satsam_ros.backends.torch_backend.make_patch_module` computes,
+    with the prompt's embeddings (and the image-wide positional embedding) evaluated
+    once here and stored as constants: the prompt never changes, so the graph keeps
+    only encoder and decoder and none of the prompt encoder's data-dependent ops
+    (Where / ScatterND / OneHot over the batch), which TensorRT parses poorly. Every
+    export checks the result against ``make_patch_module`` through ONNX Runtime.
+    """
+    import torch
+
+    from .backends.torch_backend import make_patch_module
+
+    reference = make_patch_module(sam, prompt_policy).to(next(sam.parameters()).device)
+    with torch.no_grad():
+        sparse, dense = sam.get_prompt_embeddings(input_boxes=reference.box)
+        positional = sam.get_image_wide_positional_embeddings()
+
+    class SamPatchExport(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision_encoder = sam.vision_encoder
+            self.mask_decoder = sam.mask_decoder
+            self.register_buffer("sparse", sparse.detach().clone(), persistent=False)
+            self.register_buffer("dense", dense.detach().clone(), persistent=False)
+            self.register_buffer("positional", positional.detach().clone(), persistent=False)
+
+        def forward(self, pixel_values):
+            n = pixel_values.shape[0]
+            embeddings = self.vision_encoder(pixel_values)[0]
+            low_res, _ = self.mask_decoder(
+                image_embeddings=embeddings,
+                image_positional_embeddings=self.positional.expand(n, -1, -1, -1),
+                sparse_prompt_embeddings=self.sparse.expand(n, -1, -1, -1),
+                dense_prompt_embeddings=self.dense.expand(n, -1, -1, -1),
+                multimask_output=False,
+            )
+            return low_res[:, 0, 0]
+
+    return SamPatchExport().eval(), reference.eval()
+
+
 def export_patch_model(
     sam,
     meta: SatsamMeta,
@@ -195,7 +239,6 @@ def export_patch_model(
     import onnx
     import torch
 
-    from .backends.torch_backend import make_patch_module
     from .model import encoder_input_size
 
     out = Path(out)
@@ -204,7 +247,7 @@ def export_patch_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     e = encoder_input_size(sam)
     full_meta = _export_meta(meta, e, size, opset, source)
-    module = make_patch_module(sam, full_meta.prompt_policy).eval()
+    module, reference = make_export_module(sam, full_meta.prompt_policy)
     device = next(sam.parameters()).device
     gen = torch.Generator().manual_seed(0)
     dummy = torch.randn(2, 3, e, e, generator=gen).to(device)
@@ -214,8 +257,14 @@ def export_patch_model(
         raw = tmp / "raw.onnx"
         _torch_export(module, dummy, raw, opset)
         diff = float("nan")
-        if verify:
-            diff = _max_abs_diff(module, raw, dummy)
+        measured = _max_abs_diff(reference, raw, dummy) if verify else None
+        if measured is not None:
+            diff = measured
+            if not diff <= VERIFY_TOLERANCE:  # NaN fails too
+                raise ValueError(
+                    f"exported graph for {source or 'model'} disagrees with the PyTorch patch model: "
+                    f"max |logit difference| {diff:.3g} > {VERIFY_TOLERANCE}"
+                )
             full_meta.provenance["export"]["verify_max_abs_diff"] = diff
         model = onnx.load(str(raw))
         _fix_output_shape(model, e // 4)
@@ -250,15 +299,15 @@ def _fix_output_shape(model, m: int) -> None:
         d.dim_value = int(m)
 
 
-def _max_abs_diff(module, onnx_path: Path, dummy) -> float:
-    """Largest |torch - onnxruntime| logit difference on ``dummy`` (CPU EP)."""
+def _max_abs_diff(module, onnx_path: Path, dummy) -> Optional[float]:
+    """Largest |torch - onnxruntime| logit difference on ``dummy`` (CPU EP; None without ORT)."""
     import numpy as np
     import torch
 
     try:
         import onnxruntime as ort
     except ImportError:
-        return float("nan")
+        return None
     with torch.inference_mode():
         ref = module(dummy).float().cpu().numpy()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -466,7 +515,7 @@ def _onnx_for(spec: str, size: int, mode: str) -> Path:
     from .detector import FAITHFUL_ENCODER_SIZE
 
     if is_engine_spec(spec):
-        raise ValueError(f"model {spec!r} is a TensorRT engine; only backend 'tensorrt' (or 'auto') can run it")
+        raise ValueError(f"model {spec!r} is a TensorRT engine; only the tensorrt backend on a GPU can run it")
     if is_onnx_spec(spec):
         return resolve_onnx_file(spec)
     return cached_onnx(spec, size, FAITHFUL_ENCODER_SIZE if mode == "faithful" else None)

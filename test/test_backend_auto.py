@@ -114,7 +114,7 @@ def test_explicit_backends_fail_loudly(tmp_path):
         Detector.from_model("tiny", backend="tensorrt", device="cpu")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"")
-    with pytest.raises(ValueError, match="is a TensorRT engine; only backend 'tensorrt'"):
+    with pytest.raises(ValueError, match="is a TensorRT engine; only the tensorrt backend on a GPU"):
         Detector.from_model(str(engine), backend="onnxruntime", device="cpu")
     with pytest.raises(ValueError, match="backend must be one of"):
         Detector.from_model("tiny", backend="openvino", device="cpu")

@@ -138,14 +138,18 @@ def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
 
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i, (frame, _) in enumerate(random_frames(seed=3, count=2)):
+    probe = Detector.from_model("tiny", backend="torch", device="cpu", size=512)
+    probs = []
+    for i, (frame, order) in enumerate(random_frames(seed=3, count=2)):
         cv2.imwrite(str(frames / f"r{i}.png"), frame)
-    base = ["detect", str(frames), "--device", "cpu", "--threshold", "0.5"]
+        probs.append(probe.detect(frame, order).probability.ravel())
+    thr = separating_threshold(np.concatenate(probs))  # the files hold the same pixels as the frames
+    base = ["detect", str(frames), "--device", "cpu", "--threshold", repr(thr)]
     assert main(base + ["--out", str(tmp_path / "t"), "--backend", "torch", "--model", "tiny"]) == 0
     assert main(base + ["--out", str(tmp_path / "o"), "--backend", "onnxruntime", "--model", str(tiny_onnx)]) == 0
     for i in range(2):
         a = cv2.imread(str(tmp_path / "t" / f"r{i}.mask.png"), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / "o" / f"r{i}.mask.png"), cv2.IMREAD_UNCHANGED)
-        assert np.array_equal(a, b)
+        assert set(np.unique(a)) == {0, 255} and np.array_equal(a, b)
         info = json.loads((tmp_path / "o" / f"r{i}.json").read_text())
         assert info["backend"] == "onnxruntime"
