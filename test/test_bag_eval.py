@@ -285,3 +285,25 @@ def test_flood_drops_add_up(slow_node, tmp_path):
     rows = list(csv.DictReader(open(out / "per_frame.csv")))
     assert sum(r["answered"] == "0" for r in rows) == s["frames_dropped"]
     assert Path(out / "latency_over_time.png").is_file()
+
+
+def test_restamp_matches_frames_with_repeated_stamps(slow_node, tmp_path):
+    """A driver that never sets stamps: every frame (and its ground truth) has stamp 0.
+    --restamp sends them with their bag times and pairs the k-th mask of a stamp with
+    the k-th frame: the tiny model at its default threshold predicts nothing, so only
+    the empty frame is correct."""
+    specs = [(40, True), (41, False), (42, True)]
+    frames = []
+    for i, (seed, satellite) in enumerate(specs):
+        image, truth = synthetic_frame(seed, with_satellite=satellite)
+        frames.append(bag.BagFrame(image, 0, truth=truth, log_time=bag.DEFAULT_START_NS + i * 50_000_000))
+    bag.write_bag(tmp_path / "nostamp", frames)
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit, match="--restamp"):
+        main(_attach_args(tmp_path / "nostamp", out, "step"))
+    assert main(_attach_args(tmp_path / "nostamp", out, "step") + ["--restamp", "--timeout", "60"]) == 0
+    s = json.loads((out / "metrics.json").read_text())
+    assert s["restamped"] is True and s["frames_answered"] == 3
+    assert s["metrics"]["frames"] == 3 and s["metrics"]["correct"] == 1 and s["false_alarms"] == 0
+    stamps = sorted(_stamp(m) for m in _read(out / "outputs", f"{SLOW_NS}/mask"))
+    assert stamps == [f.log_time for f in frames]
