@@ -249,13 +249,20 @@ class PatchDataset:
         return np.ascontiguousarray(img), np.ascontiguousarray(mask)
 
     def pixels(self, img: np.ndarray) -> np.ndarray:
-        """P x P uint8 patch -> 3 x E x E float32, the Detector's preprocessing."""
-        from satsam_ros import imaging
-        from satsam_ros.detector import _resize_patches
+        """P x P uint8 patch -> 3 x E x E float32, the Detector's preprocessing:
+        ``to_sam_rgb`` + ``normalize``, then each channel resized to E x E bilinearly
+        (cv2 INTER_LINEAR, the Detector's patch resize). A test pins this to the batch
+        the Detector hands its backend."""
+        import cv2
 
-        normed = imaging.normalize(imaging.to_sam_rgb(img))
-        resized = _resize_patches(normed[None], self.encoder_size)[0]
-        return np.ascontiguousarray(resized.transpose(2, 0, 1))
+        from satsam_ros import imaging
+
+        normed = imaging.normalize(imaging.to_sam_rgb(img))  # P x P x 3 float32
+        chw = np.ascontiguousarray(normed.transpose(2, 0, 1))
+        e = self.encoder_size
+        if chw.shape[1] == e:
+            return chw
+        return np.stack([cv2.resize(plane, (e, e), interpolation=cv2.INTER_LINEAR) for plane in chw])
 
     def target(self, mask: np.ndarray) -> np.ndarray:
         """P x P 0/255 mask -> 1 x T x T float32 in [0, 1]."""
