@@ -98,6 +98,9 @@ def tiny_config(image_size: int = 256, hidden: int = 96, layers: int = 4, decode
         output_channels=decoder_hidden,
         num_pos_feats=decoder_hidden // 2,
         mlp_ratio=4.0,
+        # transformers initialises SAM's encoder with std 1e-10, which makes a random
+        # encoder ignore its input; a usual std keeps random outputs input-dependent.
+        initializer_range=0.02,
     )
     prompt = SamPromptEncoderConfig(hidden_size=decoder_hidden, image_size=image_size, patch_size=16)
     decoder = SamMaskDecoderConfig(
