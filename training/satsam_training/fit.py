@@ -750,12 +750,14 @@ def fit(
                 if on_step is not None:
                     on_step(step)
             bar.close()
+            train_seconds = time.time() - t_epoch
 
             entry: Dict[str, Any] = {
                 "epoch": epoch + 1,
                 "step": step,
                 "lr": scheduler.get_last_lr()[0],
                 "train_loss": loss_sum / max(1, loss_count),
+                "seconds_per_step": train_seconds / max(1, loss_count),
             }
             accelerator.wait_for_everyone()
             if main:
@@ -843,7 +845,7 @@ def _epoch_line(entry: Dict[str, Any], epochs: int, improved: bool) -> str:
     ):
         if entry.get(key) is not None:
             parts.append(f"{label} {entry[key]:.4f}")
-    parts.append(f"{entry.get('seconds', 0.0):.0f} s")
+    parts.append(f"{entry.get('seconds', 0.0):.0f} s ({entry['seconds_per_step']:.2f} s/step)")
     if improved:
         parts.append("(best, saved)")
     return ", ".join(parts)
