@@ -158,7 +158,7 @@ def cmd_export_onnx(args) -> int:
     from .export import export_model
 
     print(f"satsam export onnx: exporting {args.model!r} (S={args.size}, E={args.encoder_size or 'native'}, "
-          f"opset {args.opset}); ViT-B takes about 15 s on 2 CPU cores", file=sys.stderr)
+          f"opset {args.opset}); ViT-B takes 15-60 s on 2 CPU cores", file=sys.stderr)
     try:
         res = export_model(args.model, args.out, size=args.size, encoder_size=args.encoder_size, opset=args.opset,
                            device=args.device, verify=not args.no_verify)
@@ -325,6 +325,82 @@ def add_bag_commands(sub) -> None:
     q.set_defaults(func=cmd_bag_eval)
 
 
+def cmd_bench(args) -> int:
+    """Benchmark the detector; print a table, write bench.json and bench.md (docs/bench.md)."""
+    import os
+
+    # Before torch loads: idle OpenMP workers sleep instead of spinning (see docs/bench.md).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.node:
+        raise SystemExit("satsam bench --node: not available yet; the live-node benchmark (sustained frames/s and "
+                         "latency percentiles over loopback DDS) lands with the detect node")
+    from .bench import Options, format_table, run_benchmark, table_rows, to_markdown
+
+    flags = [f"--models {' '.join(args.models)}", f"--sizes {' '.join(map(str, args.sizes))}",
+             f"--modes {' '.join(args.modes)}", f"--frames {args.frames}", f"--warmup {args.warmup}",
+             f"--budget {args.budget:g}", f"--native-encoder {args.native_encoder}", f"--device {args.device}"]
+    flags += [f"--backends {' '.join(args.backends)}"] if args.backends else []
+    flags += ["--ablation"] * args.ablation + ["--include-slow"] * args.include_slow
+    flags += ["--no-roi"] if args.no_roi else [f"--roi-frames {args.roi_frames}"]
+    flags += [f"--threads {args.threads}"] if args.threads else []
+    opts = Options(models=args.models, sizes=args.sizes, backends=args.backends, modes=args.modes,
+                   device=args.device, frames=args.frames, warmup=args.warmup, budget=args.budget,
+                   ablation=args.ablation, include_slow=args.include_slow,
+                   native_encoder=args.native_encoder or None, roi=not args.no_roi, roi_frames=args.roi_frames,
+                   roi_sizes=args.sizes, threads=args.threads, seed=args.seed,
+                   command="satsam bench " + " ".join(flags))
+    try:
+        opts.validate()
+        report = run_benchmark(opts, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"satsam bench: {exc}") from exc
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "bench.md").write_text(to_markdown(report))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(format_table(*table_rows(report)))
+    for t in report["targets"]:
+        verdict = {True: "PASS", False: "MISS", None: "----"}[t["passed"]]
+        value = "-" if t["measured"] is None else f"{t['measured']:.2f}"
+        print(f"{verdict}  {t['target']}: {value} (goal {t['goal']}); {t['detail']}")
+    for s in report["skipped"]:
+        print(f"skipped {s['model']} S={s['size']} {s['row']}: {s['reason']}")
+    print(f"satsam bench: wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0
+
+
+def add_bench_commands(sub) -> None:
+    """``satsam bench``: latency, throughput, stage shares, memory (satsam_ros.bench)."""
+    from .detector import MODES
+    from .tiling import ALLOWED_SIZES
+
+    p = sub.add_parser("bench", help="benchmark the detector (latency, fast path, ROI tracking)")
+    p.add_argument("--models", nargs="+", default=["shipped", "vit-b"],
+                   help="model specs; 'shipped' = builtin when a model ships, else tiny (default: shipped vit-b)")
+    p.add_argument("--sizes", type=int, nargs="+", default=list(ALLOWED_SIZES), choices=ALLOWED_SIZES)
+    p.add_argument("--backends", nargs="+", default=None, help="default: every backend available here")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--frames", type=int, default=10, help="measured frames per row (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up rounds (1 when a round is slow; default 2)")
+    p.add_argument("--budget", type=float, default=900.0, help="seconds per model/size group; frames are cut to fit")
+    p.add_argument("--ablation", action="store_true", help="also measure each fast-path step on its own")
+    p.add_argument("--include-slow", action="store_true", help="also run ViT-B at E=1024 for S=1024/2048")
+    p.add_argument("--native-encoder", type=int, default=256, help="E of the native-resolution rows (0: none)")
+    p.add_argument("--no-roi", action="store_true", help="skip the ROI-tracking measurement")
+    p.add_argument("--roi-frames", type=int, default=30, help="frames of the moving-satellite sequence")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: usable cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("--out", default="bench-results", help="directory for bench.json and bench.md")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--node", action="store_true", help="(not yet) benchmark the live node over loopback DDS")
+    p.set_defaults(func=cmd_bench)
+
+
 def make_parser() -> argparse.ArgumentParser:
     from .tiling import ALLOWED_SIZES
 
@@ -349,6 +425,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
     add_export_commands(sub)
     add_bag_commands(sub)
+    add_bench_commands(sub)
     return parser
 
 

@@ -112,3 +112,13 @@ def test_export_batch_axis_really_is_dynamic(tiny_export):
     for n in (1, 3, 16):
         x = np.zeros((n, 3, 256, 256), np.float32)
         assert sess.run(None, {ONNX_INPUT: x})[0].shape == (n, 64, 64)
+
+
+def test_export_that_disagrees_with_torch_is_not_written(tmp_path, monkeypatch):
+    import satsam_ros.export as export
+
+    monkeypatch.setattr(export, "_max_abs_diff", lambda module, path, dummy: (0.5, 3.0))
+    out = tmp_path / "bad" / "m.onnx"
+    with pytest.raises(ValueError, match=r"disagrees with the PyTorch patch model: .* 0\.5 > 0\.001"):
+        export_model("tiny", out)
+    assert list(out.parent.iterdir()) == [], "nothing may be left behind"
