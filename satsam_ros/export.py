@@ -516,14 +516,14 @@ def is_engine_spec(spec: str) -> bool:
     return Path(str(spec)).suffix in ENGINE_SUFFIXES
 
 
-def _onnx_for(spec: str, size: int, mode: str) -> Path:
+def _onnx_for(spec: str, size: int, mode: str, encoder_size: Optional[int] = None) -> Path:
     from .detector import FAITHFUL_ENCODER_SIZE
 
     if is_engine_spec(spec):
         raise ValueError(f"model {spec!r} is a TensorRT engine; only the tensorrt backend on a GPU can run it")
     if is_onnx_spec(spec):
         return resolve_onnx_file(spec)
-    return cached_onnx(spec, size, FAITHFUL_ENCODER_SIZE if mode == "faithful" else None)
+    return cached_onnx(spec, size, FAITHFUL_ENCODER_SIZE if mode == "faithful" else encoder_size)
 
 
 def module_available(name: str) -> bool:
@@ -552,13 +552,20 @@ def _trt_precision() -> str:
 
 
 def choose_backend(
-    model: str, backend: str, device: str, size: int = 512, mode: str = "fast", patch_size: int = 256
+    model: str,
+    backend: str,
+    device: str,
+    size: int = 512,
+    mode: str = "fast",
+    patch_size: int = 256,
+    encoder_size: Optional[int] = None,
 ) -> BackendChoice:
     """Open the engine for ``backend`` ("onnxruntime", "tensorrt" or "auto").
 
     ``device`` is already resolved ("cpu" or "cuda"). ``model`` is a model spec, a
     .onnx file (or a directory with one) or, for TensorRT, an .engine file. Specs are
-    exported to the ONNX cache first. ``auto`` picks, in order: TensorRT when it
+    exported to the ONNX cache first, with the encoder resized to ``encoder_size``
+    when given (faithful mode: 1024; an .onnx file keeps its own E). ``auto`` picks, in order: TensorRT when it
     imports, the device is a GPU and an engine builds or loads; ONNX Runtime with
     its CUDA provider on a GPU; torch on a GPU; on the CPU, ONNX Runtime when
     installed (measured faster than torch there), else torch. Errors of an
@@ -568,12 +575,12 @@ def choose_backend(
     if backend == "onnxruntime":
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        be = OnnxRuntimeBackend(_onnx_for(model, size, mode), device=device)
+        be = OnnxRuntimeBackend(_onnx_for(model, size, mode, encoder_size), device=device)
         return BackendChoice(be, be.meta, f"onnxruntime requested: {be.describe()}")
     if backend == "tensorrt":
         if device != "cuda":
             raise ValueError("backend 'tensorrt' needs a CUDA GPU; device resolved to 'cpu' (torch sees no GPU)")
-        return _open_tensorrt(model, size, mode, patch_size, "tensorrt requested")
+        return _open_tensorrt(model, size, mode, patch_size, "tensorrt requested", encoder_size)
     if backend != "auto":
         raise ValueError(f"choose_backend handles onnxruntime, tensorrt and auto; got {backend!r}")
 
@@ -581,7 +588,8 @@ def choose_backend(
     if device == "cuda":
         if module_available("tensorrt"):
             try:
-                return _open_tensorrt(model, size, mode, patch_size, "auto: TensorRT imports and a GPU is present")
+                return _open_tensorrt(model, size, mode, patch_size, "auto: TensorRT imports and a GPU is present",
+                                      encoder_size)
             except Exception as exc:  # noqa: BLE001 - auto moves on, naming the failure
                 notes.append(f"TensorRT failed ({type(exc).__name__}: {exc})")
         else:
@@ -590,7 +598,7 @@ def choose_backend(
             from .backends import onnxruntime_backend
 
             try:
-                be = onnxruntime_backend.OnnxRuntimeBackend(_onnx_for(model, size, mode), device="cuda")
+                be = onnxruntime_backend.OnnxRuntimeBackend(_onnx_for(model, size, mode, encoder_size), device="cuda")
                 return BackendChoice(be, be.meta, f"auto: {be.describe()} ({'; '.join(notes)})")
             except (ValueError, RuntimeError, OSError) as exc:  # e.g. CUDA/cuDNN libraries not found
                 notes.append(f"onnxruntime CUDA failed ({exc})")
@@ -600,7 +608,7 @@ def choose_backend(
     if module_available("onnxruntime"):
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        be = OnnxRuntimeBackend(_onnx_for(model, size, mode), device="cpu")
+        be = OnnxRuntimeBackend(_onnx_for(model, size, mode, encoder_size), device="cpu")
         return BackendChoice(be, be.meta, f"auto: {be.describe()}: no GPU; {CPU_CHOICE_NOTE}")
     notes.append("no GPU and onnxruntime is not installed")
     return _torch_choice(model, "cpu", notes)
@@ -615,13 +623,14 @@ def _torch_choice(model: str, device: str, notes) -> BackendChoice:
     return BackendChoice(None, None, f"auto: torch on {device} ({'; '.join(notes)})")
 
 
-def _open_tensorrt(model: str, size: int, mode: str, patch_size: int, why: str) -> BackendChoice:
+def _open_tensorrt(model: str, size: int, mode: str, patch_size: int, why: str,
+                   encoder_size: Optional[int] = None) -> BackendChoice:
     from .backends import tensorrt_backend as trtb
 
     if is_engine_spec(model):
         be = trtb.TensorRTBackend(model)
         return BackendChoice(be, be.meta, f"{why}: {be.describe()} (given engine)")
-    onnx_path = _onnx_for(model, size, mode)
+    onnx_path = _onnx_for(model, size, mode, encoder_size)
     build = trtb.ensure_engine(onnx_path, precision=_trt_precision(), size=size, patch_size=patch_size)
     be = trtb.TensorRTBackend(build.path)
     return BackendChoice(be, be.meta, f"{why}: {be.describe()}; {build.summary()}")

@@ -55,7 +55,7 @@ def test_gpu_prefers_tensorrt(monkeypatch):
     sentinel = export.BackendChoice("trt-backend", None, "auto: TensorRT imports and a GPU is present: ...")
     seen = []
 
-    def fake_open(model, size, mode, patch_size, why):
+    def fake_open(model, size, mode, patch_size, why, encoder_size=None):
         seen.append((model, size, mode, patch_size))
         return sentinel
 

@@ -153,3 +153,12 @@ def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
         assert set(np.unique(a)) == {0, 255} and np.array_equal(a, b)
         info = json.loads((tmp_path / "o" / f"r{i}.json").read_text())
         assert info["backend"] == "onnxruntime"
+
+
+def test_spec_exported_at_the_requested_encoder_size(tmp_path, monkeypatch):
+    from satsam_ros.export import choose_backend
+
+    monkeypatch.setenv("SATSAM_CACHE_DIR", str(tmp_path / "cache"))
+    choice = choose_backend("tiny", "onnxruntime", "cpu", size=512, encoder_size=128)
+    assert (choice.backend.input_size, choice.backend.low_res_size) == (128, 32)
+    assert choice.meta.encoder_input_size == 128
