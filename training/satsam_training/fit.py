@@ -515,12 +515,17 @@ def load_training_state(directory: Path) -> Dict[str, Any]:
     return state
 
 
-def _check_resume(saved: Dict[str, Any], cfg: FitConfig) -> None:
+def _check_resume(saved: Dict[str, Any], cfg: FitConfig, processes: int) -> None:
+    config = saved["config"]
     diffs = [
-        f"{key}: saved {saved.get(key)!r}, now {getattr(cfg, key)!r}"
+        f"{key}: saved {config.get(key)!r}, now {getattr(cfg, key)!r}"
         for key in RESUME_LOCKED
-        if saved.get(key) != getattr(cfg, key)
+        if config.get(key) != getattr(cfg, key)
     ]
+    if cfg.schedule == "cosine" and config.get("epochs") != cfg.epochs:
+        diffs.append(f"epochs: saved {config.get('epochs')}, now {cfg.epochs} (the cosine schedule depends on it)")
+    if saved.get("processes", processes) != processes:
+        diffs.append(f"processes: saved {saved.get('processes')}, now {processes} (the global batch depends on it)")
     if diffs:
         raise FitError("--resume: the run's settings changed: " + "; ".join(diffs))
 
@@ -587,8 +592,8 @@ def fit(
     saved = None
     if cfg.resume:
         saved = load_training_state(last_dir)
-        _check_resume(saved["config"], cfg)
-    elif main and last_dir.exists():
+        _check_resume(saved, cfg, accelerator.num_processes)
+    elif last_dir.exists():
         raise FitError(f"fit: {out} already holds a training run (last/); use --resume, or a new --out")
     accelerator.wait_for_everyone()
 
@@ -665,6 +670,7 @@ def fit(
         return {
             "format": STATE_FORMAT,
             "config": asdict(cfg),
+            "processes": accelerator.num_processes,
             "model": {k: v.detach().cpu().clone() for k, v in raw.sam.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),

@@ -100,6 +100,8 @@ def test_resume_after_interrupt_gives_the_same_weights(data, tmp_path):
         fit(_cfg(data, tmp_path / "cut", **kw))
     with pytest.raises(FitError, match="settings changed: lr"):
         fit(_cfg(data, tmp_path / "cut", resume=True, **dict(kw, lr=1e-3)))
+    with pytest.raises(FitError, match="epochs: saved 2, now 3 .the cosine schedule"):
+        fit(_cfg(data, tmp_path / "cut", resume=True, **dict(kw, epochs=3)))
     resumed = fit(_cfg(data, tmp_path / "cut", resume=True, **kw))
 
     assert resumed.steps == full.steps == 8
