@@ -477,6 +477,7 @@ def cached_onnx(
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=str(root)))
     try:
         export_model(spec, tmp / ONNX_FILE, size=size, encoder_size=encoder_size, opset=opset)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache entry is readable like any file
         try:
             os.replace(tmp, final)
         except OSError:
