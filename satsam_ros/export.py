@@ -18,8 +18,8 @@ range, which is why FP16 TensorRT engines are validated against fp32
 (:func:`satsam_ros.backends.tensorrt_backend.build_engine`).
 
 Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript tracer), opset 17
-(LayerNormalization is a native op from 17; TensorRT 8.2 parses up to opset 15 with
-LayerNorm decomposed, so :data:`DEFAULT_OPSET` can be lowered with ``--opset``). The
+(LayerNormalization is a native op from 17; ``--opset 14``, the lowest that exports
+SAM's scaled-dot-product attention, decomposes LayerNorm for older TensorRT). The
 dynamo exporter needs the ``onnxscript`` package, which the runtime does not carry;
 the tracer exports this model exactly (fp32 difference to PyTorch ~1e-8).
 
@@ -256,7 +256,10 @@ def export_patch_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.tmp-", dir=str(out.parent)))
     try:
         raw = tmp / "raw.onnx"
-        _torch_export(module, dummy, raw, opset)
+        try:
+            _torch_export(module, dummy, raw, opset)
+        except (RuntimeError, ValueError) as exc:  # torch.onnx's errors derive from RuntimeError
+            raise ValueError(f"torch.onnx.export failed for {source or 'model'} at opset {opset}: {exc}") from exc
         diff = float("nan")
         measured = _max_abs_diff(reference, raw, dummy) if verify else None
         if measured is not None:

@@ -122,3 +122,9 @@ def test_export_that_disagrees_with_torch_is_not_written(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"disagrees with the PyTorch patch model: .* 0\.5 > 0\.001"):
         export_model("tiny", out)
     assert list(out.parent.iterdir()) == [], "nothing may be left behind"
+
+
+def test_unexportable_opset_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="torch.onnx.export failed for tiny at opset 13"):
+        export_model("tiny", tmp_path / "m.onnx", opset=13)
+    assert not (tmp_path / "m.onnx").exists()
