@@ -466,6 +466,9 @@ class DetectorNode(Node):
             f"threshold {det.threshold}; input {self._sub.topic_name} "
             f"({p['qos_reliability']}, depth {p['qos_depth']})"
         )
+        reason = getattr(det, "backend_reason", "")
+        if reason:
+            self.get_logger().info(f"backend {p['backend']!r} -> {det.backend.name}: {reason}")
 
     def _on_image(self, msg) -> None:
         from .ros_io import image_msg_to_array

@@ -5,9 +5,12 @@ only on this machine: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (Iron and newer) a
 ROS_LOCALHOST_ONLY=1 (older distros), on a domain id drawn for this run.
 """
 
+import atexit
 import os
 import random
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,11 @@ os.environ["ROS_LOCALHOST_ONLY"] = "1"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # A domain of our own for this run (1..101; 0 is ROS' default, left to real systems).
 os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
+# ONNX/TensorRT exports made by tests (and by nodes they start) go to a per-run cache,
+# never into the user's ~/.cache.
+if "SATSAM_CACHE_DIR" not in os.environ:
+    os.environ["SATSAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="satsam-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SATSAM_CACHE_DIR"], ignore_errors=True)
 
 
 def install_prefix() -> Path:
