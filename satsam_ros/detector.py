@@ -7,21 +7,28 @@ training reports are the numbers the node delivers.
 One frame, step by step (shapes for an H x W input, S x S resize, P x P patches,
 encoder input E, low-res logits m = E / 4):
 
-1. ``imaging.to_sam_rgb``: H x W (x C) -> H x W x 3 float32 RGB, 0..255.
-2. resize to S x S; SAM normalisation, once for the whole frame.
-3. ``PatchGrid.extract``: N x P x P x 3; resized to E x E when E != P.
-4. backend: N x 3 x E x E -> N x m x m logits (``fast``: up to ``max_batch`` patches
-   per forward; ``faithful``: one patch per forward at E = 1024, as the reference
-   pipeline's SamProcessor does).
-5. logits upsampled to P x P, stitched (blended where patches overlap) to S x S,
-   sigmoid, resized to H x W, thresholded, connected components -> boxes.
+1. ``imaging.to_sam_rgb``: H x W (x C) -> H x W x 3 float32 RGB, 0..255 (a gray
+   frame is resized as one channel and broadcast to three in the next copy).
+2. resize to S x S; ``PatchGrid.extract_chw`` copies the patches once into the
+   backends' N x 3 x P x P layout; SAM normalisation in place on that copy, once per
+   frame; patches resized to E x E when E != P.
+3. backend: N x 3 x E x E -> N x m x m logits (``fast``: up to ``max_batch`` patches
+   per forward, fused attention, optional bf16/fp16; ``faithful``: one patch per
+   forward at E = 1024 through transformers' stock modules, as the reference
+   pipeline's SamProcessor does). Fast and faithful compute the same function when
+   the model's own E is 1024 (``test/test_fastpath.py``).
+4. logits upsampled to P x P straight into the S x S frame (blended where patches
+   overlap), sigmoid, resized to H x W, thresholded, connected components -> boxes.
+
+``detect(..., only_patches=[...])`` runs a subset of the patches (ROI tracking,
+:mod:`satsam_ros.roi`); the others get probability 0.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -31,7 +38,11 @@ from .backends import Backend
 from .postprocess import Box
 
 MODES = ("fast", "faithful")
+PRECISIONS = ("fp32", "bf16", "fp16")  # as satsam_ros.backends.torch_backend.PRECISIONS
 FAITHFUL_ENCODER_SIZE = 1024  # SamProcessor resizes every input to 1024 on its long side
+SKIPPED_LOGIT = -100.0  # logit of patches left out (ROI tracking): sigmoid gives exactly 0.0
+_MEAN = np.asarray(imaging.SAM_PIXEL_MEAN, dtype=np.float32)
+_STD = np.asarray(imaging.SAM_PIXEL_STD, dtype=np.float32)
 
 
 @dataclass
@@ -75,6 +86,8 @@ class DetectorConfig:
     threshold: Optional[float] = None  # None: the checkpoint's tuned threshold
     min_area: int = 0
     max_batch: int = 16
+    precision: str = "fp32"  # torch backend autocast: fp32, bf16, fp16 (CUDA); fast mode only
+    encoder_size: Optional[int] = None  # fast mode: run the encoder at this E (None: the model's own)
 
     def validate(self) -> DetectorConfig:
         tiling.check_size(self.size)
@@ -90,27 +103,75 @@ class DetectorConfig:
             raise ValueError(f"min_area must be >= 0; got {self.min_area}")
         if int(self.max_batch) < 1:
             raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.mode == "faithful" and self.precision != "fp32":
+            raise ValueError(f"precision {self.precision!r} needs mode 'fast' (faithful mode runs in fp32)")
+        if self.encoder_size is not None:
+            if int(self.encoder_size) < 64 or int(self.encoder_size) % 16:
+                raise ValueError(f"encoder_size must be a multiple of 16, at least 64; got {self.encoder_size}")
+            if self.mode == "faithful":
+                raise ValueError("encoder_size needs mode 'fast' (faithful mode always runs the encoder at 1024)")
         return self
 
 
 def _resize_patches(patches: np.ndarray, size: int) -> np.ndarray:
-    """N x P x P x C float32 -> N x size x size x C, bilinear (as SamProcessor)."""
-    if patches.shape[1] == size:
+    """N x C x P x P float32 -> N x C x size x size, bilinear (as SamProcessor).
+
+    One cv2 call per patch on its H x W x C view: the same arithmetic whatever the
+    batch size, so fast (batched) and faithful (one by one) feed identical inputs.
+    """
+    n, c, p = patches.shape[0], patches.shape[1], patches.shape[2]
+    if p == size:
         return patches
-    return np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in patches])
+    out = np.empty((n, c, size, size), dtype=np.float32)
+    for i in range(n):
+        up = cv2.resize(np.ascontiguousarray(patches[i].transpose(1, 2, 0)), (size, size),
+                        interpolation=cv2.INTER_LINEAR)
+        out[i] = up.reshape(size, size, c).transpose(2, 0, 1)
+    return out
 
 
 def _upsample_logits(logits: np.ndarray, size: int) -> np.ndarray:
-    """N x m x m logits -> N x size x size, bilinear, all patches in one cv2 call."""
+    """N x m x m logits -> N x size x size, bilinear, one cv2 call per patch.
+
+    (Measured faster than one multi-channel call, whose transposes cost more than the
+    calls they save.)
+    """
     n, m = logits.shape[0], logits.shape[1]
     if m == size:
         return logits
     out = np.empty((n, size, size), dtype=np.float32)
-    for start in range(0, n, 500):  # cv2 handles at most 512 channels per call
-        chunk = np.ascontiguousarray(logits[start:start + 500].transpose(1, 2, 0))
-        up = cv2.resize(chunk, (size, size), interpolation=cv2.INTER_LINEAR)
-        out[start:start + 500] = up.reshape(size, size, -1).transpose(2, 0, 1)
+    for i in range(n):
+        out[i] = cv2.resize(logits[i], (size, size), interpolation=cv2.INTER_LINEAR)
     return out
+
+
+def _stitch_logits(grid: tiling.PatchGrid, logits: np.ndarray, chosen: Optional[List[int]]) -> np.ndarray:
+    """Low-res logits of the patches run (all, or ``chosen``) -> S x S logits.
+
+    Patches not run get ``SKIPPED_LOGIT``. On an exact tiling (no overlap) every patch
+    is upsampled straight into its place in the frame: no N x P x P intermediate.
+    """
+    p, total = grid.patch, len(grid)
+    indices = range(total) if chosen is None else chosen
+    if grid.overlap == 0 and grid.size % p == 0:
+        if chosen is None:
+            out = np.empty((grid.size, grid.size), dtype=np.float32)
+        else:
+            out = np.full((grid.size, grid.size), SKIPPED_LOGIT, dtype=np.float32)
+        same = logits.shape[1] == p
+        for k, i in enumerate(indices):
+            y, x = grid.origins[i]
+            out[y:y + p, x:x + p] = logits[k] if same else cv2.resize(logits[k], (p, p),
+                                                                      interpolation=cv2.INTER_LINEAR)
+        return out
+    up = _upsample_logits(logits, p)
+    if chosen is not None:
+        full = np.full((total, p, p), SKIPPED_LOGIT, dtype=np.float32)
+        full[chosen] = up
+        up = full
+    return grid.stitch(up)
 
 
 class Detector:
@@ -177,23 +238,45 @@ class Detector:
             sam, meta = load_model(model, device=device)
             if cfg.mode == "faithful":
                 sam = resize_encoder(sam, FAITHFUL_ENCODER_SIZE)
-            det = cls(TorchBackend(sam, meta.prompt_policy, device), cfg, meta)
+            elif cfg.encoder_size is not None:  # e.g. a 1024-trained encoder run natively at 256
+                sam = resize_encoder(sam, int(cfg.encoder_size))
+            fast = cfg.mode == "fast"  # fused attention: same outputs, less time and memory
+            backend_obj = TorchBackend(sam, meta.prompt_policy, device, precision=cfg.precision, fused_attention=fast)
+            det = cls(backend_obj, cfg, meta)
             det.backend_reason = reason
             return det
         raise ValueError(f"backend {backend!r} is not available in this build; use 'torch'")
 
-    def detect(self, frame: np.ndarray, order: str = "rgb") -> Result:
+    def detect(self, frame: np.ndarray, order: str = "rgb", only_patches: Optional[Sequence[int]] = None) -> Result:
         """Run the detector on one frame (see :mod:`satsam_ros.imaging` for formats).
 
         ``order`` is the channel order of colour frames ("rgb", "bgr", "rgba", "bgra").
+        ``only_patches`` (indices into ``self.grid.origins``) runs the model on those
+        patches only; every other patch gets probability 0 (ROI tracking, see
+        :mod:`satsam_ros.roi`). ``Result.patches`` counts the patches actually run.
         Raises :class:`satsam_ros.imaging.FrameError` for frames it cannot use.
         """
         t0 = time.perf_counter()
+        total = len(self.grid)
+        if only_patches is None:
+            chosen = None
+        else:
+            chosen = sorted({int(i) for i in only_patches})
+            if chosen and not 0 <= chosen[0] <= chosen[-1] < total:
+                raise ValueError(f"only_patches must be indices in [0, {total}); got {list(only_patches)}")
+            if len(chosen) == total:
+                chosen = None
         rgb = imaging.to_sam_rgb(frame, order)
         height, width = rgb.shape[:2]
         size, e = self.config.size, self.backend.input_size
-        normed = imaging.normalize(tiling.resize(rgb, size, size))
-        patches = self.grid.extract(normed)  # N x P x P x 3
+        # A gray frame has three identical channels: resize one, broadcast it in the copy.
+        single = np.ndim(frame) == 2 or np.shape(frame)[2] == 1
+        resized = tiling.resize(rgb[:, :, :1] if single else rgb, size, size)
+        patches = self.grid.extract_chw(resized, 3, chosen)  # N x 3 x P x P, our own copy
+        for c in range(3):  # SAM normalisation in place, once per frame: (x - mean) / std
+            plane = patches[:, c]
+            np.subtract(plane, _MEAN[c], out=plane)
+            np.divide(plane, _STD[c], out=plane)
         t1 = time.perf_counter()
 
         low_res = []
@@ -201,14 +284,14 @@ class Detector:
         for start in range(0, len(patches), self.batch):
             tp = time.perf_counter()
             chunk = _resize_patches(patches[start:start + self.batch], e)
-            chunk = np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))
             prep += time.perf_counter() - tp
             low_res.append(self.backend.infer(chunk))
         t2 = time.perf_counter()
 
-        logits = _upsample_logits(np.concatenate(low_res), self.config.patch_size)
-        prob = postprocess.sigmoid(self.grid.stitch(logits))
-        prob = np.clip(tiling.resize(prob, height, width), 0.0, 1.0)
+        logits = np.concatenate(low_res) if low_res else np.empty((0, 1, 1), np.float32)
+        prob = postprocess.sigmoid(_stitch_logits(self.grid, logits, chosen))
+        prob = tiling.resize(prob, height, width)
+        np.clip(prob, 0.0, 1.0, out=prob)
         mask = postprocess.threshold(prob, self.threshold)
         boxes = postprocess.boxes_from_mask(mask, prob, int(self.config.min_area))
         t3 = time.perf_counter()

@@ -53,6 +53,23 @@ def threshold(prob: np.ndarray, thr: float) -> np.ndarray:
     return np.where(prob > np.float32(thr), np.uint8(255), np.uint8(0))
 
 
+def _component_sums(labels: np.ndarray, prob: np.ndarray, stats: np.ndarray, count: int) -> np.ndarray:
+    """Sum of ``prob`` over each labelled component 1..count-1 (float64).
+
+    A few components (the usual case): sum inside each component's bounding box only,
+    so the cost follows the objects' size, not the frame's. Many components: one
+    ``bincount`` over the whole frame.
+    """
+    if count - 1 > 32:
+        return np.bincount(labels.ravel(), weights=prob.ravel().astype(np.float64), minlength=count)[1:]
+    sums = np.empty(count - 1, dtype=np.float64)
+    for i in range(1, count):
+        x, y, w, h = (int(v) for v in stats[i, :4])
+        sel = labels[y:y + h, x:x + w] == i
+        sums[i - 1] = prob[y:y + h, x:x + w][sel].sum(dtype=np.float64)
+    return sums
+
+
 def boxes_from_mask(mask: np.ndarray, prob: np.ndarray, min_area: int = 0) -> List[Box]:
     """Connected components (8-connectivity) of an H x W 0/255 mask -> boxes.
 
@@ -60,12 +77,15 @@ def boxes_from_mask(mask: np.ndarray, prob: np.ndarray, min_area: int = 0) -> Li
     ``mask`` in place, so the published mask and boxes always agree. Boxes are sorted
     by score, best first.
     """
-    binary = (mask > 0).astype(np.uint8)
+    # cv2 takes any nonzero uint8 as foreground: a 0/255 mask needs no conversion
+    binary = mask if mask.dtype == np.uint8 and mask.ndim == 2 else (mask > 0).astype(np.uint8)
+    if cv2.countNonZero(binary) == 0:  # the common empty frame: labelling it costs ms
+        return []
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if count <= 1:
         return []
     areas = stats[1:, cv2.CC_STAT_AREA]
-    sums = np.bincount(labels.ravel(), weights=prob.ravel().astype(np.float64), minlength=count)[1:]
+    sums = _component_sums(labels, prob, stats, count)
     boxes = []
     small = []
     for i in range(count - 1):

@@ -113,6 +113,29 @@ class PatchGrid:
             return np.ascontiguousarray(blocks.reshape((n * n, p, p) + rest))
         return np.stack([image[y:y + p, x:x + p] for y, x in self.origins])
 
+    def extract_chw(self, image: np.ndarray, channels: int = 0, indices=None) -> np.ndarray:
+        """S x S x C (or S x S x 1 broadcast to ``channels``) image -> N x C x P x P patches.
+
+        The channels-first layout the backends take, in one copy (no N x P x P x C
+        intermediate). ``channels`` > C broadcasts a single-channel image (a gray
+        frame) to that many identical planes. ``indices`` selects patches (in
+        ``origins`` order); default all. Returns a new C-ordered float array.
+        """
+        if image.ndim != 3 or image.shape[0] != self.size or image.shape[1] != self.size:
+            raise ValueError(f"image is {image.shape}, grid expects {self.size} x {self.size} x C")
+        c_in = image.shape[2]
+        c_out = max(int(channels), c_in)
+        if c_out != c_in and c_in != 1:
+            raise ValueError(f"can only broadcast a 1-channel image, got {c_in} channels to {c_out}")
+        order = range(len(self.origins)) if indices is None else list(indices)
+        p = self.patch
+        out = np.empty((len(order), c_out, p, p), dtype=image.dtype)
+        planes = image.transpose(2, 0, 1)  # C x S x S view
+        for k, i in enumerate(order):
+            y, x = self.origins[i]
+            out[k] = planes[:, y:y + p, x:x + p]
+        return out
+
     def stitch(self, patches: np.ndarray) -> np.ndarray:
         """N x P x P float patches -> S x S float32 image (exact inverse when overlap = 0)."""
         p = self.patch

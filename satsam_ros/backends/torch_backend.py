@@ -1,10 +1,35 @@
-"""PyTorch backend: the HF SamModel with the prompt policy baked in."""
+"""PyTorch backend: the HF SamModel with the prompt policy baked in.
+
+Two ways to run the same weights:
+
+* stock (``fused_attention=False``): transformers' own SAM modules, exactly as the
+  reference pipeline ran them. Faithful mode uses this.
+* fast (``fused_attention=True``): the image encoder's attention blocks are swapped for
+  :class:`FusedRelPosAttention`, which computes the same function with less memory
+  traffic (see its docstring). The weights are shared, not copied, and the outputs
+  agree with the stock modules to float rounding (``test/test_fastpath.py``).
+
+``precision`` selects autocast: ``fp32`` (no autocast), ``bf16`` (CPU or GPU) or
+``fp16`` (GPU only). Reduced precision changes the logits by more than float noise,
+so it is opt-in, and the benchmark reports how far the masks move.
+"""
 
 from __future__ import annotations
+
+import copy
+import os
+from typing import Dict, Optional
 
 import numpy as np
 
 from . import Backend
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Largest attention-bias block (bytes) the fused attention materialises at once. A
+# global-attention layer of ViT-B at E = 1024 has 12 heads x 4096 x 4096 scores per
+# patch (805 MB in float32); 16 MB blocks (1024 queries of one head) stay in the
+# last-level cache and are reused, instead of faulting in fresh pages every layer.
+ATTENTION_BIAS_BUDGET = 16 * 2**20
 
 
 def make_patch_module(sam_model, prompt_policy: str = "full_box"):
@@ -36,26 +61,204 @@ def make_patch_module(sam_model, prompt_policy: str = "full_box"):
     return SamPatchModel(sam_model)
 
 
+def _fused_attention_class():
+    import torch
+    import torch.nn.functional as F
+
+    class FusedRelPosAttention(torch.nn.Module):
+        """SAM's image-encoder attention (decomposed relative positions), leaner.
+
+        Input B x h x w x C tokens (one window or the whole token grid), output the
+        same shape. The maths is transformers' ``SamVisionAttention``:
+        ``softmax(q k^T / sqrt(d) + rel_h[q, k_row] + rel_w[q, k_col]) v``, with the
+        same weights (shared with the wrapped module). What differs is how it runs:
+
+        * the relative-position bias is built contiguous, straight in the layout
+          ``scaled_dot_product_attention`` reads (the stock SDPA path builds it with
+          permuted strides, then pays a full strided copy of B x heads x N x N floats,
+          805 MB per ViT-B global layer at E = 1024);
+        * it is built and consumed in blocks of at most ``ATTENTION_BIAS_BUDGET``
+          bytes (many windows, or a slice of the queries of one head), into one
+          reused buffer that stays in the cache, so neither the batch size nor the
+          token count multiplies the peak memory;
+        * under autocast the attention core runs in float32 (bf16 SDPA on the CPU is
+          slower than float32 here; the projections still take the reduced precision).
+        """
+
+        def __init__(self, stock):
+            super().__init__()
+            self.qkv = stock.qkv
+            self.proj = stock.proj
+            self.num_attention_heads = int(stock.num_attention_heads)
+            self.use_rel_pos = bool(stock.use_rel_pos)
+            if self.use_rel_pos:
+                self.rel_pos_h = stock.rel_pos_h
+                self.rel_pos_w = stock.rel_pos_w
+            # transformers' own resampling of the tables, so both paths index alike
+            self._get_rel_pos = type(stock).get_rel_pos
+
+        def forward(self, hidden_states, output_attentions=None):
+            batch, height, width, channels = hidden_states.shape
+            heads = self.num_attention_heads
+            head_dim = channels // heads
+            tokens = height * width
+            rows = batch * heads
+            qkv = self.qkv(hidden_states).reshape(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            qkv = qkv.reshape(3, rows, tokens, head_dim)  # one copy into (sample, head)-major rows
+            device_type = hidden_states.device.type
+            with torch.autocast(device_type, enabled=False):
+                if qkv.dtype != torch.float32 and device_type == "cpu":
+                    qkv = qkv.float()
+                query, key, value = qkv.unbind(0)  # each (B * heads) x N x d
+                if not self.use_rel_pos:
+                    out = F.scaled_dot_product_attention(query[None], key[None], value[None])[0]
+                else:
+                    out = torch.empty_like(query)
+                    table_h = self._get_rel_pos(self, height, height, self.rel_pos_h).to(query.dtype)
+                    table_w = self._get_rel_pos(self, width, width, self.rel_pos_w).to(query.dtype)
+                    grid_q = query.view(rows, height, width, head_dim)
+                    rel_h = torch.einsum("bhwc,hkc->bhwk", grid_q, table_h).contiguous()
+                    rel_w = torch.einsum("bhwc,wkc->bhwk", grid_q, table_w).contiguous()
+                    # bias[r, t, kh, kw] = rel_h[r, t, kh] + rel_w[r, t, kw], built one block
+                    # of (rows x query tokens) at a time into one reused buffer
+                    rel_h = rel_h.view(rows, tokens, height, 1)
+                    rel_w = rel_w.view(rows, tokens, 1, width)
+                    row_bytes = tokens * tokens * query.element_size()
+                    if row_bytes <= ATTENTION_BIAS_BUDGET:
+                        row_step, token_step = ATTENTION_BIAS_BUDGET // row_bytes, tokens
+                    else:
+                        row_step = 1
+                        token_step = max(1, ATTENTION_BIAS_BUDGET // (tokens * query.element_size()))
+                    reuse = not torch.is_grad_enabled()
+                    buffer = None
+                    for r0 in range(0, rows, row_step):
+                        r1 = min(rows, r0 + row_step)
+                        for t0 in range(0, tokens, token_step):
+                            t1 = min(tokens, t0 + token_step)
+                            shape = (r1 - r0, t1 - t0, height, width)
+                            if not reuse:
+                                bias = rel_h[r0:r1, t0:t1] + rel_w[r0:r1, t0:t1]
+                            else:
+                                if buffer is None or tuple(buffer.shape) != shape:
+                                    buffer = torch.empty(shape, dtype=query.dtype, device=query.device)
+                                bias = torch.add(rel_h[r0:r1, t0:t1], rel_w[r0:r1, t0:t1], out=buffer)
+                            # 4-D operands: the CPU flash kernel only takes B x heads x N x d
+                            out[r0:r1, t0:t1] = F.scaled_dot_product_attention(
+                                query[None, r0:r1, t0:t1], key[None, r0:r1], value[None, r0:r1],
+                                attn_mask=bias.view(1, r1 - r0, t1 - t0, tokens),
+                            )[0]
+            out = out.view(batch, heads, height, width, head_dim).permute(0, 2, 3, 1, 4)
+            return self.proj(out.reshape(batch, height, width, channels)), None
+
+    return FusedRelPosAttention
+
+
+def with_fused_attention(sam_model):
+    """A SamModel sharing ``sam_model``'s weights whose encoder uses fused attention.
+
+    The module tree is copied (cheap) while every parameter and buffer is shared, so
+    the stock model stays usable as it was and no weight memory is duplicated.
+    Returns the new model; ``sam_model`` is not modified.
+    """
+    memo = {id(t): t for t in list(sam_model.parameters()) + list(sam_model.buffers())}
+    fast = copy.deepcopy(sam_model, memo)
+    attention = _fused_attention_class()
+    layers = getattr(getattr(fast, "vision_encoder", None), "layers", None)
+    if layers is None:
+        raise ValueError("with_fused_attention: the model has no vision_encoder.layers (not a SamModel?)")
+    for layer in layers:
+        layer.attn = attention(layer.attn)
+    return fast
+
+
+def check_precision(precision: str, device: str) -> str:
+    """Raise ValueError unless ``precision`` is usable on ``device``; return it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp16" and not str(device).startswith("cuda"):
+        raise ValueError("precision 'fp16' needs a CUDA device (float16 matmuls are slow on the CPU); use 'bf16'")
+    return precision
+
+
+def configure_threads(
+    torch_threads: Optional[int] = None,
+    interop_threads: Optional[int] = None,
+    opencv_threads: Optional[int] = None,
+) -> Dict[str, object]:
+    """Set the thread pools the detector uses; ``None`` leaves a pool as it is.
+
+    Returns the settings in force afterwards (and the OpenMP wait policy, which can
+    only be chosen through the ``OMP_WAIT_POLICY`` environment variable before torch
+    is first imported: ``PASSIVE`` keeps idle OpenMP workers from spinning, which
+    matters a great deal when other processes, or the node's own DDS threads, share
+    the cores). PyTorch allows setting the inter-op pool only once per process, before
+    any inter-op work; a later attempt is reported in ``"interop_error"``.
+    """
+    import cv2
+    import torch
+
+    info: Dict[str, object] = {}
+    for name, value in (("torch_threads", torch_threads), ("interop_threads", interop_threads),
+                        ("opencv_threads", opencv_threads)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{name} must be >= 1; got {value}")
+    if torch_threads is not None:
+        torch.set_num_threads(int(torch_threads))
+    if interop_threads is not None and int(interop_threads) != torch.get_num_interop_threads():
+        try:
+            torch.set_num_interop_threads(int(interop_threads))
+        except RuntimeError as exc:
+            info["interop_error"] = str(exc)
+    if opencv_threads is not None:
+        cv2.setNumThreads(int(opencv_threads))
+    info.update({
+        "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "opencv_threads": cv2.getNumThreads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp default, spinning)"),
+        "cpu_count": os.cpu_count(),
+    })
+    return info
+
+
 class TorchBackend(Backend):
-    """Runs the patch model with PyTorch on the CPU or a CUDA GPU."""
+    """Runs the patch model with PyTorch on the CPU or a CUDA GPU.
+
+    ``fused_attention``: run the encoder with :class:`FusedRelPosAttention` (same
+    weights, same outputs to float rounding, less time and memory). ``precision``:
+    ``fp32``, ``bf16`` or ``fp16`` (autocast; fp16 only on CUDA).
+    """
 
     name = "torch"
 
-    def __init__(self, sam_model, prompt_policy: str = "full_box", device: str = "cpu"):
+    def __init__(self, sam_model, prompt_policy: str = "full_box", device: str = "cpu",
+                 precision: str = "fp32", fused_attention: bool = False):
         import torch
 
         from ..model import encoder_input_size
 
         self._torch = torch
         self.device = device
-        self.module = make_patch_module(sam_model, prompt_policy).to(device).eval()
+        self.precision = check_precision(precision, device)
+        self.fused_attention = bool(fused_attention)
+        model = with_fused_attention(sam_model) if fused_attention else sam_model
+        self.module = make_patch_module(model, prompt_policy).to(device).eval()
         self.input_size = encoder_input_size(sam_model)
         self.low_res_size = self.input_size // 4
+        self._autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def describe(self) -> str:
+        extra = ", fused attention" if self.fused_attention else ""
+        return f"{self.name} on {self.device} (encoder input {self.input_size}, {self.precision}{extra})"
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self.check_batch(batch)
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-            logits = self.module(x)
+            if self._autocast_dtype is None:
+                logits = self.module(x)
+            else:
+                with torch.autocast(torch.device(self.device).type, dtype=self._autocast_dtype):
+                    logits = self.module(x)
             return logits.float().cpu().numpy()

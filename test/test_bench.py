@@ -1,0 +1,178 @@
+"""`satsam bench`: end to end on the tiny model, plus the pieces it is made of."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from satsam_ros import bench
+from satsam_ros.cli import main
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    args = ["bench", "--models", "tiny", "--sizes", "512", "--backends", "torch", "--frames", "1",
+            "--warmup", "0", "--roi-frames", "3", "--out", str(out), "--no-progress", "--json"]
+    assert main(args) == 0
+    data = json.loads((out / "bench.json").read_text())
+    return data, (out / "bench.md").read_text()
+
+
+def test_end_to_end_json_has_every_field(report):
+    data, _ = report
+    assert data["format"] == bench.FORMAT and data["shipped_model"] in ("tiny", "builtin")
+    assert data["command"].startswith("satsam bench --models tiny --sizes 512")
+    for key in ("cpu", "logical_cpus", "memory_gib", "torch", "load_average"):
+        assert key in data["machine"]
+    assert data["threads"]["torch_threads"] >= 1
+    rows = data["rows"]
+    assert set(rows) == {"tiny/512/torch/fast", "tiny/512/torch/faithful"}
+    fast, faithful = rows["tiny/512/torch/fast"], rows["tiny/512/torch/faithful"]
+    for row in (fast, faithful):
+        assert row["frames"] == 1 and row["patches"] == 4
+        lat = row["latency_s"]
+        assert 0 < lat["min"] <= lat["median"] <= lat["p95"] <= lat["max"]
+        assert row["patches_per_s"] == pytest.approx(4 / lat["median"])
+        assert sum(row["share"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert set(row["stages_s"]) == {"pre", "model", "post"}
+        assert row["rss_peak_mb"] >= row["rss_before_mb"] > 0 and row["rss_delta_mb"] >= 0
+        assert row["gpu_peak_mb"] is None and row["cpu_s"] > 0
+    assert faithful["encoder_input"] == 1024 and faithful["batch"] == 1 and not faithful["fused_attention"]
+    assert fast["encoder_input"] == 256 and fast["fused_attention"]
+    assert faithful["speedup_vs_faithful"] == 1.0
+    assert fast["speedup_vs_faithful"] == pytest.approx(
+        faithful["latency_s"]["median"] / fast["latency_s"]["median"])
+    # different encoder inputs: logits not comparable, masks are
+    assert fast["vs_reference"]["max_abs_logit_diff"] is None and 0 <= fast["vs_reference"]["mask_iou"] <= 1
+    names = [t["target"] for t in data["targets"]]
+    assert any("pre + post" in n for n in names) and any("live node" in n for n in names)
+    share = next(t for t in data["targets"] if "pre + post" in t["target"])
+    assert share["measured"] == pytest.approx(100 * (fast["share"]["pre"] + fast["share"]["post"]))
+    vit = next(t for t in data["targets"] if t["target"].startswith("fast vs faithful, ViT-B"))
+    assert vit["passed"] is None and "not measured" in vit["detail"]
+    (roi,) = data["roi"]
+    assert roi["stand_in"] and roi["frames"] == 3 and roi["patches_per_frame_full"] == 4
+    assert roi["scans"]["frames"] == 3 and roi["speedup_mean"] > 0
+
+
+def test_markdown_says_what_was_measured_and_what_not(report):
+    _, md = report
+    for words in ("## Machine", "## Targets", "## Latency per frame", "## ROI tracking", "--node",
+                  "| tiny | 512 | torch | fast |", "not measured"):
+        assert words in md
+
+
+def test_node_mode_is_not_there_yet():
+    with pytest.raises(SystemExit, match="--node: not available yet"):
+        main(["bench", "--node"])
+
+
+def fake_sam(hidden, image_size):
+    return SimpleNamespace(config=SimpleNamespace(vision_config=SimpleNamespace(hidden_size=hidden,
+                                                                               image_size=image_size)))
+
+
+def test_slow_rows_are_skipped_with_a_reason_unless_asked():
+    opts = bench.Options(ablation=True)
+    sam = fake_sam(768, 1024)
+    rows, skipped = bench.plan_variants("vit-b", sam, 512, ["torch"], opts, "cpu")
+    names = [r.name for r in rows]
+    assert names == ["fast", "faithful", "native E=256", "fast, 1 patch/forward", "fast, stock attention",
+                     "fast bf16"] and not skipped
+    rows, skipped = bench.plan_variants("vit-b", sam, 2048, ["torch"], opts, "cpu")
+    assert [r.name for r in rows] == ["native E=256"]
+    assert {s["row"] for s in skipped} == {"torch fast", "torch faithful", "fast ablation rows"}
+    assert all("--include-slow" in s["reason"] and "64 encoder passes" in s["reason"] for s in skipped)
+    opts.include_slow = True
+    rows, skipped = bench.plan_variants("vit-b", sam, 2048, ["torch"], opts, "cpu")
+    assert len(rows) == 6 and not skipped
+    # a small model never counts as slow; its native E equals the patch: no extra row
+    rows, skipped = bench.plan_variants("tiny", fake_sam(96, 256), 2048, ["torch"], bench.Options(), "cpu")
+    assert [r.name for r in rows] == ["fast", "faithful"] and not skipped
+
+
+def fake_row(model, size, name, median, patches, **extra):
+    row = {"model": model, "size": size, "name": name, "latency_s": {"median": median}, "patches": patches,
+           "precision": "fp32", "share": {"pre": 0.02, "model": 0.95, "post": 0.03}, "vs_reference": None}
+    row.update(extra)
+    return row
+
+
+def fake_report(fast_median, logit_diff, big_median=1.0):
+    rows = [
+        fake_row("vit-b", 512, "faithful", 40.0, 4),
+        fake_row("vit-b", 512, "fast", fast_median, 4,
+                 vs_reference={"max_abs_logit_diff": logit_diff, "logit_scale": 1.0, "mask_iou": 1.0}),
+        fake_row("vit-b", 512, "native E=256", 2.0, 4),
+        fake_row("tiny", 512, "fast", 0.1, 4),
+        fake_row("tiny", 2048, "fast", big_median, 64),
+    ]
+    return {"rows": {f"{r['model']}/{r['size']}/torch/{r['name']}": r for r in rows},
+            "shipped_model": "tiny", "options": {"native_encoder": 256}}
+
+
+@pytest.mark.parametrize(
+    "fast_median, diff, passed",
+    [(16.0, 1e-6, True), (25.0, 1e-6, False), (16.0, 0.5, False)],
+)
+def test_target_verdicts(fast_median, diff, passed):
+    targets = {t["target"]: t for t in bench.evaluate_targets(fake_report(fast_median, diff))}
+    same = targets["fast vs faithful, ViT-B, S=512, same model"]
+    assert same["measured"] == pytest.approx(40.0 / fast_median) and same["passed"] is passed
+    native = targets["native E=256 encoder vs faithful, ViT-B, S=512"]
+    assert native["measured"] == pytest.approx(20.0) and native["passed"] is True
+    share = next(t for t in targets.values() if t["target"].startswith("pre + post"))
+    assert share["measured"] == pytest.approx(5.0) and share["passed"] is True
+    growth = targets["cost growth 512 -> 2048, tiny fast"]
+    assert growth["measured"] == pytest.approx(10.0) and growth["passed"] is True
+
+
+def test_cost_growth_beyond_the_patch_count_is_a_miss():
+    targets = {t["target"]: t for t in bench.evaluate_targets(fake_report(16.0, 0.0, big_median=2.0))}
+    assert targets["cost growth 512 -> 2048, tiny fast"]["passed"] is False
+
+
+def test_summary_statistics():
+    timings = [{"pre": 0.1, "model": m, "post": 0.1, "total": 0.2 + m, "cpu": 1.0} for m in (1.0, 2.0, 3.0, 10.0)]
+    s = bench.summarise(timings, patches=4)
+    assert s["latency_s"]["median"] == pytest.approx(2.7)
+    assert s["latency_s"]["p95"] == pytest.approx(np.percentile([1.2, 2.2, 3.2, 10.2], 95))
+    assert s["share"]["model"] == pytest.approx(16.0 / 16.8)
+    assert s["patches_per_s"] == pytest.approx(4 / 2.7) and s["cpu_s"] == 1.0
+
+
+def test_moving_sequence_moves():
+    seq = bench.moving_sequence(5, seed=1, speed=8.0)
+    centres = []
+    for frame, truth in seq:
+        assert frame.shape == truth.shape == (512, 641) and frame.dtype == np.uint8
+        ys, xs = np.nonzero(truth)
+        assert len(xs) > 100
+        assert frame[truth > 0].mean() > frame[truth == 0].mean() + 40
+        centres.append((xs.mean(), ys.mean()))
+    steps = [np.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(centres, centres[1:])]
+    assert all(4.0 < s < 12.0 for s in steps)
+    with pytest.raises(ValueError, match="count must be >= 1"):
+        bench.moving_sequence(0)
+
+
+def test_reference_prepost_gives_the_detectors_mask_and_both_are_timed():
+    frames = bench.bench_frames(1)
+    rows = bench.bench_prepost([512], frames, rounds=2)
+    (row,) = rows
+    assert row["size"] == 512 and row["frames"] == 2
+    for key in ("reference_pre_ms", "reference_post_ms", "detector_pre_ms", "detector_post_ms", "speedup"):
+        assert row[key] > 0
+    mask, pre, post = bench.reference_prepost(frames[0], 512, threshold=0.4)  # zero logits: p = 0.5 > 0.4
+    assert mask.shape == frames[0].shape and (mask == 255).all() and pre > 0 and post > 0
+
+
+def test_bad_options_name_the_option():
+    with pytest.raises(ValueError, match="size must be one of"):
+        bench.Options(sizes=[300]).validate()
+    with pytest.raises(ValueError, match="budget must be > 0"):
+        bench.Options(budget=0).validate()
+    with pytest.raises(SystemExit, match="satsam bench: frames must be >= 1"):
+        main(["bench", "--models", "tiny", "--frames", "0", "--no-progress"])
