@@ -45,7 +45,8 @@ def test_end_to_end_json_has_every_field(report):
     assert fast["speedup_vs_faithful"] == pytest.approx(
         faithful["latency_s"]["median"] / fast["latency_s"]["median"])
     # different encoder inputs: logits not comparable, masks are
-    assert fast["vs_reference"]["max_abs_logit_diff"] is None and 0 <= fast["vs_reference"]["mask_iou"] <= 1
+    cmp_ = fast["vs_reference"]
+    assert cmp_["max_abs_logit_diff"] is None and 0 <= cmp_["mask_iou"] <= 1 and 0 <= cmp_["mask_iou_at_median"] <= 1
     names = [t["target"] for t in data["targets"]]
     assert any("pre + post" in n for n in names) and any("live node" in n for n in names)
     share = next(t for t in data["targets"] if "pre + post" in t["target"])
