@@ -831,7 +831,8 @@ def fit(
 
 def _write_logs(out: Path, history: Sequence[Dict[str, Any]], writer, entry: Dict[str, Any]) -> None:
     report.write_csv(out / "train_log.csv", history)
-    report.plot_training_curves(history, out / "curves.png", title=f"training run {out.name}")
+    title = f"training run {out.resolve().parent.name}/{out.name}"
+    report.plot_training_curves(history, out / "curves.png", title=title)
     if writer is not None:
         for key, value in entry.items():
             if key not in ("epoch", "step") and isinstance(value, (int, float)) and value is not None:
