@@ -74,9 +74,9 @@ class FitError(ValueError):
 class FitConfig:
     """Every setting of a training run (the CLI's ``fit`` options map 1:1 onto these)."""
 
-    patches: str = ""  # directory with patches.json (train split)
+    patches: Any = ""  # patches directory (patches.json), or a list of them (e.g. one per size S)
     out: str = ""  # run directory
-    val: Optional[str] = None  # patches directory of the val split (loss + patch metrics)
+    val: Any = None  # patches directory/directories of the val split (loss + patch metrics)
     val_frames: Optional[str] = None  # COCO dataset directory: frame metrics via the Detector
     val_frames_split: str = "val"
     base: str = "tiny"  # tiny | vit-b | builtin | checkpoint dir | hub id
@@ -106,6 +106,8 @@ class FitConfig:
     def resolved(self) -> FitConfig:
         """A checked copy with the defaults that depend on the base filled in."""
         cfg = copy.deepcopy(self)
+        cfg.patches = _dir_list(cfg.patches)
+        cfg.val = _dir_list(cfg.val) or None
         if not cfg.patches:
             raise FitError("fit: --patches DIR is required")
         if not cfg.out:
@@ -169,6 +171,15 @@ class FitResult:
 # --------------------------------------------------------------------------- the data
 
 
+def _dir_list(value) -> List[str]:
+    """A directory or a list of them -> list of str (empty for None / "")."""
+    if not value:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
 def read_patch_index(directory) -> Dict[str, Any]:
     """``DIR/patches.json`` read and checked by ``satsam_training.patches``; FitError if unusable."""
     from .patches import read_patch_index as _read
@@ -185,7 +196,9 @@ def read_patch_index(directory) -> Dict[str, Any]:
 
 
 class PatchDataset:
-    """The patches of one ``patches.json`` as model inputs and loss targets.
+    """The patches of one or more ``patches.json`` directories as model inputs and loss
+    targets (several directories, e.g. one per S, are concatenated in the given order;
+    their patch sizes must agree, ``size`` is None when their S differ).
 
     ``dataset[i]`` -> ``(pixels 3 x E x E float32, target 1 x T x T float32 in [0, 1])``
     with T = P (``loss_resolution="patch"``) or E / 4 (``"low"``, area-averaged, so a
@@ -205,10 +218,18 @@ class PatchDataset:
     ):
         from .patches import load_patch
 
-        self.directory = Path(directory)
-        self.index = read_patch_index(self.directory)
-        self.patch_size = int(self.index["patch_size"])
-        self.size = self.index.get("size")
+        self.directories = [Path(d) for d in _dir_list(directory)]
+        if not self.directories:
+            raise FitError("fit: no patches directory given")
+        self.indexes = [read_patch_index(d) for d in self.directories]
+        self.index = self.indexes[0]
+        sizes = {int(ix["patch_size"]) for ix in self.indexes}
+        if len(sizes) > 1:
+            raise FitError(f"fit: the patches directories mix patch sizes {sorted(sizes)}")
+        self.patch_size = sizes.pop()
+        frame_sizes = {ix.get("size") for ix in self.indexes}
+        self.size = frame_sizes.pop() if len(frame_sizes) == 1 else None
+        self.sizes = [ix.get("size") for ix in self.indexes]
         self.encoder_size = int(encoder_size)
         self.loss_resolution = loss_resolution
         self.augment = bool(augment)
@@ -217,13 +238,14 @@ class PatchDataset:
         self.images: List[np.ndarray] = []
         self.masks: List[np.ndarray] = []
         p = self.patch_size
-        for item in self.index["items"]:
-            try:
-                img, mask = load_patch(self.directory, item, p)
-            except (OSError, ValueError) as exc:
-                raise FitError(f"fit: {exc}") from exc
-            self.images.append(img)
-            self.masks.append(mask)
+        for directory, index in zip(self.directories, self.indexes):
+            for item in index["items"]:
+                try:
+                    img, mask = load_patch(directory, item, p)
+                except (OSError, ValueError) as exc:
+                    raise FitError(f"fit: {exc}") from exc
+                self.images.append(img)
+                self.masks.append(mask)
         self.positive = np.array([bool(np.any(m)) for m in self.masks])
 
     def __len__(self) -> int:
@@ -612,7 +634,7 @@ def fit(
     val_frames = None
     if cfg.val_frames:
         if not size:
-            raise FitError("fit: --val-frames needs the frame size S, but patches.json has no 'size'")
+            raise FitError(f"fit: --val-frames needs one frame size S; the patches have S = {train_set.sizes}")
         from .coco import load_split
 
         val_frames = load_split(cfg.val_frames, cfg.val_frames_split)
@@ -687,7 +709,6 @@ def fit(
         }
 
     def provenance(entry: Dict[str, Any]) -> Dict[str, Any]:
-        train_index = train_set.index
         return {
             "command": cfg.command or report.command_line(),
             "seed": cfg.seed,
@@ -695,11 +716,12 @@ def fit(
             "base_config": cfg.base_config,
             "train": cfg.train,
             "data": {
-                "patches": str(Path(cfg.patches).resolve()),
-                "patches_source": train_index.get("source"),
-                "patches_split": train_index.get("split"),
+                "patches": [str(Path(d).resolve()) for d in cfg.patches],
+                "patches_source": [ix.get("source") for ix in train_set.indexes],
+                "patches_split": [ix.get("split") for ix in train_set.indexes],
+                "patches_size": train_set.sizes,
                 "patches_count": len(train_set),
-                "val": str(Path(cfg.val).resolve()) if cfg.val else None,
+                "val": [str(Path(d).resolve()) for d in cfg.val] if cfg.val else None,
                 "val_frames": str(Path(cfg.val_frames).resolve()) if cfg.val_frames else None,
             },
             "settings": {k: v for k, v in asdict(cfg).items() if k not in ("command", "progress", "resume")},

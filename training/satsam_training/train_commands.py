@@ -87,8 +87,10 @@ def add_fit(sub) -> None:
                     "checkpoint), OUT/last (resumable state), OUT/train_log.csv, OUT/curves.png. Runs unchanged "
                     "under `accelerate launch` (several GPUs, nodes, or CPU processes).",
     )
-    p.add_argument("--patches", required=True, metavar="DIR", help="training patches (patches.json)")
-    p.add_argument("--val", metavar="DIR", help="validation patches (loss and patch metrics every epoch)")
+    p.add_argument("--patches", required=True, nargs="+", metavar="DIR",
+                   help="training patches (patches.json); several directories (e.g. one per S) are concatenated")
+    p.add_argument("--val", nargs="+", metavar="DIR",
+                   help="validation patches (loss and patch metrics every epoch)")
     p.add_argument("--val-frames", metavar="DIR",
                    help="COCO dataset directory: frame accuracy via the Detector every epoch")
     p.add_argument("--val-frames-split", default="val", help="split of --val-frames (default val)")

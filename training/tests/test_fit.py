@@ -65,7 +65,7 @@ def test_smoke_loss_decreases_and_checkpoint_matches_memory(data, tmp_path):
     assert meta["prompt_policy"] == "full_box" and meta["threshold"] == pytest.approx(0.65)
     prov = meta["provenance"]
     assert prov["seed"] == 0 and prov["epoch"] == res.best_epoch and prov["data"]["patches_count"] == 16
-    assert prov["data"]["patches"] == str(data["train"].resolve())
+    assert prov["data"]["patches"] == [str(data["train"].resolve())] and prov["data"]["patches_size"] == [512]
     assert "torch" in prov["versions"] and prov["command"]
 
     # The saved checkpoint, loaded the way the node loads it, gives what the in-memory model gives.
@@ -245,3 +245,16 @@ def test_mask_decoder_training_leaves_the_encoder_unchanged(data, tmp_path):
             assert torch.equal(p, before[name]), name
     meta = json.loads((tmp_path / "run" / "model" / "satsam.json").read_text())
     assert meta["encoder_input_size"] == 64 and meta["provenance"]["train"] == "mask_decoder"
+
+
+def test_several_patch_directories_are_concatenated(data, tmp_path):
+    big = make_patch_dir(tmp_path / "p1024", 3, seed=5, size=1024)
+    ds = PatchDataset([data["train"], big], encoder_size=64)
+    assert len(ds) == 16 + 3 and ds.size is None and ds.sizes == [512, 1024]
+    assert np.array_equal(ds.images[16], PatchDataset(big, encoder_size=64).images[0])
+    assert PatchDataset([data["train"], data["val"]], encoder_size=64).size == 512
+    with pytest.raises(FitError, match="one frame size S; the patches have S = .512, 1024."):
+        fit(_cfg(data, tmp_path / "x", patches=[str(data["train"]), str(big)], val_frames=str(data["frames"])))
+    odd = make_patch_dir(tmp_path / "p128", 1, seed=6, patch=128)
+    with pytest.raises(FitError, match="mix patch sizes"):
+        PatchDataset([data["train"], odd], encoder_size=64)
