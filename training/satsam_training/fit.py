@@ -99,6 +99,7 @@ class FitConfig:
     mixed_precision: str = "auto"
     cpu: bool = False
     workers: int = 0
+    threads: Optional[int] = None  # torch CPU threads per process (None: torch's default)
     resume: bool = False
     progress: bool = True
     command: Optional[str] = None  # recorded in provenance (the CLI passes the command line)
@@ -134,6 +135,7 @@ class FitConfig:
             (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {cfg.warmup_steps}"),
             (cfg.clip_grad >= 0, f"--clip-grad must be >= 0; got {cfg.clip_grad}"),
             (cfg.workers >= 0, f"--workers must be >= 0; got {cfg.workers}"),
+            (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1; got {cfg.threads}"),
             (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}; got {cfg.optimizer!r}"),
             (cfg.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}; got {cfg.schedule!r}"),
             (cfg.loss_resolution in LOSS_RESOLUTIONS,
@@ -595,6 +597,8 @@ def fit(
     from satsam_ros.model import DEFAULT_THRESHOLD, save_checkpoint
 
     cfg = config.resolved()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg),
         # without a GPU, processes started by `accelerate launch` / torchrun join as MULTI_CPU (gloo)

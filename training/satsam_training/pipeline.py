@@ -120,7 +120,7 @@ def run_pipeline(args, log: Optional[Callable[[str], None]] = None) -> Dict[str,
                 optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
                 warmup_steps=args.warmup_steps, clip_grad=args.clip_grad, loss_resolution=args.loss_resolution,
                 augment=args.augment, seed=args.seed, threshold=args.threshold, select=args.select,
-                mixed_precision=args.mixed_precision, cpu=args.cpu, workers=args.workers,
+                mixed_precision=args.mixed_precision, cpu=args.cpu, workers=args.workers, threads=args.threads,
                 resume=bool(args.resume and (run / "last" / "state.pt").is_file()),
                 progress=not args.no_progress, command=report.command_line(),
             )

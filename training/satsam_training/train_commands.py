@@ -56,6 +56,9 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
                    help="auto: fp16 on a GPU, none on the CPU")
     g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     g.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per process (default: torch's choice; 1 is far faster when other jobs "
+                        "share the cores)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -71,8 +74,8 @@ def _fit_config(args, patches: str, val, val_frames, out: str):
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup_steps,
         clip_grad=args.clip_grad, loss_resolution=args.loss_resolution, augment=args.augment, seed=args.seed,
         threshold=args.threshold, select=args.select, mixed_precision=args.mixed_precision, cpu=args.cpu,
-        workers=args.workers, resume=getattr(args, "resume", False), progress=not args.no_progress,
-        command=report.command_line(),
+        workers=args.workers, threads=args.threads, resume=getattr(args, "resume", False),
+        progress=not args.no_progress, command=report.command_line(),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _fitdata import make_patch_dir
+from _fitdata import make_patch_dir, one_torch_thread  # noqa: F401 (autouse fixture)
 from satsam_training.fit import FitConfig, fit, load_training_state
 
 from satsam_ros.detector import Detector

@@ -4,7 +4,7 @@ Detector + metric applied frame by frame."""
 import json
 
 import pytest
-from _fitdata import make_coco_dir
+from _fitdata import make_coco_dir, one_torch_thread  # noqa: F401 (autouse fixture)
 from satsam_training.cli import main
 from satsam_training.coco import load_split
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _fitdata import make_coco_dir, make_patch_dir
+from _fitdata import make_coco_dir, make_patch_dir, one_torch_thread  # noqa: F401 (autouse fixture)
 from satsam_training.fit import (
     FitConfig,
     FitError,

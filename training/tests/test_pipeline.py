@@ -4,6 +4,7 @@ compares the sizes with the reference's numbers, and --resume skips finished ste
 import json
 
 import pytest
+from _fitdata import one_torch_thread  # noqa: F401 (autouse fixture)
 from satsam_training.cli import main
 
 

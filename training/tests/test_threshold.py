@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from _fitdata import make_coco_dir
+from _fitdata import make_coco_dir, one_torch_thread  # noqa: F401 (autouse fixture)
 from satsam_training.cli import main
 from satsam_training.evaluate import evaluate
 from satsam_training.threshold import choose, default_grid, sweep
