@@ -459,14 +459,16 @@ def validate_frames(model, meta, frames, size: int, threshold: float, device, pr
     }
 
 
-def _score(entry: Dict[str, Any], select: str) -> Tuple[float, float]:
-    """Sort key (higher is better) for choosing the best epoch."""
+def _score(entry: Dict[str, Any], select: str) -> Tuple[float, float, float]:
+    """Sort key (higher is better) for choosing the best epoch: the selected accuracy,
+    then the mean IoU of the same validation (frames or patches), then the lower loss."""
     loss = entry.get("val_loss")
     loss_key = -loss if loss is not None else -entry["train_loss"]
     if select == "val_loss":
-        return (loss_key, 0.0)
+        return (loss_key, 0.0, 0.0)
     value = entry.get(select)
-    return (-1.0 if value is None else float(value), loss_key)
+    miou = entry.get(select.replace("_accuracy", "_mean_iou"))
+    return (-1.0 if value is None else float(value), -1.0 if miou is None else float(miou), loss_key)
 
 
 def _auto_select(cfg: FitConfig) -> str:

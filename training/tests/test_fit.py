@@ -258,3 +258,14 @@ def test_several_patch_directories_are_concatenated(data, tmp_path):
     odd = make_patch_dir(tmp_path / "p128", 1, seed=6, patch=128)
     with pytest.raises(FitError, match="mix patch sizes"):
         PatchDataset([data["train"], odd], encoder_size=64)
+
+
+def test_best_epoch_rule():
+    from satsam_training.fit import _score
+
+    a = {"train_loss": 1.0, "val_loss": 0.9, "val_frame_accuracy": 0.1, "val_frame_mean_iou": 0.0}
+    b = {"train_loss": 1.0, "val_loss": 1.2, "val_frame_accuracy": 0.1, "val_frame_mean_iou": 0.2}
+    c = {"train_loss": 1.0, "val_loss": 1.5, "val_frame_accuracy": 0.2, "val_frame_mean_iou": 0.1}
+    assert max([a, b, c], key=lambda e: _score(e, "val_frame_accuracy")) is c
+    assert max([a, b], key=lambda e: _score(e, "val_frame_accuracy")) is b  # tie: higher mean IoU
+    assert max([a, b, c], key=lambda e: _score(e, "val_loss")) is a
