@@ -236,7 +236,7 @@ def plot_examples(examples: Sequence[Dict[str, Any]], path: Path, title: str = "
     n = max(1, len(examples))
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.5 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, ex in zip(axes.ravel(), examples):
