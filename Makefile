@@ -48,7 +48,7 @@ test: build lint
 	$(BIN)/python -m pytest -q test training/tests
 
 bench: build
-	$(BIN)/satsam bench
+	$(BIN)/satsam bench --ablation --frames 5 --budget 1800 --out bench-results
 
 clean:
 	rm -rf $(VENV) build install log

@@ -20,6 +20,10 @@ What one run measures (all in this one process, so ratios are fair):
 * **ROI tracking**: a replayed synthetic sequence with a moving satellite, full scans
   against :class:`satsam_ros.roi.RoiTracker`, frame by frame.
 * **targets** of issue 8, each with the measured ratio and pass/fail.
+* not yet: the live node over loopback DDS (``satsam bench --node``: sustained frames
+  per second and latency percentiles at a given input rate). It belongs here as a
+  ``bench_node`` function next to :func:`bench_roi` once the node lands; the target
+  row "live node" reports "not measured" until then.
 
 Memory: ``rss_peak_mb`` is the highest resident set size seen by a psutil sampler
 thread (every 5 ms) while that row's frames ran; ``rss_before_mb`` is the RSS just
@@ -154,6 +158,7 @@ def machine_info() -> Dict[str, Any]:
         "opencv": cv2.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     try:
         import onnxruntime
@@ -298,8 +303,13 @@ def plan_variants(
         if opts.ablation and "fast" in opts.modes and (e_model < FAITHFUL_ENCODER_SIZE or big_e_ok):
             rows.append(Variant("fast, 1 patch/forward", model, size, backend, "fast", max_batch=1,
                                 step="fast path without batching"))
-            rows.append(Variant("fast, stock attention", model, size, backend, "fast", fused_attention=False,
-                                step="fast path without the fused attention"))
+            if e_model < FAITHFUL_ENCODER_SIZE:
+                rows.append(Variant("fast, stock attention", model, size, backend, "fast", fused_attention=False,
+                                    step="fast path without the fused attention"))
+            else:
+                skip("fast, stock attention", "transformers' stock attention on a batch of E = 1024 patches "
+                     "materialises the relative-position bias twice, 805 MB per patch and global layer (GBs for "
+                     "a batch); the fused-attention step shows as faithful vs 'fast, 1 patch/forward' instead")
             low = "fp16" if device == "cuda" else "bf16"
             rows.append(Variant(f"fast {low}", model, size, backend, "fast", precision=low,
                                 step=f"fast path with {low} autocast (changes logits beyond float noise)"))
@@ -862,9 +872,17 @@ def evaluate_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
 # --------------------------------------------------------------------------- the run
 
 
-def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callable[[Dict], None]] = None
+def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callable[[Dict], None]] = None,
+                  checkpoint: Optional[Callable[[Dict], None]] = None, resume: Optional[Dict[str, Any]] = None
                   ) -> Dict[str, Any]:
-    """Run everything ``opts`` asks for; return the report (a JSON-ready dict)."""
+    """Run everything ``opts`` asks for; return the report (a JSON-ready dict).
+
+    ``checkpoint(report)`` is called with the partial report after every group and
+    section, so a run that dies (a full run takes an hour on 2 cores) loses little.
+    ``resume``: a (partial) report of an earlier run with the same settings; its
+    groups and sections are taken over instead of measured again, and marked so
+    (ratios within a group stay fair; comparisons across groups then mix two runs).
+    """
     from tqdm import tqdm
 
     from .backends import resolve_device
@@ -894,17 +912,35 @@ def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callab
         "skipped": [],
         "ablation": {},
         "roi": [],
+        "resumed_from": None,
     }
+    old = resume or {}
+    if resume:
+        report["resumed_from"] = {"started": old.get("started"), "command": old.get("command"),
+                                  "machine": old.get("machine")}
+
+    def save() -> None:
+        if checkpoint:
+            checkpoint(report)
+
     frames = bench_frames(4, seed=100 + opts.seed)
     models = _Models(device)
     with _RssSampler() as sampler:
         for model in models_req:
-            try:
-                sam, _ = models.get(model)
-            except (ValueError, FileNotFoundError) as exc:
-                report["skipped"].append({"model": model, "size": "*", "row": "*", "reason": str(exc)})
-                continue
             for size in opts.sizes:
+                group = f"{model}/{size}"
+                if group in old.get("groups", {}):
+                    prefix = group + "/"
+                    report["rows"].update({k: v for k, v in old["rows"].items() if k.startswith(prefix)})
+                    report["groups"][group] = dict(old["groups"][group], resumed=True)
+                    report["skipped"].extend(x for x in old.get("skipped", [])
+                                             if x["model"] == model and x["size"] == str(size))
+                    continue
+                try:
+                    sam, _ = models.get(model)
+                except (ValueError, FileNotFoundError) as exc:
+                    report["skipped"].append({"model": model, "size": "*", "row": "*", "reason": str(exc)})
+                    break
                 variants, skipped = plan_variants(model, sam, size, backends, opts, device)
                 report["skipped"].extend(skipped)
                 detectors: Dict[str, Detector] = {}
@@ -923,28 +959,35 @@ def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callab
                     continue
                 rows, notes = measure_group(kept, detectors, frames, opts, sampler, progress)
                 report["rows"].update(rows)
-                report["groups"][f"{model}/{size}"] = notes
+                report["groups"][group] = notes
                 if on_row:
                     for row in rows.values():
                         on_row(row)
                 del detectors
+                save()
             if opts.ablation and model == shipped:
-                report["ablation"]["grad_mode"] = bench_grad_modes(
+                report["ablation"]["grad_mode"] = old.get("ablation", {}).get("grad_mode") or bench_grad_modes(
                     Detector.from_model(model, backend="torch", device=device, size=512), frames)
             if model != shipped:
                 models.drop(model)
         if opts.ablation:
-            report["ablation"]["prepost"] = bench_prepost(opts.sizes, frames)
+            report["ablation"]["prepost"] = old.get("ablation", {}).get("prepost") or bench_prepost(opts.sizes, frames)
+            save()
             if device == "cpu":
-                probes = bench_threads(shipped, 512, frames=max(5, int(opts.frames)), warmup=2)
-                if "vit-b" in models_req and opts.native_encoder:
-                    probes += bench_threads("vit-b", 512, frames=2, warmup=1, passes=1,
-                                            encoder_size=int(opts.native_encoder))
+                probes = old.get("ablation", {}).get("threads")
+                if not probes:
+                    probes = bench_threads(shipped, 512, frames=max(5, int(opts.frames)), warmup=2)
+                    if "vit-b" in models_req and opts.native_encoder:
+                        probes += bench_threads("vit-b", 512, frames=2, warmup=1, passes=1,
+                                                encoder_size=int(opts.native_encoder))
                 report["ablation"]["threads"] = probes
+                save()
         if opts.roi:
+            done = {r["size"]: r for r in old.get("roi", []) if r.get("model") == shipped}
             for size in tqdm(opts.roi_sizes, desc="ROI tracking", leave=False, disable=not progress):
-                report["roi"].append(bench_roi(shipped, size, device, frames=int(opts.roi_frames), seed=opts.seed,
-                                               models=models))
+                report["roi"].append(done.get(size) or bench_roi(
+                    shipped, size, device, frames=int(opts.roi_frames), seed=opts.seed, models=models))
+                save()
     report["targets"] = evaluate_targets(report)
     report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report["duration_s"] = time.time() - started
@@ -1042,6 +1085,12 @@ def to_markdown(report: Dict[str, Any]) -> str:
     cut = [[g, n["frames_cut"]] for g, n in groups.items() if "frames_cut" in n]
     if cut:
         out += ["Frames cut to the time budget:", "", _md_table(["group", "frames"], cut), ""]
+    resumed = [g for g, n in groups.items() if n.get("resumed")]
+    if resumed:
+        src = report.get("resumed_from") or {}
+        out += [f"Groups taken over from the earlier run of {src.get('started')} (`--resume`): "
+                f"{', '.join(resumed)}. Ratios within a group come from one run; comparisons across groups "
+                "mix the two runs.", ""]
     ab = report.get("ablation") or {}
     if ab.get("prepost"):
         out += ["## Pre/post-processing: reference style vs the Detector", "",

@@ -379,13 +379,17 @@ def cmd_bench(args) -> int:
                    native_encoder=args.native_encoder or None, roi=not args.no_roi, roi_frames=args.roi_frames,
                    roi_sizes=args.sizes, threads=args.threads, seed=args.seed,
                    command="satsam bench " + " ".join(flags))
-    try:
-        opts.validate()
-        report = run_benchmark(opts, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"satsam bench: {exc}") from exc
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    partial = out / "bench.partial.json"
+    try:
+        opts.validate()
+        resume = json.loads(Path(args.resume).read_text()) if args.resume else None
+        report = run_benchmark(opts, progress=not args.no_progress, resume=resume,
+                               checkpoint=lambda r: partial.write_text(json.dumps(r, indent=2) + "\n"))
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise SystemExit(f"satsam bench: {exc}") from exc
+    partial.unlink(missing_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(to_markdown(report))
     if args.json:
@@ -427,6 +431,8 @@ def add_bench_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--out", default="bench-results", help="directory for bench.json and bench.md")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--resume", default=None, metavar="JSON",
+                   help="take over the groups already measured in this (partial) report, e.g. OUT/bench.partial.json")
     p.add_argument("--node", action="store_true", help="(not yet) benchmark the live node over loopback DDS")
     p.set_defaults(func=cmd_bench)
 

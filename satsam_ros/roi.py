@@ -17,7 +17,7 @@ The region tracked is the bounding rectangle of *all* boxes of the last frame (t
 satellite's body and panels can come out as separate components). A false alarm far
 from the satellite therefore widens the region; that costs speed, never recall.
 
-Pure core: no ROS imports. The node exposes it as a parameter (off by default).
+Pure core: no ROS imports. The node is to expose it as a parameter, off by default.
 """
 
 from __future__ import annotations

@@ -65,6 +65,22 @@ def test_markdown_says_what_was_measured_and_what_not(report):
         assert words in md
 
 
+def test_resume_takes_over_measured_groups(report, tmp_path):
+    data, _ = report
+    previous = tmp_path / "old.json"
+    previous.write_text(json.dumps(data))
+    out = tmp_path / "again"
+    args = ["bench", "--models", "tiny", "--sizes", "512", "--backends", "torch", "--frames", "1",
+            "--warmup", "0", "--roi-frames", "3", "--out", str(out), "--no-progress", "--resume", str(previous)]
+    assert main(args) == 0
+    again = json.loads((out / "bench.json").read_text())
+    assert again["rows"] == data["rows"] and again["roi"] == data["roi"]
+    assert again["groups"]["tiny/512"]["resumed"] is True
+    assert again["resumed_from"]["started"] == data["started"]
+    assert not (out / "bench.partial.json").exists()
+    assert "taken over from the earlier run" in (out / "bench.md").read_text()
+
+
 def test_node_mode_is_not_there_yet():
     with pytest.raises(SystemExit, match="--node: not available yet"):
         main(["bench", "--node"])
@@ -80,15 +96,19 @@ def test_slow_rows_are_skipped_with_a_reason_unless_asked():
     sam = fake_sam(768, 1024)
     rows, skipped = bench.plan_variants("vit-b", sam, 512, ["torch"], opts, "cpu")
     names = [r.name for r in rows]
-    assert names == ["fast", "faithful", "native E=256", "fast, 1 patch/forward", "fast, stock attention",
-                     "fast bf16"] and not skipped
+    assert names == ["fast", "faithful", "native E=256", "fast, 1 patch/forward", "fast bf16"]
+    # batched stock attention at E = 1024 would need GBs of bias: skipped, with the reason
+    (stock,) = skipped
+    assert stock["row"] == "fast, stock attention" and "805 MB" in stock["reason"]
     rows, skipped = bench.plan_variants("vit-b", sam, 2048, ["torch"], opts, "cpu")
     assert [r.name for r in rows] == ["native E=256"]
     assert {s["row"] for s in skipped} == {"torch fast", "torch faithful", "fast ablation rows"}
     assert all("--include-slow" in s["reason"] and "64 encoder passes" in s["reason"] for s in skipped)
     opts.include_slow = True
     rows, skipped = bench.plan_variants("vit-b", sam, 2048, ["torch"], opts, "cpu")
-    assert len(rows) == 6 and not skipped
+    assert len(rows) == 5 and len(skipped) == 1
+    rows, _ = bench.plan_variants("tiny", fake_sam(96, 256), 512, ["torch"], opts, "cpu")
+    assert "fast, stock attention" in [r.name for r in rows]
     # a small model never counts as slow; its native E equals the patch: no extra row
     rows, skipped = bench.plan_variants("tiny", fake_sam(96, 256), 2048, ["torch"], bench.Options(), "cpu")
     assert [r.name for r in rows] == ["fast", "faithful"] and not skipped
