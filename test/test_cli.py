@@ -66,7 +66,7 @@ def test_bad_model_path_is_named(image_dir, tmp_path):
 
 
 def test_demo_prints_latency_table(capsys):
-    assert main(["demo", "--sizes", "512", "1024", "--frames", "2", "--device", "cpu"]) == 0
+    assert main(["demo", "--sizes", "512", "1024", "--frames", "2", "--device", "cpu", "--no-bag"]) == 0
     out = capsys.readouterr().out
     assert "patches" in out and "median s/frame" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("512", "1024"))]
@@ -78,3 +78,20 @@ def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "satsam_ros.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "detect" in out.stdout and "demo" in out.stdout
+
+
+def test_demo_replays_a_bag_through_the_live_node(tmp_path, capsys):
+    """The main job end to end: latency table, then a cached synthetic bag through the
+    installed node, with the bag evaluation's summary table printed."""
+    work = tmp_path / "demo"
+    args = ["demo", "--sizes", "512", "--frames", "1", "--device", "cpu", "--bag-frames", "4", "--work", str(work)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Frames sent / answered / dropped" in out and "| 4 / 4 / 0" in out
+    assert (work / "synthetic-4.bag" / "metadata.yaml").is_file()
+    assert (work / "bag-eval" / "report.md").is_file()
+    metrics = json.loads((work / "bag-eval" / "metrics.json").read_text())
+    assert metrics["frames_sent"] == 4
+    # a second run reuses the cached bag
+    assert main(args) == 0
+    assert "reusing" in capsys.readouterr().out
