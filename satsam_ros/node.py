@@ -550,7 +550,7 @@ class DetectorNode(Node):
         self.stats.record(done - item.received, (now_ns - stamp_ns) / 1e9, result.timings["total"])
 
     def diagnostics_values(self) -> List[Tuple[str, str]]:
-        """The key/value pairs of the node's diagnostic status (see docs/node.md)."""
+        """The key/value pairs of the node's diagnostic status (see the README, "Diagnostics")."""
         snap = self.stats.snapshot()
         now = time.monotonic()
         last_t, last_rx, last_done = self._diag_last

@@ -37,8 +37,16 @@ def _add_training_commands(sub) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from . import report
+
     args = make_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    previous = report.CURRENT_ARGV
+    if argv is not None:  # called as a function: record these arguments, not the host's sys.argv
+        report.CURRENT_ARGV = list(argv)
+    try:
+        return int(args.func(args) or 0)
+    finally:
+        report.CURRENT_ARGV = previous
 
 
 if __name__ == "__main__":

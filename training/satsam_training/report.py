@@ -128,10 +128,15 @@ def versions() -> Dict[str, str]:
     return out
 
 
+#: The argv of the running ``satsam-train`` command when it was called as a function
+#: (``cli.main([...])``, as the pipeline and tests do); None: take ``sys.argv``.
+CURRENT_ARGV: Optional[List[str]] = None
+
+
 def command_line(argv: Optional[Sequence[str]] = None) -> str:
     """The command as the user typed it (``satsam-train ...``), shell-quoted."""
     if argv is None:
-        argv = sys.argv
+        argv = sys.argv if CURRENT_ARGV is None else ["satsam-train", *CURRENT_ARGV]
     argv = list(argv)
     if argv and argv[0].endswith(("cli.py", "satsam-train")):
         argv[0] = "satsam-train"
