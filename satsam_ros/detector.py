@@ -13,7 +13,8 @@ encoder input E, low-res logits m = E / 4):
    backends' N x 3 x P x P layout; SAM normalisation in place on that copy, once per
    frame; patches resized to E x E when E != P.
 3. backend: N x 3 x E x E -> N x m x m logits (``fast``: up to ``max_batch`` patches
-   per forward, fused attention, optional bf16/fp16; ``faithful``: one patch per
+   per forward (fewer on a CPU when the backend prefers it), fused attention,
+   optional bf16/fp16; ``faithful``: one patch per
    forward at E = 1024 through transformers' stock modules, as the reference
    pipeline's SamProcessor does). Fast and faithful compute the same function when
    the model's own E is 1024 (``test/test_fastpath.py``).
@@ -195,6 +196,9 @@ class Detector:
         self.threshold = float(self.config.threshold if self.config.threshold is not None else self.meta.threshold)
         self.grid = tiling.PatchGrid(self.config.size, self.config.patch_size, self.config.overlap)
         self.batch = 1 if self.config.mode == "faithful" else int(self.config.max_batch)
+        preferred = getattr(backend, "preferred_batch", None)  # e.g. smaller batches on a CPU
+        if self.config.mode == "fast" and preferred is not None:
+            self.batch = max(1, min(self.batch, int(preferred(self.batch))))
         self.backend_reason = f"{backend.name} given directly"  # from_model: which engine and why
 
     @classmethod

@@ -96,7 +96,8 @@ def test_slow_rows_are_skipped_with_a_reason_unless_asked():
     sam = fake_sam(768, 1024)
     rows, skipped = bench.plan_variants("vit-b", sam, 512, ["torch"], opts, "cpu")
     names = [r.name for r in rows]
-    assert names == ["fast", "faithful", "native E=256", "fast, 1 patch/forward", "fast bf16"]
+    assert names == ["fast", "faithful", "native E=256", "fast, 1 patch/forward", "fast, 16 patches/forward",
+                     "fast bf16"]
     # batched stock attention at E = 1024 would need GBs of bias: skipped, with the reason
     (stock,) = skipped
     assert stock["row"] == "fast, stock attention" and "805 MB" in stock["reason"]
@@ -106,7 +107,7 @@ def test_slow_rows_are_skipped_with_a_reason_unless_asked():
     assert all("--include-slow" in s["reason"] and "64 encoder passes" in s["reason"] for s in skipped)
     opts.include_slow = True
     rows, skipped = bench.plan_variants("vit-b", sam, 2048, ["torch"], opts, "cpu")
-    assert len(rows) == 5 and len(skipped) == 1
+    assert len(rows) == 6 and len(skipped) == 1
     rows, _ = bench.plan_variants("tiny", fake_sam(96, 256), 512, ["torch"], opts, "cpu")
     assert "fast, stock attention" in [r.name for r in rows]
     # a small model never counts as slow; its native E equals the patch: no extra row

@@ -21,6 +21,7 @@ from satsam_ros.backends.torch_backend import (
     TorchBackend,
     check_precision,
     configure_threads,
+    cpu_batch,
     with_fused_attention,
 )
 from satsam_ros.detector import Detector, DetectorConfig, _resize_patches
@@ -55,7 +56,10 @@ def test_fused_attention_is_the_same_function_and_shares_weights(tiny_loud):
     assert np.abs(a).max() > 0.1  # logits of order 1, so the tolerance below means something
     np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
     # the swap touched a copy of the module tree; the weights are the same tensors
-    layer = fused.module.sam.vision_encoder.layers[1]
+    layers = fused.module.sam.vision_encoder.layers
+    assert layers[0].window_size == 7 and layers[1].window_size == 0  # windowed (padded 16 -> 21) and global
+    assert {type(x).__name__ for x in layers} == {"FusedVisionLayer"}
+    layer = layers[1]
     assert type(layer.attn).__name__ == "FusedRelPosAttention"
     assert type(tiny_loud.vision_encoder.layers[1].attn).__name__ != "FusedRelPosAttention"
     assert layer.attn.qkv.weight is tiny_loud.vision_encoder.layers[1].attn.qkv.weight
@@ -107,7 +111,7 @@ def test_fast_equals_faithful_when_the_model_is_native_1024(e1024_checkpoint):
     frame = synthetic_frame(7)[0]
     fast = Detector.from_model(e1024_checkpoint, backend="torch", device="cpu", size=512, mode="fast")
     faithful = Detector.from_model(e1024_checkpoint, backend="torch", device="cpu", size=512, mode="faithful")
-    assert fast.backend.fused_attention and fast.batch == 16
+    assert fast.backend.fused_attention and fast.batch == fast.backend.preferred_batch(16) == 2
     assert not faithful.backend.fused_attention and faithful.batch == 1
     assert fast.backend.input_size == faithful.backend.input_size == 1024
     ka, kb = Keep(faithful.backend), Keep(fast.backend)
@@ -129,6 +133,18 @@ def test_fast_equals_faithful_when_the_model_is_native_1024(e1024_checkpoint):
         assert decided.mean() > 0.98 and (ma > 0).any()
         assert np.array_equal(ma[decided], mb[decided])
     assert 0.4 < (ma > 0).mean() < 0.6
+
+
+def test_cpu_batch_follows_the_encoder_size():
+    """Measured: ViT-B at E = 256 is fastest at 4 patches per forward, at E = 1024 at 1,
+    the tiny model at 16; a GPU takes max_batch."""
+    assert cpu_batch(16 * 16, 768, 16) == 4
+    assert cpu_batch(64 * 64, 768, 16) == 1
+    assert cpu_batch(16 * 16, 96, 16) == 16 and cpu_batch(16 * 16, 96, 8) == 8
+    det = Detector.from_model("tiny", backend="torch", device="cpu", size=1024)
+    assert det.batch == 16
+    det = Detector.from_model("tiny", backend="torch", device="cpu", size=512, max_batch=3)
+    assert det.batch == 3
 
 
 def test_bf16_runs_close_and_fp16_needs_a_gpu(tiny_loud):
