@@ -362,8 +362,7 @@ def cmd_bench(args) -> int:
     # Before torch loads: idle OpenMP workers sleep instead of spinning (see docs/bench.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.node:
-        raise SystemExit("satsam bench --node: not available yet; the live-node benchmark (sustained frames/s and "
-                         "latency percentiles over loopback DDS) lands with the detect node")
+        return _bench_node_only(args)
     from .bench import Options, format_table, run_benchmark, table_rows, to_markdown
 
     flags = [f"--models {' '.join(args.models)}", f"--sizes {' '.join(map(str, args.sizes))}",
@@ -373,19 +372,22 @@ def cmd_bench(args) -> int:
     flags += ["--ablation"] * args.ablation + ["--include-slow"] * args.include_slow
     flags += ["--no-roi"] if args.no_roi else [f"--roi-frames {args.roi_frames}"]
     flags += [f"--threads {args.threads}"] if args.threads else []
+    flags += ["--no-node"] if args.no_node else [f"--node-rates {' '.join(args.node_rates)}",
+                                                 f"--node-frames {args.node_frames}"]
     opts = Options(models=args.models, sizes=args.sizes, backends=args.backends, modes=args.modes,
                    device=args.device, frames=args.frames, warmup=args.warmup, budget=args.budget,
                    ablation=args.ablation, include_slow=args.include_slow,
                    native_encoder=args.native_encoder or None, roi=not args.no_roi, roi_frames=args.roi_frames,
                    roi_sizes=args.sizes, threads=args.threads, seed=args.seed,
-                   command="satsam bench " + " ".join(flags))
+                   command="satsam bench " + " ".join(flags), node=not args.no_node,
+                   node_rates=args.node_rates, node_frames=args.node_frames)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "bench.partial.json"
     try:
         opts.validate()
         resume = json.loads(Path(args.resume).read_text()) if args.resume else None
-        report = run_benchmark(opts, progress=not args.no_progress, resume=resume,
+        report = run_benchmark(opts, progress=not args.no_progress, resume=resume, work=str(out / "node"),
                                checkpoint=lambda r: partial.write_text(json.dumps(r, indent=2) + "\n"))
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise SystemExit(f"satsam bench: {exc}") from exc
@@ -403,6 +405,39 @@ def cmd_bench(args) -> int:
     for s in report["skipped"]:
         print(f"skipped {s['model']} S={s['size']} {s['row']}: {s['reason']}")
     print(f"satsam bench: wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0
+
+
+def _bench_node_only(args) -> int:
+    """``satsam bench --node``: only the live-node section; writes node-bench.json / .md."""
+    from .bag import BagError
+    from .bench import format_table
+    from .node_bench import NODE_HEAD, NodeBenchOptions, bench_node, node_markdown, node_rows
+
+    out = Path(args.out)
+    try:
+        opts = NodeBenchOptions(rates=args.node_rates, frames=args.node_frames, size=512,
+                                model=None if args.models[0] == "shipped" else args.models[0],
+                                backend=args.backends[0] if args.backends else None,
+                                device=None if args.device == "auto" else args.device, seed=1000 + args.seed)
+        opts.validate()
+        out.mkdir(parents=True, exist_ok=True)
+        node = bench_node(opts, out / "node", progress=not args.no_progress,
+                          log=None if args.json else (lambda text: print(text, file=sys.stderr)))
+    except (ValueError, OSError, BagError) as exc:
+        raise SystemExit(f"satsam bench --node: {exc}") from exc
+    node["command"] = (f"satsam bench --node --node-rates {' '.join(args.node_rates)} --node-frames "
+                       f"{args.node_frames}" + (f" --models {opts.model}" if opts.model else ""))
+    (out / "node-bench.json").write_text(json.dumps(node, indent=2) + "\n")
+    (out / "node-bench.md").write_text("\n".join(node_markdown(node)) + "\n")
+    if args.json:
+        print(json.dumps(node, indent=2))
+        return 0
+    print(format_table(NODE_HEAD, node_rows(node)))
+    t = node["target"]
+    verdict = {True: "PASS", False: "MISS", None: "----"}[t["passed"]]
+    print(f"{verdict}  live node >= 10 fps sustained, p95 <= 200 ms: {t['detail']}")
+    print(f"satsam bench --node: wrote {out / 'node-bench.json'} and {out / 'node-bench.md'}")
     return 0
 
 
@@ -433,7 +468,13 @@ def add_bench_commands(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", default=None, metavar="JSON",
                    help="take over the groups already measured in this (partial) report, e.g. OUT/bench.partial.json")
-    p.add_argument("--node", action="store_true", help="(not yet) benchmark the live node over loopback DDS")
+    p.add_argument("--node", action="store_true",
+                   help="only the live-node section: the installed node over loopback DDS at --node-rates")
+    p.add_argument("--no-node", action="store_true", help="skip the live-node section")
+    p.add_argument("--node-rates", nargs="+", default=["10", "20", "step"], metavar="RATE",
+                   help="input frame rates of the live-node section, frames/s, or 'step' (the next frame as soon "
+                        "as the last is answered: the node's capacity); default 10 20 step")
+    p.add_argument("--node-frames", type=int, default=100, help="frames per input rate (default 100)")
     p.set_defaults(func=cmd_bench)
 
 

@@ -14,7 +14,8 @@ from satsam_ros.cli import main
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     args = ["bench", "--models", "tiny", "--sizes", "512", "--backends", "torch", "--frames", "1",
-            "--warmup", "0", "--roi-frames", "3", "--out", str(out), "--no-progress", "--json"]
+            "--warmup", "0", "--roi-frames", "3", "--node-rates", "10", "step", "--node-frames", "6",
+            "--out", str(out), "--no-progress", "--json"]
     assert main(args) == 0
     data = json.loads((out / "bench.json").read_text())
     return data, (out / "bench.md").read_text()
@@ -58,9 +59,29 @@ def test_end_to_end_json_has_every_field(report):
     assert roi["scans"]["frames"] == 3 and roi["speedup_mean"] > 0
 
 
+def test_live_node_section_runs_the_installed_node(report):
+    data, md = report
+    node = data["node"]
+    assert node["model"] == data["shipped_model"] and node["node_exe"].endswith("lib/satsam_ros/detect_node")
+    assert node["baseline"]["frames"] == 20 and node["baseline"]["p50_ms"] > 0
+    assert [r["rate"] for r in node["runs"]] == [10.0, "step"]
+    for run in node["runs"]:
+        assert run["frames_sent"] == 6 and run["frames_answered"] + run["frames_dropped"] == 6
+        lat = run["latency_ms"]
+        assert run["frames_answered"] > 0 and 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    paced, step = node["runs"]
+    assert paced["input_fps"] == pytest.approx(10.0, rel=0.2)
+    assert step["frames_dropped"] == 0  # lock-step waits for every answer
+    assert paced["sustained"] == (paced["frames_dropped"] == 0 and paced["output_fps"] >= 0.95 * paced["input_fps"])
+    target = next(t for t in data["targets"] if t["target"].startswith("live node"))
+    assert target["measured"] == pytest.approx(step["output_fps"])
+    assert target["passed"] == (paced["sustained"] and paced["latency_ms"]["p95"] <= 200.0)
+    assert "## Live node over loopback DDS" in md and "| 10hz |" in md and "| step |" in md
+
+
 def test_markdown_says_what_was_measured_and_what_not(report):
     _, md = report
-    for words in ("## Machine", "## Targets", "## Latency per frame", "## ROI tracking", "--node",
+    for words in ("## Machine", "## Targets", "## Latency per frame", "## ROI tracking", "## Live node",
                   "| tiny | 512 | torch | fast |", "not measured"):
         assert words in md
 
@@ -74,16 +95,57 @@ def test_resume_takes_over_measured_groups(report, tmp_path):
             "--warmup", "0", "--roi-frames", "3", "--out", str(out), "--no-progress", "--resume", str(previous)]
     assert main(args) == 0
     again = json.loads((out / "bench.json").read_text())
-    assert again["rows"] == data["rows"] and again["roi"] == data["roi"]
+    assert again["rows"] == data["rows"] and again["roi"] == data["roi"] and again["node"] == data["node"]
     assert again["groups"]["tiny/512"]["resumed"] is True
     assert again["resumed_from"]["started"] == data["started"]
     assert not (out / "bench.partial.json").exists()
     assert "taken over from the earlier run" in (out / "bench.md").read_text()
 
 
-def test_node_mode_is_not_there_yet():
-    with pytest.raises(SystemExit, match="--node: not available yet"):
-        main(["bench", "--node"])
+def test_node_mode_alone_writes_its_report(tmp_path, capsys):
+    assert main(["bench", "--node", "--models", "tiny", "--node-rates", "10", "--node-frames", "4",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    node = json.loads((tmp_path / "node-bench.json").read_text())
+    assert node["model"] == "tiny" and [r["rate"] for r in node["runs"]] == [10.0]
+    assert node["runs"][0]["frames_sent"] == 4
+    assert node["command"] == "satsam bench --node --node-rates 10 --node-frames 4 --models tiny"
+    assert "10hz" in printed and "live node >= 10 fps" in printed
+    assert "## Live node" in (tmp_path / "node-bench.md").read_text()
+    assert not (tmp_path / "bench.json").exists()  # only the node section ran
+
+
+def test_node_rates_are_checked():
+    from satsam_ros.node_bench import parse_rates
+
+    assert parse_rates(["10", 2.5, "STEP"]) == [10.0, 2.5, "step"]
+    for bad in ("0", "-3", "fast", "nan"):
+        with pytest.raises(ValueError, match=f"got {bad!r}"):
+            parse_rates([bad])
+    with pytest.raises(SystemExit, match="node rate must be a positive number"):
+        main(["bench", "--node", "--node-rates", "max", "--no-progress"])
+
+
+def _run(rate, sent, answered, out_fps, p95):
+    inp = None if rate == "step" else float(rate)
+    return {"rate": rate, "input_fps": inp, "frames_sent": sent, "frames_answered": answered,
+            "frames_dropped": sent - answered, "output_fps": out_fps,
+            "latency_ms": {"p50": p95 / 2, "p95": p95, "p99": p95}, "sustained":
+            rate != "step" and answered == sent and out_fps >= 0.95 * inp}
+
+
+@pytest.mark.parametrize("runs, passed", [
+    ([_run(10.0, 100, 100, 10.0, 150.0), _run("step", 100, 100, 14.0, 70.0)], True),
+    ([_run(10.0, 100, 97, 9.7, 150.0), _run("step", 100, 100, 9.0, 70.0)], False),   # drops at 10/s
+    ([_run(10.0, 100, 100, 10.0, 250.0)], False),                                    # p95 too high
+    ([_run(5.0, 100, 100, 5.0, 50.0), _run(20.0, 100, 60, 12.0, 90.0)], False),      # 20/s not kept up
+    ([_run(5.0, 100, 100, 5.0, 50.0)], None),                                        # nothing at >= 10/s
+])
+def test_node_target_verdicts(runs, passed):
+    from satsam_ros.node_bench import node_target
+
+    target = node_target({"runs": runs})
+    assert target["passed"] is passed
 
 
 def fake_sam(hidden, image_size):
