@@ -100,6 +100,13 @@ PARAMS: Tuple[ParamSpec, ...] = (
               choices=RELIABILITIES),
     ParamSpec("qos_depth", 1, "Keep-last depth of the image subscription.",
               int_range=(1, 100, 1)),
+    ParamSpec("roi_tracking", False, "Stream ROI tracking: after a detection, run only the patches "
+              "near the last box (roi_margin) and scan in full every roi_full_scan_every frames or when "
+              "the target is lost. Off by default: it trades recall on new objects for speed.", live=True),
+    ParamSpec("roi_margin", 48, "ROI tracking: input pixels added on every side of the last box.",
+              int_range=(0, 100000, 1), live=True),
+    ParamSpec("roi_full_scan_every", 10, "ROI tracking: a full scan at least every this many frames.",
+              int_range=(1, 100000, 1), live=True),
     ParamSpec("extra_latency_ms", 0, "Testing aid: sleep this long per frame in the worker "
               "(simulates a slow backend). Keep 0 in production.",
               int_range=(0, 60000, 1)),
@@ -319,6 +326,7 @@ class DetectorNode(Node):
         super().__init__(NODE_NAME, **node_kwargs)
         self._stop = stop if stop is not None else threading.Event()
         self._detector = None
+        self._tracker = None
         self._worker: Optional[threading.Thread] = None
         self._rejected_reason = ""
         # validation first, so the start-up values are checked too
@@ -327,6 +335,7 @@ class DetectorNode(Node):
         self._publish_probability = bool(self.settings["publish_probability"])
         self._publish_overlay = bool(self.settings["publish_overlay"])
         self._detector = self._build_detector()
+        self._tracker = self._make_tracker()
         self._vision_msgs = self._import_vision_msgs()
         self._setup_io()
 
@@ -391,6 +400,19 @@ class DetectorNode(Node):
             self._publish_probability = bool(value)
         elif name == "publish_overlay":
             self._publish_overlay = bool(value)
+        elif name in ("roi_tracking", "roi_margin", "roi_full_scan_every"):
+            self.settings[name] = value
+            self._tracker = self._make_tracker()
+            self.get_logger().info(f"{name} now {value}")
+
+    def _make_tracker(self):
+        """A fresh RoiTracker from the current settings, or None when ROI tracking is off."""
+        from .roi import RoiTracker
+
+        p = self.settings
+        if not p["roi_tracking"]:
+            return None
+        return RoiTracker(self._detector, margin=int(p["roi_margin"]), full_scan_every=int(p["roi_full_scan_every"]))
 
     # ---- detector ---------------------------------------------------------------
     def _build_detector(self):
@@ -505,8 +527,9 @@ class DetectorNode(Node):
         """Detect on one frame and publish; errors are counted and logged, never raised."""
         if self._extra_latency_s > 0 and self._stop.wait(self._extra_latency_s):
             return
+        tracker = self._tracker  # one read: a live parameter change swaps it whole
         try:
-            result = self._detector.detect(item.frame, item.order)
+            result = (tracker or self._detector).detect(item.frame, item.order)
         except FrameError as exc:  # e.g. a frame the converter let through
             self.stats.count("rejected", str(exc))
             return
@@ -518,14 +541,14 @@ class DetectorNode(Node):
         if self._stop.is_set():
             return
         try:
-            self._publish(item, result)
+            self._publish(item, result, tracker.last_scan if tracker is not None else "full")
         except Exception as exc:  # noqa: BLE001 - e.g. during shutdown
             if self._stop.is_set():
                 return
             self.stats.count("errors", f"publish: {exc}")
             self.get_logger().error(f"publishing failed: {exc}", throttle_duration_sec=REJECT_LOG_THROTTLE_S)
 
-    def _publish(self, item: FrameItem, result) -> None:
+    def _publish(self, item: FrameItem, result, scan: str = "full") -> None:
         from .ros_io import array_to_image_msg, build_detection_array, detections_json
 
         header = item.header
@@ -539,7 +562,8 @@ class DetectorNode(Node):
             self._pub_overlay.publish(array_to_image_msg(picture, "bgr8", header))
         height, width = result.mask.shape
         text = detections_json(header, result.boxes, width, height, result.threshold,
-                               {"inference_ms": round(result.timings["total"] * 1000.0, 3)})
+                               {"inference_ms": round(result.timings["total"] * 1000.0, 3),
+                                "patches": int(result.patches), "scan": scan})
         self._pub_json.publish(self._string_cls(data=text))
         if self._pub_det is not None:
             self._pub_det.publish(build_detection_array(header, result.boxes, self._vision_msgs))
@@ -583,9 +607,18 @@ class DetectorNode(Node):
             ("size", str(det.config.size)),
             ("mode", det.config.mode),
             ("threshold", f"{det.threshold:g}"),
+            ("roi_tracking", self._roi_status()),
             ("input_topic", self._sub.topic_name),
             ("last_problem", snap["last_problem"]),
         ]
+
+    def _roi_status(self) -> str:
+        tracker = self._tracker
+        if tracker is None:
+            return "off"
+        st = tracker.stats
+        return (f"on (margin {tracker.margin}, full scan every {tracker.full_scan_every}): {st['frames']} frames, "
+                f"{st['full']} full, {st['roi']} roi, {st['rescan']} rescans")
 
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue

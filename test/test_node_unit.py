@@ -43,6 +43,8 @@ BAD_VALUES = {
     "qos_reliability": ["sometimes"],
     "qos_depth": [0, 101],
     "extra_latency_ms": [-5, 60001],
+    "roi_margin": [-1],
+    "roi_full_scan_every": [0],
 }
 
 
@@ -62,7 +64,8 @@ def test_every_default_is_valid_and_every_bad_value_is_refused_naming_the_parame
 
 def test_descriptors_describe_ranges_choices_and_read_only():
     live = {spec.name for spec in node.PARAMS if spec.live}
-    assert live == {"threshold", "min_area", "publish_probability", "publish_overlay"}
+    assert live == {"threshold", "min_area", "publish_probability", "publish_overlay", "roi_tracking", "roi_margin",
+                    "roi_full_scan_every"}
     for spec in node.PARAMS:
         desc = node.descriptor(spec)
         assert desc.name == spec.name and len(desc.description) > 20
