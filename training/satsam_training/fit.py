@@ -477,7 +477,9 @@ def _auto_select(cfg: FitConfig) -> str:
     if cfg.val_frames:
         return "val_frame_accuracy"
     if cfg.val:
-        return "val_patch_accuracy"
+        # Not patch accuracy: most validation patches are empty, so early in a from-scratch
+        # run the model that predicts nothing everywhere scores best and would be kept.
+        return "val_loss"
     return "train_loss"
 
 

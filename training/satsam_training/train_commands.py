@@ -51,7 +51,8 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
     g.add_argument("--threshold", type=float, default=None,
                    help="threshold for validation metrics and the saved checkpoint (default 0.65)")
     g.add_argument("--select", choices=SELECT_METRICS, default="auto",
-                   help="best-epoch metric; auto: val frame accuracy with --val-frames, else val patch accuracy")
+                   help="best-epoch metric; auto: val frame accuracy with --val-frames, else val loss (val patch "
+                        "accuracy rewards a model that predicts nothing while most val patches are empty)")
     g.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="auto",
                    help="auto: fp16 on a GPU, none on the CPU")
     g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")

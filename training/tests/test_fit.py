@@ -269,3 +269,15 @@ def test_best_epoch_rule():
     assert max([a, b, c], key=lambda e: _score(e, "val_frame_accuracy")) is c
     assert max([a, b], key=lambda e: _score(e, "val_frame_accuracy")) is b  # tie: higher mean IoU
     assert max([a, b, c], key=lambda e: _score(e, "val_loss")) is a
+
+
+def test_auto_selection_does_not_reward_predicting_nothing():
+    from satsam_training.fit import FitConfig, _auto_select, _score
+
+    assert _auto_select(FitConfig(patches=["p"], out="o", val=["v"])) == "val_loss"
+    assert _auto_select(FitConfig(patches=["p"], out="o", val=["v"], val_frames="f")) == "val_frame_accuracy"
+    # a real run's epochs 1 and 12 (docs/training.md): "all empty" wins on patch accuracy only
+    empty = {"train_loss": 1.18, "val_loss": 1.085, "val_patch_accuracy": 0.368, "val_patch_mean_iou": 0.0}
+    learnt = {"train_loss": 0.73, "val_loss": 0.722, "val_patch_accuracy": 0.287, "val_patch_mean_iou": 0.319}
+    assert max([empty, learnt], key=lambda e: _score(e, "val_patch_accuracy")) is empty
+    assert max([empty, learnt], key=lambda e: _score(e, "val_loss")) is learnt
