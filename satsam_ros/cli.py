@@ -27,7 +27,8 @@ def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "tiny") 
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--overlap", type=int, default=0, help="patch overlap in pixels (blended)")
     p.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's tuned threshold")
-    p.add_argument("--min-area", type=int, default=0, help="drop components smaller than this (pixels)")
+    p.add_argument("--min-area", type=int, default=None,
+                   help="drop components smaller than this (input pixels); default: the checkpoint's tuned value")
 
 
 def build_detector(args):

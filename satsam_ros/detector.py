@@ -85,7 +85,7 @@ class DetectorConfig:
     overlap: int = 0
     mode: str = "fast"
     threshold: Optional[float] = None  # None: the checkpoint's tuned threshold
-    min_area: int = 0
+    min_area: Optional[int] = None  # None: the checkpoint's tuned value (satsam.json min_area)
     max_batch: int = 16
     precision: str = "fp32"  # torch backend autocast: fp32, bf16, fp16 (CUDA); fast mode only
     encoder_size: Optional[int] = None  # fast mode: run the encoder at this E (None: the model's own)
@@ -100,7 +100,7 @@ class DetectorConfig:
             raise ValueError(f"overlap must be in [0, patch_size / 2]; got {self.overlap}")
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1]; got {self.threshold}")
-        if int(self.min_area) < 0:
+        if self.min_area is not None and int(self.min_area) < 0:
             raise ValueError(f"min_area must be >= 0; got {self.min_area}")
         if int(self.max_batch) < 1:
             raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
@@ -194,6 +194,7 @@ class Detector:
                 f"{backend.input_size} (Detector.from_model resizes the encoder for you)"
             )
         self.threshold = float(self.config.threshold if self.config.threshold is not None else self.meta.threshold)
+        self.min_area = int(self.config.min_area if self.config.min_area is not None else self.meta.min_area)
         self.grid = tiling.PatchGrid(self.config.size, self.config.patch_size, self.config.overlap)
         self.batch = 1 if self.config.mode == "faithful" else int(self.config.max_batch)
         preferred = getattr(backend, "preferred_batch", None)  # e.g. smaller batches on a CPU
@@ -297,7 +298,7 @@ class Detector:
         prob = tiling.resize(prob, height, width)
         np.clip(prob, 0.0, 1.0, out=prob)
         mask = postprocess.threshold(prob, self.threshold)
-        boxes = postprocess.boxes_from_mask(mask, prob, int(self.config.min_area))
+        boxes = postprocess.boxes_from_mask(mask, prob, self.min_area)
         t3 = time.perf_counter()
         timings = {
             "pre": (t1 - t0) + prep,

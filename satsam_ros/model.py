@@ -48,6 +48,7 @@ class SatsamMeta:
     encoder_input_size: int = 1024  # E: patches are resized to E x E for the encoder
     prompt_policy: str = "full_box"  # one box covering the whole patch
     threshold: float = DEFAULT_THRESHOLD
+    min_area: int = 0  # tuned with the threshold: components smaller than this (input pixels) are dropped
     normalization: Dict[str, Any] = field(
         default_factory=lambda: {"scale": "0..255", "mean": list(SAM_PIXEL_MEAN), "std": list(SAM_PIXEL_STD)}
     )
@@ -59,6 +60,8 @@ class SatsamMeta:
             raise ValueError(f"satsam.json: prompt_policy {self.prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"satsam.json: threshold must be in [0, 1], got {self.threshold}")
+        if int(self.min_area) < 0:
+            raise ValueError(f"satsam.json: min_area must be >= 0, got {self.min_area}")
         if int(self.patch_size) <= 0 or int(self.encoder_input_size) <= 0:
             raise ValueError("satsam.json: patch_size and encoder_input_size must be positive")
         if int(self.format) > META_FORMAT:

@@ -92,8 +92,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
               int_range=(0, 1024, 1)),
     ParamSpec("mode", "fast", "fast: batched patches at the model's own input size; faithful: "
               "one patch per pass at 1024 as the reference pipeline (slow).", choices=MODES),
-    ParamSpec("min_area", 0, "Drop connected components smaller than this (input pixels).",
-              int_range=(0, INT32_MAX, 1), live=True),
+    ParamSpec("min_area", -1, "Drop connected components smaller than this (input pixels); -1 = the "
+              "checkpoint's tuned value.", int_range=(-1, INT32_MAX, 1), live=True),
     ParamSpec("publish_probability", True, "Publish the 32FC1 probability image.", live=True),
     ParamSpec("publish_overlay", False, "Publish a bgr8 overlay (frame, mask, boxes).", live=True),
     ParamSpec("qos_reliability", "best_effort", "Reliability of the image subscription.",
@@ -124,6 +124,8 @@ def allowed_values(spec: ParamSpec) -> str:
         return f"one of {_fmt(spec.choices)}"
     if spec.name == "threshold":
         return "-1 (from the checkpoint) or in [0, 1]"
+    if spec.name == "min_area":
+        return f"-1 (from the checkpoint) or an integer in [0, {INT32_MAX}]"
     if spec.name == "model":
         return "tiny, builtin, vit-b, a checkpoint directory or a hub id"
     if spec.int_range is not None:
@@ -395,7 +397,9 @@ class DetectorNode(Node):
             det.threshold = float(det.meta.threshold if value == -1.0 else value)
             self.get_logger().info(f"threshold now {det.threshold}")
         elif name == "min_area":
-            det.config.min_area = int(value)
+            det.config.min_area = None if value == -1 else int(value)
+            det.min_area = int(det.meta.min_area if value == -1 else value)
+            self.get_logger().info(f"min_area now {det.min_area}")
         elif name == "publish_probability":
             self._publish_probability = bool(value)
         elif name == "publish_overlay":
@@ -429,7 +433,7 @@ class DetectorNode(Node):
             return Detector.from_model(
                 model=p["model"], backend=p["backend"], device=p["device"], size=p["size"],
                 mode=p["mode"], patch_size=p["patch_size"], overlap=p["overlap"],
-                threshold=threshold, min_area=p["min_area"],
+                threshold=threshold, min_area=None if p["min_area"] == -1 else p["min_area"],
             )
         except Exception as exc:  # noqa: BLE001 - any failure here ends start-up with its message
             raise StartupError(
@@ -607,6 +611,7 @@ class DetectorNode(Node):
             ("size", str(det.config.size)),
             ("mode", det.config.mode),
             ("threshold", f"{det.threshold:g}"),
+            ("min_area", str(det.min_area)),
             ("roi_tracking", self._roi_status()),
             ("input_topic", self._sub.topic_name),
             ("last_problem", snap["last_problem"]),

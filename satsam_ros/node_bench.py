@@ -235,7 +235,8 @@ def node_markdown(node: Dict[str, Any]) -> List[str]:
            f"Baseline in the same run: the in-process Detector ({b['backend']}) on the same frames, p50 "
            f"{b['p50_ms']:.1f} ms, p95 {b['p95_ms']:.1f} ms, pre + post {100 * (b['pre_post_share'] or 0):.1f} % "
            "of its frame time. `step` sends each frame as soon as the previous one is answered, so its output "
-           "rate is the most the node sustains without drops (transport included, no pipelining). Sustained = every frame answered and the output "
+           "rate is the most the node sustains without drops (transport included, no pipelining). "
+           "Sustained = every frame answered and the output "
            f"rate within {100 * RATE_TOLERANCE:.0f} % of the input rate.", "",
            _md_table(NODE_HEAD, node_rows(node)), ""]
     return out

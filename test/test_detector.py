@@ -172,6 +172,21 @@ def test_threshold_override_and_min_area(frame_and_truth):
     assert res.boxes == [] and res.mask.max() == 0  # every component is below min_area
 
 
+def test_min_area_comes_from_the_checkpoint_unless_overridden(frame_and_truth, tmp_path):
+    from satsam_ros.model import SatsamMeta, load_model, save_checkpoint
+
+    frame, _ = frame_and_truth
+    sam, meta = load_model("tiny")
+    ckpt = save_checkpoint(sam, SatsamMeta(encoder_input_size=meta.encoder_input_size, threshold=0.0,
+                                           min_area=10**9), tmp_path / "ckpt")
+    tuned = Detector.from_model(str(ckpt), device="cpu")
+    assert tuned.min_area == 10**9 and not tuned.detect(frame).mask.any()
+    plain = Detector.from_model(str(ckpt), device="cpu", min_area=0)
+    assert plain.min_area == 0 and plain.detect(frame).mask.all()
+    with pytest.raises(ValueError, match="min_area must be >= 0"):
+        SatsamMeta(min_area=-1).validate()
+
+
 def test_faithful_mode_runs_tiny_at_1024(frame_and_truth):
     frame, _ = frame_and_truth
     det = Detector.from_model("tiny", device="cpu", mode="faithful")

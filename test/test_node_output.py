@@ -265,8 +265,10 @@ def test_live_threshold_and_min_area(env):
             lambda m: json.loads(m.data)["stamp"]["nanosec"] == msg.header.stamp.nanosec, 10, "json").data)
         assert doc["boxes"] == []
     finally:
-        results = _set_parameters(env, threshold=THRESHOLD, min_area=0)
+        results = _set_parameters(env, threshold=THRESHOLD, min_area=-1)  # back to the checkpoint's (0)
     assert all(r.successful for r in results)
+    values = wait_diag(env.diag, lambda v: v.get("min_area") == "0", 10, "min_area back to the checkpoint's 0")
+    assert values["threshold"] == f"{THRESHOLD:g}"
 
 
 def test_live_publish_switches(env, detector):
@@ -338,7 +340,7 @@ def test_parameters_have_descriptors(env):
     assert desc["size"].type == ParameterType.PARAMETER_INTEGER
     assert not desc["threshold"].read_only
     assert desc["threshold"].floating_point_range[0].from_value == -1.0
-    assert not desc["min_area"].read_only and desc["min_area"].integer_range[0].from_value == 0
+    assert not desc["min_area"].read_only and desc["min_area"].integer_range[0].from_value == -1
     assert "best_effort, reliable" in desc["qos_reliability"].description
     assert desc["extra_latency_ms"].read_only and "Testing aid" in desc["extra_latency_ms"].description
 

@@ -23,7 +23,7 @@ BAD_STARTUP = [  # (parameters, words the error message must contain)
     ({"threshold": 1.5}, ["'threshold'", "-1", "[0, 1]"]),
     ({"threshold": -0.25}, ["'threshold'", "-1", "[0, 1]"]),
     ({"patch_size": 250}, ["'patch_size'", "steps of 16"]),
-    ({"min_area": -1}, ["'min_area'", "[0,"]),
+    ({"min_area": -2}, ["'min_area'", "-1 (from the checkpoint)"]),
     ({"qos_depth": 0}, ["'qos_depth'", "[1, 100]"]),
     ({"size": "big"}, ["'size'", "512, 1024, 2048"]),
     ({"patch_size": 1024}, ["patch_size", "size=512"]),

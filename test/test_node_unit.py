@@ -39,7 +39,7 @@ BAD_VALUES = {
     "patch_size": [8, 250, 4096],
     "overlap": [-1, 2048],
     "mode": ["slow"],
-    "min_area": [-1],
+    "min_area": [-2],
     "qos_reliability": ["sometimes"],
     "qos_depth": [0, 101],
     "extra_latency_ms": [-5, 60001],

@@ -138,7 +138,9 @@ def add_tune_threshold(sub) -> None:
                    help="frame resize S (default: the size the checkpoint was trained for)")
     p.add_argument("--thresholds", type=float, nargs="+", default=None,
                    help="thresholds to try (default 0.05, 0.10, ..., 0.95)")
-    p.add_argument("--min-area", type=int, default=0, help="as the node's min_area (default 0)")
+    p.add_argument("--min-area", type=int, nargs="+", default=[0], metavar="PIXELS",
+                   help="min_area values to sweep with the thresholds (as the node's min_area: components smaller "
+                        "than this are dropped); the best pair is stored (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", metavar="DIR", default=None, help="where the curve goes (default: CKPT)")
     p.add_argument("--dry-run", action="store_true", help="do not change satsam.json")
@@ -161,7 +163,8 @@ def cmd_tune_threshold(args) -> int:
         raise SystemExit(f"satsam-train tune-threshold: {exc}") from exc
     best = result["best"]
     _err(
-        f"satsam-train tune-threshold: threshold {result['threshold']:.3f} (was {result['previous_threshold']:.3f}): "
+        f"satsam-train tune-threshold: threshold {result['threshold']:.3f} (was {result['previous_threshold']:.3f}), "
+        f"min_area {result['min_area']} (was {result['previous_min_area']}): "
         f"accuracy {100 * best['accuracy']:.1f} % on {result['frames']} frames"
     )
     if args.json:
@@ -187,7 +190,8 @@ def add_evaluate(sub) -> None:
     p.add_argument("--size", type=int, choices=_sizes(), default=None,
                    help="frame resize S (default: the size the checkpoint was trained for, else 512)")
     p.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's tuned threshold")
-    p.add_argument("--min-area", type=int, default=0)
+    p.add_argument("--min-area", type=int, default=None,
+                   help="as the node's min_area (default: the checkpoint's tuned value)")
     p.add_argument("--overlap", type=int, default=0, help="patch overlap in pixels (default 0)")
     p.add_argument("--mode", default="fast", choices=("fast", "faithful"))
     p.add_argument("--backend", default="torch")

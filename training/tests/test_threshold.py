@@ -48,6 +48,11 @@ def test_min_area_clears_small_components_as_the_node_does():
     assert rows[0]["false_alarms"] == 0
     rows = sweep([(prob, None, None)], [0.5], min_area=0)
     assert rows[0]["false_alarms"] == 1
+    rows = sweep([(prob, None, None)], [0.5, 0.95], min_area=[0, 5])
+    assert [(r["min_area"], r["threshold"], r["false_alarms"]) for r in rows] == [
+        (0, 0.5, 1), (0, 0.95, 0), (5, 0.5, 0), (5, 0.95, 0)]
+    with pytest.raises(ValueError, match="min_area -1 must be >= 0"):
+        sweep([(prob, None, None)], [0.5], min_area=[-1])
 
 
 def test_default_grid():
@@ -62,29 +67,34 @@ def test_tune_threshold_end_to_end(tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     save_checkpoint(_random_model(tiny_config(image_size=64), seed=1), SatsamMeta(size=512, threshold=0.65), ckpt)
     grid = ["0.3", "0.45", "0.5", "0.55", "0.7"]
-    rc = main(["tune-threshold", str(ckpt), "--data", str(data), "--thresholds", *grid, "--json", "--no-progress"])
+    rc = main(["tune-threshold", str(ckpt), "--data", str(data), "--thresholds", *grid, "--min-area", "0", "30",
+               "--json", "--no-progress"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     rows = result["rows"]
-    assert [r["threshold"] for r in rows] == [float(g) for g in grid]
+    assert [(r["min_area"], r["threshold"]) for r in rows] == [(a, float(g)) for a in (0, 30) for g in grid]
     best = result["threshold"]
-    assert best == choose(rows)["threshold"]
+    assert (best, result["min_area"]) == (choose(rows)["threshold"], choose(rows)["min_area"])
 
     meta = json.loads((ckpt / "satsam.json").read_text())
-    assert meta["threshold"] == best
+    assert meta["threshold"] == best and meta["min_area"] == result["min_area"]
     tuning = meta["provenance"]["threshold_tuning"]
     assert tuning["previous_threshold"] == 0.65 and tuning["frames"] == 4 and tuning["split"] == "val"
+    assert tuning["min_area_grid"] == [0, 30] and tuning["min_area"] == result["min_area"]
     assert (ckpt / "threshold_curve.png").is_file()
     csv_lines = (ckpt / "threshold_curve.csv").read_text().strip().splitlines()
-    assert csv_lines[0].startswith("threshold,accuracy,mean_iou") and len(csv_lines) == 1 + len(grid)
+    assert csv_lines[0].startswith("threshold,min_area,accuracy,mean_iou") and len(csv_lines) == 1 + 2 * len(grid)
 
     # Same code path as the node: evaluating with the Detector at each threshold gives the sweep's rows.
     for row in (rows[0], rows[2], rows[-1]):
-        ev = evaluate(str(ckpt), data, split="val", threshold=row["threshold"], progress=False, device="cpu")
+        ev = evaluate(str(ckpt), data, split="val", threshold=row["threshold"], min_area=row["min_area"],
+                      progress=False, device="cpu")
         assert ev["accuracy"] == row["accuracy"] and ev["false_alarm_rate"] == row["false_alarm_rate"]
         assert ev["mean_iou"] == pytest.approx(row["mean_iou"])
-    # the checkpoint now carries the tuned threshold
-    assert evaluate(str(ckpt), data, split="val", progress=False, device="cpu")["threshold"] == best
+    # the checkpoint now carries the tuned pair, and the Detector uses it by default
+    ev = evaluate(str(ckpt), data, split="val", progress=False, device="cpu")
+    assert (ev["threshold"], ev["min_area"]) == (best, result["min_area"])
+    assert ev["accuracy"] == choose(rows)["accuracy"]
 
 
 def test_tune_threshold_needs_a_checkpoint_directory(tmp_path):
