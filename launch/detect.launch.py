@@ -26,8 +26,8 @@ def generate_launch_description():
                               description="Frames are resized to size x size before tiling."),
         DeclareLaunchArgument("image", default_value="/camera/image_raw",
                               description="Input sensor_msgs/Image topic (remapped to the node's 'image')."),
-        DeclareLaunchArgument("model", default_value="tiny",
-                              description="tiny (random weights, demo only), builtin, vit-b, a checkpoint "
+        DeclareLaunchArgument("model", default_value="builtin",
+                              description="builtin (the shipped model), tiny (random weights, tests only), vit-b, a checkpoint "
                                           "directory or a hub id."),
         DeclareLaunchArgument("backend", default_value="auto",
                               choices=["auto", "torch", "onnxruntime", "tensorrt"],

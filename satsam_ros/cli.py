@@ -13,7 +13,7 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm")
 
 
-def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "tiny") -> None:
+def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin") -> None:
     from .backends import BACKENDS, DEVICES
     from .detector import MODES
     from .tiling import ALLOWED_SIZES
@@ -151,7 +151,7 @@ def cmd_demo(args) -> int:
     for size, n, med, worst, iou in rows:
         print(f"{size:>6} {n:>8} {med:>15.3f} {worst:>12.3f} {iou:>9.3f}")
     if args.model == "tiny":
-        print("(model 'tiny' has random weights: the IoU column is meaningless until a trained model is used)")
+        print("(model 'tiny' has random weights: the IoU column is meaningless; the default 'builtin' is trained)")
     if args.no_bag:
         return 0
     return _demo_bag(args)
@@ -493,7 +493,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("demo", help="run the detector on generated frames and print latencies")
-    p.add_argument("--model", default="tiny")
+    p.add_argument("--model", default="builtin")
     p.add_argument("--backend", default="torch")
     p.add_argument("--device", default="auto")
     p.add_argument("--mode", default="fast")

@@ -78,10 +78,10 @@ class ParamSpec:
 PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("size", 512, "Frames are resized to size x size before tiling (S).",
               choices=ALLOWED_SIZES),
-    ParamSpec("model", "tiny", "Model: 'tiny' (small random SAM, for tests and demos: its "
-              "output means nothing), 'builtin' (the shipped trained model, when present), "
+    ParamSpec("model", "builtin", "Model: 'builtin' (the shipped model, trained on synthetic frames), "
+              "'tiny' (small random SAM for tests: its output means nothing), "
               "'vit-b', a checkpoint directory or a hub id (needs network)."),
-    ParamSpec("backend", "auto", "Inference engine ('auto' picks torch).", choices=BACKENDS),
+    ParamSpec("backend", "auto", "Inference engine ('auto' picks TensorRT, ONNX Runtime or torch and logs why).", choices=BACKENDS),
     ParamSpec("device", "auto", "Where the model runs ('auto': cuda when available, else cpu).",
               choices=DEVICES),
     ParamSpec("threshold", -1.0, "Mask threshold on the probability: -1 = the checkpoint's "
@@ -425,8 +425,8 @@ class DetectorNode(Node):
         p = self.settings
         if p["model"] == "tiny":
             self.get_logger().warning(
-                "model 'tiny' has random weights: its masks mean nothing (use a trained "
-                "checkpoint; a trained 'builtin' model will ship later)"
+                "model 'tiny' has random weights: its masks mean nothing (use 'builtin', the "
+                "shipped trained model, or your own checkpoint)"
             )
         threshold = None if p["threshold"] == -1.0 else float(p["threshold"])
         try:

@@ -293,3 +293,22 @@ def rss_bytes(pid: int) -> int:
 
     return psutil.Process(pid).memory_info().rss
 
+
+def make_responsive_model(out: Path) -> Path:
+    """A checkpoint of the tiny architecture whose output depends on the frame.
+
+    The ``tiny`` random SAM's probabilities are nearly the same for every frame, so a
+    frame-matching bug would go unnoticed with it; here its weights are redrawn at unit
+    gain (seed 1), which answers each frame differently.
+    """
+    import torch
+
+    from satsam_ros.model import load_model, save_checkpoint
+
+    sam, meta = load_model("tiny")
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in sam.parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=gen) / float(np.sqrt(param[0].numel())))
+    return save_checkpoint(sam, meta, out)

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from node_helpers import NodeProcess
+from node_helpers import NodeProcess, make_responsive_model
 from pycocotools import mask as mask_utils
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
@@ -49,17 +49,7 @@ EXTRA_LATENCY_MS = 300
 @pytest.fixture(scope="module")
 def responsive_model(tmp_path_factory):
     """A checkpoint of the tiny architecture whose output depends on the frame."""
-    import torch
-
-    from satsam_ros.model import load_model, save_checkpoint
-
-    sam, meta = load_model("tiny")
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in sam.parameters():
-            if param.dim() >= 2:
-                param.copy_(torch.randn(param.shape, generator=gen) / float(np.sqrt(param[0].numel())))
-    return save_checkpoint(sam, meta, tmp_path_factory.mktemp("model") / "responsive")
+    return make_responsive_model(tmp_path_factory.mktemp("model") / "responsive")
 
 
 def _rle(mask):
@@ -307,3 +297,36 @@ def test_restamp_matches_frames_with_repeated_stamps(slow_node, tmp_path):
     assert s["metrics"]["frames"] == 3 and s["metrics"]["correct"] == 1 and s["false_alarms"] == 0
     stamps = sorted(_stamp(m) for m in _read(out / "outputs", f"{SLOW_NS}/mask"))
     assert stamps == [f.log_time for f in frames]
+
+
+def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
+    """The demo's path with the shipped model: frames of the training generator (a seed
+    no recipe uses) made into a bag, replayed through a node started with its default
+    model (``builtin``), and scored; the report equals ``satsam-train evaluate builtin``
+    on the same COCO split, frame for frame."""
+    from satsam_training.cli import main as train_main
+    from satsam_training.evaluate import evaluate
+
+    from satsam_ros.node import PARAM_SPECS
+
+    assert PARAM_SPECS["model"].default == "builtin"
+    data = tmp_path / "data"
+    assert train_main(["synth", "--out", str(data), "--n-train", "0", "--n-val", "0", "--n-test", "10",
+                       "--empty-fraction", "0.3", "--seed", "4242"]) == 0
+    assert main(["bag", "make", str(data), "--out", str(tmp_path / "bag"), "--rate", "5"]) == 0
+    out = tmp_path / "report"
+    assert main(["bag", "eval", str(tmp_path / "bag"), "--out", str(out), "--rate", "step", "--backend", "torch",
+                 "--device", "cpu", "--node-param", "qos_reliability:=reliable", "--no-progress",
+                 "--startup-timeout", "120", "--timeout", "60"]) == 0
+    s = json.loads((out / "metrics.json").read_text())
+    assert s["node"]["parameters"].get("model") is None  # the node's own default ran
+    assert s["frames_sent"] == s["frames_answered"] == 10
+    ref = evaluate("builtin", data, split="test", size=512, device="cpu", backend="torch", progress=False,
+                   warmup=0, examples=0)
+    assert (s["metrics"]["frames"], s["empty_frames"]) == (ref["frames"], ref["empty_frames"])
+    assert ref["empty_frames"] > 0 and ref["nonempty_frames"] > 0
+    assert s["accuracy"] == ref["accuracy"] and s["false_alarms"] == ref["false_alarms"]
+    assert s["mean_iou"] == pytest.approx(ref["mean_iou"], abs=0.01)
+    # a trained model, not noise: it gets satellites right, not only empty frames (the
+    # floor test in training/tests/test_builtin_model.py holds the real bar)
+    assert ref["correct"] - (ref["empty_frames"] - ref["false_alarms"]) >= 2 and ref["mean_iou"] > 0.2
