@@ -27,8 +27,8 @@ def generate_launch_description():
         DeclareLaunchArgument("image", default_value="/camera/image_raw",
                               description="Input sensor_msgs/Image topic (remapped to the node's 'image')."),
         DeclareLaunchArgument("model", default_value="builtin",
-                              description="builtin (the shipped model), tiny (random weights, tests only), vit-b, a checkpoint "
-                                          "directory or a hub id."),
+                              description="builtin (the shipped model), tiny (random weights, tests only), vit-b, "
+                                          "a checkpoint directory or a hub id."),
         DeclareLaunchArgument("backend", default_value="auto",
                               choices=["auto", "torch", "onnxruntime", "tensorrt"],
                               description="Inference engine."),

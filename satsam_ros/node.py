@@ -81,7 +81,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("model", "builtin", "Model: 'builtin' (the shipped model, trained on synthetic frames), "
               "'tiny' (small random SAM for tests: its output means nothing), "
               "'vit-b', a checkpoint directory or a hub id (needs network)."),
-    ParamSpec("backend", "auto", "Inference engine ('auto' picks TensorRT, ONNX Runtime or torch and logs why).", choices=BACKENDS),
+    ParamSpec("backend", "auto", "Inference engine ('auto' picks TensorRT, ONNX Runtime or torch and logs why).",
+              choices=BACKENDS),
     ParamSpec("device", "auto", "Where the model runs ('auto': cuda when available, else cpu).",
               choices=DEVICES),
     ParamSpec("threshold", -1.0, "Mask threshold on the probability: -1 = the checkpoint's "
