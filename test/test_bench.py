@@ -1,4 +1,4 @@
-"""`satsam bench`: end to end on the tiny model, plus the pieces it is made of."""
+"""`satsam bench`: end to end on the shipped model, plus the pieces it is made of."""
 
 import json
 from types import SimpleNamespace
@@ -13,7 +13,7 @@ from satsam_ros.cli import main
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    args = ["bench", "--models", "tiny", "--sizes", "512", "--backends", "torch", "--frames", "1",
+    args = ["bench", "--models", "shipped", "--sizes", "512", "--backends", "torch", "--frames", "1",
             "--warmup", "0", "--roi-frames", "3", "--node-rates", "10", "step", "--node-frames", "6",
             "--out", str(out), "--no-progress", "--json"]
     assert main(args) == 0
@@ -23,14 +23,14 @@ def report(tmp_path_factory):
 
 def test_end_to_end_json_has_every_field(report):
     data, _ = report
-    assert data["format"] == bench.FORMAT and data["shipped_model"] in ("tiny", "builtin")
-    assert data["command"].startswith("satsam bench --models tiny --sizes 512")
+    assert data["format"] == bench.FORMAT and data["shipped_model"] == "builtin"
+    assert data["command"].startswith("satsam bench --models shipped --sizes 512")
     for key in ("cpu", "logical_cpus", "memory_gib", "torch", "load_average"):
         assert key in data["machine"]
     assert data["threads"]["torch_threads"] >= 1
     rows = data["rows"]
-    assert set(rows) == {"tiny/512/torch/fast", "tiny/512/torch/faithful"}
-    fast, faithful = rows["tiny/512/torch/fast"], rows["tiny/512/torch/faithful"]
+    assert set(rows) == {"builtin/512/torch/fast", "builtin/512/torch/faithful"}
+    fast, faithful = rows["builtin/512/torch/fast"], rows["builtin/512/torch/faithful"]
     for row in (fast, faithful):
         assert row["frames"] == 1 and row["patches"] == 4
         lat = row["latency_s"]
@@ -55,7 +55,7 @@ def test_end_to_end_json_has_every_field(report):
     vit = next(t for t in data["targets"] if t["target"].startswith("fast vs faithful, ViT-B"))
     assert vit["passed"] is None and "not measured" in vit["detail"]
     (roi,) = data["roi"]
-    assert roi["stand_in"] and roi["frames"] == 3 and roi["patches_per_frame_full"] == 4
+    assert not roi["stand_in"] and roi["frames"] == 3 and roi["patches_per_frame_full"] == 4  # the real model
     assert roi["scans"]["frames"] == 3 and roi["speedup_mean"] > 0
 
 
@@ -82,7 +82,7 @@ def test_live_node_section_runs_the_installed_node(report):
 def test_markdown_says_what_was_measured_and_what_not(report):
     _, md = report
     for words in ("## Machine", "## Targets", "## Latency per frame", "## ROI tracking", "## Live node",
-                  "| tiny | 512 | torch | fast |", "not measured"):
+                  "| builtin | 512 | torch | fast |", "not measured"):
         assert words in md
 
 
@@ -91,12 +91,12 @@ def test_resume_takes_over_measured_groups(report, tmp_path):
     previous = tmp_path / "old.json"
     previous.write_text(json.dumps(data))
     out = tmp_path / "again"
-    args = ["bench", "--models", "tiny", "--sizes", "512", "--backends", "torch", "--frames", "1",
+    args = ["bench", "--models", "shipped", "--sizes", "512", "--backends", "torch", "--frames", "1",
             "--warmup", "0", "--roi-frames", "3", "--out", str(out), "--no-progress", "--resume", str(previous)]
     assert main(args) == 0
     again = json.loads((out / "bench.json").read_text())
     assert again["rows"] == data["rows"] and again["roi"] == data["roi"] and again["node"] == data["node"]
-    assert again["groups"]["tiny/512"]["resumed"] is True
+    assert again["groups"]["builtin/512"]["resumed"] is True
     assert again["resumed_from"]["started"] == data["started"]
     assert not (out / "bench.partial.json").exists()
     assert "taken over from the earlier run" in (out / "bench.md").read_text()
