@@ -874,15 +874,21 @@ def evaluate_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
         add("native encoder vs faithful, ViT-B, S=512", ">= 10x", None, None, "rows not measured")
     ship = _row(report, shipped, 512, "fast")
     if ship:
-        share = (ship["share"]["pre"] or 0.0) + (ship["share"]["post"] or 0.0)
+        # every backend's fast row: the node runs whichever `auto` picks (ONNX Runtime on a CPU)
+        rows = [(b, _row(report, shipped, 512, "fast", b)) for b in report.get("backends", ["torch"])]
+        per_backend = [(b, r) for b, r in rows if r]
+        shares = [(b, 100 * ((r["share"]["pre"] or 0.0) + (r["share"]["post"] or 0.0)), r) for b, r in per_backend]
+        worst = max(shares, key=lambda x: x[1])
         others = []
         for s in (1024, 2048):
             r = _row(report, shipped, s, "fast")
             if r:
-                others.append(f"S={s}: {100 * ((r['share']['pre'] or 0) + (r['share']['post'] or 0)):.1f} %")
-        add(f"pre + post share of frame time, shipped model ({shipped}), S=512", "< 10 %", 100 * share,
-            bool(share < 0.10), f"{1e3 * ship['latency_s']['median']:.1f} ms per frame" +
-            (f"; {', '.join(others)}" if others else ""))
+                others.append(f"S={s} torch: {100 * ((r['share']['pre'] or 0) + (r['share']['post'] or 0)):.1f} %")
+        detail = "; ".join(f"{b}: {v:.1f} % of {1e3 * r['latency_s']['median']:.1f} ms per frame (pre "
+                           f"{1e3 * r['stages_s']['pre']:.1f} ms, post {1e3 * r['stages_s']['post']:.1f} ms)"
+                           if r.get("stages_s") else f"{b}: {v:.1f} %" for b, v, r in shares)
+        add(f"pre + post share of frame time, shipped model ({shipped}), S=512, every backend", "< 10 %", worst[1],
+            bool(worst[1] < 10.0), detail + (f"; {', '.join(others)}" if others else ""))
     else:
         add("pre + post share, shipped model", "< 10 %", None, None, "row not measured")
     for model in [shipped, "vit-b"]:

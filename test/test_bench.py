@@ -260,3 +260,15 @@ def test_bad_options_name_the_option():
         bench.Options(budget=0).validate()
     with pytest.raises(SystemExit, match="satsam bench: frames must be >= 1"):
         main(["bench", "--models", "tiny", "--frames", "0", "--no-progress"])
+
+
+def test_pre_post_share_is_judged_on_every_backend():
+    """The node runs what `auto` picks (ONNX Runtime on a CPU): a faster model there makes
+    pre + post a larger share, and the worst backend decides the verdict."""
+    report = fake_report(16.0, 0.0)
+    ort = fake_row("tiny", 512, "fast", 0.05, 4, share={"pre": 0.05, "model": 0.8, "post": 0.15})
+    report["rows"]["tiny/512/onnxruntime/fast"] = ort
+    report["backends"] = ["torch", "onnxruntime"]
+    share = next(t for t in bench.evaluate_targets(report) if t["target"].startswith("pre + post"))
+    assert share["measured"] == pytest.approx(20.0) and share["passed"] is False
+    assert "torch: 5.0 %" in share["detail"] and "onnxruntime: 20.0 %" in share["detail"]
