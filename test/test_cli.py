@@ -88,7 +88,8 @@ def test_demo_replays_a_bag_through_the_live_node(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "Frames sent / answered / dropped" in out and "| 4 / 4 / 0" in out
-    assert (work / "synthetic-4.bag" / "metadata.yaml").is_file()
+    assert (work / "synth-4.bag" / "metadata.yaml").is_file()  # the training generator's frames
+    assert "satsam_training's generator" in out
     assert (work / "bag-eval" / "report.md").is_file()
     metrics = json.loads((work / "bag-eval" / "metrics.json").read_text())
     assert metrics["frames_sent"] == 4
