@@ -26,8 +26,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "detect_node = satsam_ros.node:main",
-            "satsam = satsam_ros.cli:main",
+            "detect_node = satsam_ros.ros.node:main",
+            "satsam = satsam_ros.tools.cli:main",
         ],
     },
 )

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from .imaging import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from .core.imaging import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 META_FILE = "satsam.json"
 META_FORMAT = 1

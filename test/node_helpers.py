@@ -29,7 +29,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from satsam_ros.ros_io import array_to_image_msg
+from satsam_ros.ros.convert import array_to_image_msg
 
 NODE_NAME = "satsam_detector"
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-import satsam_ros.export as export
+import satsam_ros.deploy.onnx_export as export
 from satsam_ros.backends import onnxruntime_backend
-from satsam_ros.detector import Detector
+from satsam_ros.core.detector import Detector
 
 
 @pytest.fixture(scope="module")

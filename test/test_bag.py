@@ -17,9 +17,9 @@ from pycocotools import mask as mask_utils
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from satsam_ros import bag
-from satsam_ros.cli import main
-from satsam_ros.synthetic import synthetic_frame
+from satsam_ros.core.synthetic import synthetic_frame
+from satsam_ros.tools.bag import io as bag
+from satsam_ros.tools.cli import main
 
 START = bag.DEFAULT_START_NS
 STORE = get_typestore(Stores.ROS2_HUMBLE)  # another distro's definitions: Image is the same everywhere

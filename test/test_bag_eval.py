@@ -30,11 +30,11 @@ from pycocotools import mask as mask_utils
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from satsam_ros import bag
-from satsam_ros.cli import main
-from satsam_ros.detector import Detector
-from satsam_ros.metrics import MetricAccumulator
-from satsam_ros.synthetic import synthetic_frame
+from satsam_ros.core.detector import Detector
+from satsam_ros.core.metrics import MetricAccumulator
+from satsam_ros.core.synthetic import synthetic_frame
+from satsam_ros.tools.bag import io as bag
+from satsam_ros.tools.cli import main
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
 THRESHOLD = 0.57  # the responsive model's masks: small but non-empty, empty on a white frame
@@ -307,7 +307,7 @@ def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
     from satsam_training.cli import main as train_main
     from satsam_training.evaluate import evaluate
 
-    from satsam_ros.node import PARAM_SPECS
+    from satsam_ros.ros.node import PARAM_SPECS
 
     assert PARAM_SPECS["model"].default == "builtin"
     data = tmp_path / "data"

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from satsam_ros import bench
-from satsam_ros.cli import main
+from satsam_ros.tools.bench import detector as bench
+from satsam_ros.tools.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_node_mode_alone_writes_its_report(tmp_path, capsys):
 
 
 def test_node_rates_are_checked():
-    from satsam_ros.node_bench import parse_rates
+    from satsam_ros.tools.bench.node import parse_rates
 
     assert parse_rates(["10", 2.5, "STEP"]) == [10.0, 2.5, "step"]
     for bad in ("0", "-3", "fast", "nan"):
@@ -142,7 +142,7 @@ def _run(rate, sent, answered, out_fps, p95):
     ([_run(5.0, 100, 100, 5.0, 50.0)], None),                                        # nothing at >= 10/s
 ])
 def test_node_target_verdicts(runs, passed):
-    from satsam_ros.node_bench import node_target
+    from satsam_ros.tools.bench.node import node_target
 
     target = node_target({"runs": runs})
     assert target["passed"] is passed

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from satsam_ros.cli import main
-from satsam_ros.synthetic import synthetic_frame
+from satsam_ros.core.synthetic import synthetic_frame
+from satsam_ros.tools.cli import main
 
 
 @pytest.fixture()
@@ -75,7 +75,7 @@ def test_demo_prints_latency_table(capsys):
 
 
 def test_help_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "satsam_ros.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "satsam_ros.tools.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "detect" in out.stdout and "demo" in out.stdout
 

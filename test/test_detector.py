@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from satsam_ros.backends import Backend
-from satsam_ros.detector import Detector, DetectorConfig
-from satsam_ros.imaging import FrameError
-from satsam_ros.postprocess import mask_iou
-from satsam_ros.synthetic import synthetic_frame
+from satsam_ros.core.detector import Detector, DetectorConfig
+from satsam_ros.core.imaging import FrameError
+from satsam_ros.core.postprocess import mask_iou
+from satsam_ros.core.synthetic import synthetic_frame
 
 
 class BrightnessBackend(Backend):

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from satsam_ros import imaging, postprocess, tiling
 from satsam_ros.backends import Backend
 from satsam_ros.backends.torch_backend import (
     TorchBackend,
@@ -24,9 +23,10 @@ from satsam_ros.backends.torch_backend import (
     cpu_batch,
     with_fused_attention,
 )
-from satsam_ros.detector import Detector, DetectorConfig, _resize_patches
+from satsam_ros.core import imaging, postprocess, tiling
+from satsam_ros.core.detector import Detector, DetectorConfig, _resize_patches
+from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.model import SatsamMeta, _random_model, load_model, save_checkpoint, tiny_config
-from satsam_ros.synthetic import synthetic_frame
 
 
 def loud(model, seed=0):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from satsam_ros import imaging
-from satsam_ros.imaging import FrameError, array_to_image_fields, image_fields_to_array, to_sam_rgb
+from satsam_ros.core import imaging
+from satsam_ros.core.imaging import FrameError, array_to_image_fields, image_fields_to_array, to_sam_rgb
 
 RNG = np.random.default_rng(1)
 

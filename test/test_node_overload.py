@@ -27,7 +27,7 @@ from node_helpers import (
     wait_until,
 )
 
-from satsam_ros.synthetic import synthetic_frame
+from satsam_ros.core.synthetic import synthetic_frame
 
 NS = "/satsam_overload"
 TOPIC = f"{NS}/image"

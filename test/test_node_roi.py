@@ -27,9 +27,9 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from satsam_ros.bench import moving_sequence
-from satsam_ros.detector import Detector
-from satsam_ros.roi import RoiTracker
+from satsam_ros.core.detector import Detector
+from satsam_ros.core.roi import RoiTracker
+from satsam_ros.tools.bench.detector import moving_sequence
 
 NS = "/satsam_roi"
 TOPIC = "/roi_test/image"

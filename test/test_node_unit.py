@@ -16,9 +16,10 @@ import pytest
 import yaml
 from std_msgs.msg import Header
 
-from satsam_ros import imaging, node
-from satsam_ros.postprocess import Box
-from satsam_ros.ros_io import (
+from satsam_ros.core import imaging
+from satsam_ros.core.postprocess import Box
+from satsam_ros.ros import node
+from satsam_ros.ros.convert import (
     CLASS_ID,
     array_to_image_msg,
     build_detection_array,

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from satsam_ros.export import (
+from satsam_ros.deploy.onnx_export import (
     BATCH_AXIS,
     META_KEY,
     ONNX_INPUT,
@@ -92,7 +92,7 @@ def test_cache_key_depends_on_size_encoder_and_model_content(tmp_path):
 
 
 def test_cli_export_onnx(tmp_path, capsys):
-    from satsam_ros.cli import main
+    from satsam_ros.tools.cli import main
 
     out = tmp_path / "cli" / "patch.onnx"
     assert main(["export", "onnx", "--model", "tiny", "--size", "512", "--out", str(out)]) == 0
@@ -115,7 +115,7 @@ def test_export_batch_axis_really_is_dynamic(tiny_export):
 
 
 def test_export_that_disagrees_with_torch_is_not_written(tmp_path, monkeypatch):
-    import satsam_ros.export as export
+    import satsam_ros.deploy.onnx_export as export
 
     monkeypatch.setattr(export, "_max_abs_diff", lambda module, path, dummy: (0.5, 3.0))
     out = tmp_path / "bad" / "m.onnx"

@@ -9,10 +9,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from node_helpers import NodeProcess, RosHarness, image_msg, same_stamp, wait_diag
 from test_onnx_runtime import separating_threshold
 
-from satsam_ros.detector import Detector, DetectorConfig
-from satsam_ros.export import export_model
-from satsam_ros.ros_io import image_msg_to_array
-from satsam_ros.synthetic import synthetic_frame
+from satsam_ros.core.detector import Detector, DetectorConfig
+from satsam_ros.core.synthetic import synthetic_frame
+from satsam_ros.deploy.onnx_export import export_model
+from satsam_ros.ros.convert import image_msg_to_array
 
 NS = "/satsam_ort"
 TOPIC = "/test_onnx_node/camera/image_raw"

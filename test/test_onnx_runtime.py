@@ -8,8 +8,8 @@ import pytest
 
 from satsam_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, providers_for
 from satsam_ros.backends.torch_backend import TorchBackend
-from satsam_ros.detector import Detector, DetectorConfig
-from satsam_ros.export import export_model
+from satsam_ros.core.detector import Detector, DetectorConfig
+from satsam_ros.deploy.onnx_export import export_model
 from satsam_ros.model import load_model
 
 
@@ -95,7 +95,7 @@ def test_from_model_with_onnx_file_and_directory(tiny_onnx):
 
 
 def test_from_model_exports_a_spec_once_into_the_cache(tmp_path, monkeypatch):
-    import satsam_ros.export as export
+    import satsam_ros.deploy.onnx_export as export
 
     monkeypatch.setenv("SATSAM_CACHE_DIR", str(tmp_path / "cache"))
     det = Detector.from_model("tiny", backend="onnxruntime", device="cpu", size=512)
@@ -134,7 +134,7 @@ def test_broken_onnx_file_is_named(tmp_path):
 
 
 def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
-    from satsam_ros.cli import main
+    from satsam_ros.tools.cli import main
 
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -156,7 +156,7 @@ def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
 
 
 def test_spec_exported_at_the_requested_encoder_size(tmp_path, monkeypatch):
-    from satsam_ros.export import choose_backend
+    from satsam_ros.deploy.onnx_export import choose_backend
 
     monkeypatch.setenv("SATSAM_CACHE_DIR", str(tmp_path / "cache"))
     choice = choose_backend("tiny", "onnxruntime", "cpu", size=512, encoder_size=128)

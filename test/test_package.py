@@ -7,14 +7,14 @@ import xml.etree.ElementTree as ET
 from conftest import REPO, install_prefix
 
 CORE = [
-    "satsam_ros.imaging",
-    "satsam_ros.tiling",
-    "satsam_ros.postprocess",
+    "satsam_ros.core.imaging",
+    "satsam_ros.core.tiling",
+    "satsam_ros.core.postprocess",
     "satsam_ros.model",
     "satsam_ros.backends",
     "satsam_ros.backends.torch_backend",
-    "satsam_ros.detector",
-    "satsam_ros.cli",
+    "satsam_ros.core.detector",
+    "satsam_ros.tools.cli",
 ]
 
 

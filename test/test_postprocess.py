@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from satsam_ros.postprocess import boxes_from_mask, mask_iou, sigmoid, threshold
+from satsam_ros.core.postprocess import boxes_from_mask, mask_iou, sigmoid, threshold
 
 
 def test_sigmoid_stable_and_correct():

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from satsam_ros.backends import Backend
-from satsam_ros.bench import moving_sequence
-from satsam_ros.detector import Detector, DetectorConfig
-from satsam_ros.postprocess import mask_iou
-from satsam_ros.roi import RoiTracker, patches_for_region, union_box
-from satsam_ros.synthetic import synthetic_frame
+from satsam_ros.core.detector import Detector, DetectorConfig
+from satsam_ros.core.postprocess import mask_iou
+from satsam_ros.core.roi import RoiTracker, patches_for_region, union_box
+from satsam_ros.core.synthetic import synthetic_frame
+from satsam_ros.tools.bench.detector import moving_sequence
 
 
 class SeeingBackend(Backend):

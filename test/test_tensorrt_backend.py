@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import satsam_ros.backends.tensorrt_backend as trtb
-from satsam_ros.export import META_KEY
+from satsam_ros.deploy.onnx_export import META_KEY
 from satsam_ros.model import SatsamMeta
 
 # --------------------------------------------------------------------------- fakes
@@ -210,7 +210,7 @@ def test_importing_the_module_imports_no_tensorrt_and_no_torch(tmp_path):
     code = textwrap.dedent("""
         import sys
         import satsam_ros.backends.tensorrt_backend as m
-        import satsam_ros.export
+        import satsam_ros.deploy.onnx_export
         assert "tensorrt" not in sys.modules, "tensorrt imported"
         assert "torch" not in sys.modules, "torch imported"
         print(m.profile_shapes(2048, 256).max, m.execution_api(type("T", (), {"__version__": "8.2.1"})))
@@ -224,7 +224,7 @@ def test_importing_the_module_imports_no_tensorrt_and_no_torch(tmp_path):
 
 
 def test_missing_tensorrt_gives_a_clear_import_error():
-    from satsam_ros.export import module_available
+    from satsam_ros.deploy.onnx_export import module_available
 
     if module_available("tensorrt"):
         pytest.skip("tensorrt is installed here; the missing-module message cannot be shown")
@@ -478,7 +478,7 @@ def test_compare_results():
 
 @pytest.fixture(scope="module")
 def real_tiny_onnx(tmp_path_factory):
-    from satsam_ros.export import export_model
+    from satsam_ros.deploy.onnx_export import export_model
 
     return export_model("tiny", tmp_path_factory.mktemp("val") / "tiny.onnx", size=512, verify=False).path
 

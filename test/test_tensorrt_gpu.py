@@ -9,7 +9,7 @@ GPU in test_tensorrt_backend.py.
 import numpy as np
 import pytest
 
-from satsam_ros.export import module_available
+from satsam_ros.deploy.onnx_export import module_available
 
 
 def _why_skip():
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=f"needs TensorRT and a 
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    from satsam_ros.export import export_model
+    from satsam_ros.deploy.onnx_export import export_model
 
     return export_model("tiny", tmp_path_factory.mktemp("trt") / "tiny.onnx", size=1024).path
 
@@ -69,8 +69,8 @@ def test_fp16_engine_is_validated(tiny_onnx, cache):
 
 
 def test_detector_on_tensorrt(tiny_onnx, cache):
-    from satsam_ros.detector import Detector
-    from satsam_ros.synthetic import synthetic_frame
+    from satsam_ros.core.detector import Detector
+    from satsam_ros.core.synthetic import synthetic_frame
 
     det = Detector.from_model(str(tiny_onnx), backend="tensorrt", device="cuda", size=512)
     assert det.backend.name == "tensorrt" and "tensorrt requested" in det.backend_reason

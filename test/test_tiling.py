@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satsam_ros.tiling import PatchGrid, check_size, resize
+from satsam_ros.core.tiling import PatchGrid, check_size, resize
 
 
 @pytest.mark.parametrize("size, count", [(512, 4), (1024, 16), (2048, 64)])

@@ -64,7 +64,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, path, device: str = "cpu", threads: int = 0, tensorrt_ep: Optional[bool] = None):
         import onnxruntime as ort
 
-        from ..export import meta_from_metadata, resolve_onnx_file
+        from ..deploy.onnx_export import meta_from_metadata, resolve_onnx_file
 
         self.path = resolve_onnx_file(path)
         if tensorrt_ep is None:

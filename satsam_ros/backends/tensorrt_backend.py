@@ -141,7 +141,7 @@ def profile_shapes(
     ``opt`` = ``max``: the detector sends whole frames' worth of patches (up to its
     ``max_batch``). ``max_batch`` caps both, e.g. to save memory on a small Jetson.
     """
-    from ..export import patches_per_frame
+    from ..deploy.onnx_export import patches_per_frame
 
     e = int(encoder_size)
     if e <= 0 or e % 16:
@@ -211,7 +211,7 @@ def engine_status(engine_path, expected: Dict[str, Any]) -> Tuple[bool, str]:
     ``(True, "current")`` or ``(False, reason)``: no engine, no key file (foreign),
     engine bytes not the ones the key file was written for, or fields that differ.
     """
-    from ..export import sha256_file
+    from ..deploy.onnx_export import sha256_file
 
     engine_path = Path(engine_path)
     if not engine_path.is_file():
@@ -521,7 +521,7 @@ def build_engine(
     ``force`` is off); otherwise it is rebuilt in place. FP16 builds are validated
     (see the module docstring) and warn when the mask IoU is below ``min_iou``.
     """
-    from ..export import cache_dir, export_size, read_onnx_meta, resolve_onnx_file, sha256_file
+    from ..deploy.onnx_export import cache_dir, export_size, read_onnx_meta, resolve_onnx_file, sha256_file
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -570,7 +570,7 @@ def compare_results(test, reference, min_iou: float) -> Dict[str, Any]:
     ``ok`` is False when the IoU is below ``min_iou`` or the tested probabilities are
     not finite (fp16 overflow gives inf/NaN logits).
     """
-    from ..postprocess import mask_iou
+    from ..core.postprocess import mask_iou
 
     finite = bool(np.isfinite(test.probability).all())
     iou = mask_iou(test.mask, reference.mask)
@@ -587,9 +587,9 @@ def validate_fp16(engine_path, onnx_path, size: int, min_iou: float = DEFAULT_MI
     the same ONNX. Warns (RuntimeWarning and the log), naming the IoU drop, when the
     masks diverge.
     """
-    from ..detector import Detector, DetectorConfig
-    from ..export import module_available
-    from ..synthetic import synthetic_frame
+    from ..core.detector import Detector, DetectorConfig
+    from ..core.synthetic import synthetic_frame
+    from ..deploy.onnx_export import module_available
 
     test_backend = TensorRTBackend(engine_path)
     meta = test_backend.meta

@@ -62,7 +62,7 @@ def model_meta(spec: str):
 
 def default_size(spec: str, size: Optional[int]) -> int:
     """``size`` if given, else the size the checkpoint was trained for, else 512."""
-    from satsam_ros.tiling import check_size
+    from satsam_ros.core.tiling import check_size
 
     if size is not None:
         return check_size(size)
@@ -127,8 +127,8 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from satsam_ros.detector import Detector
-    from satsam_ros.metrics import MetricAccumulator
+    from satsam_ros.core.detector import Detector
+    from satsam_ros.core.metrics import MetricAccumulator
 
     spec = resolve_model(model)
     frames = load_frames(data, split)

@@ -279,7 +279,7 @@ class PatchDataset:
         the Detector hands its backend."""
         import cv2
 
-        from satsam_ros import imaging
+        from satsam_ros.core import imaging
 
         normed = imaging.normalize(imaging.to_sam_rgb(img))  # P x P x 3 float32
         chw = np.ascontiguousarray(normed.transpose(2, 0, 1))
@@ -390,7 +390,7 @@ def logits_for_loss(logits, target_size: int):
 def detector_for(model, meta, size: int, threshold: float, device: str = "cpu"):
     """A Detector around an in-memory SamModel (the node's code path, no file round trip)."""
     from satsam_ros.backends.torch_backend import TorchBackend
-    from satsam_ros.detector import Detector, DetectorConfig
+    from satsam_ros.core.detector import Detector, DetectorConfig
 
     cfg = DetectorConfig(size=int(size), patch_size=int(meta.patch_size), threshold=float(threshold))
     return Detector(TorchBackend(model, meta.prompt_policy, device), cfg, meta)
@@ -407,8 +407,8 @@ def validate_patches(module, dataset: PatchDataset, loss_fn, threshold: float, b
     """
     import torch
 
-    from satsam_ros import postprocess
-    from satsam_ros.metrics import MetricAccumulator
+    from satsam_ros.core import postprocess
+    from satsam_ros.core.metrics import MetricAccumulator
 
     acc = MetricAccumulator()
     total, count = 0.0, 0
@@ -441,7 +441,7 @@ def validate_frames(model, meta, frames, size: int, threshold: float, device, pr
     """Frame metrics on COCO frames through the Detector built around ``model``."""
     from tqdm import tqdm
 
-    from satsam_ros.metrics import MetricAccumulator
+    from satsam_ros.core.metrics import MetricAccumulator
 
     was_training = model.training
     detector = detector_for(model, meta, size, threshold, device)

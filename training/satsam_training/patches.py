@@ -41,8 +41,8 @@ def frame_patches(image: np.ndarray, mask: np.ndarray, size: int, patch_size: in
     uint8 0/255. Returns ``(images N x P x P uint8, masks N x P x P uint8 0/255,
     origins [(y, x), ...])`` in the grid's row-major order.
     """
-    from satsam_ros.imaging import to_uint8_gray
-    from satsam_ros.tiling import PatchGrid, resize
+    from satsam_ros.core.imaging import to_uint8_gray
+    from satsam_ros.core.tiling import PatchGrid, resize
 
     gray = to_uint8_gray(image)
     if mask.shape != gray.shape:

@@ -188,7 +188,7 @@ def grabcut_mask(
     ``"detail"`` (gray, lightly smoothed gray, and the local contrast = gray minus
     its blur, which separates the sharp-edged satellite from smoother terrain).
     """
-    from satsam_ros.imaging import to_uint8_gray
+    from satsam_ros.core.imaging import to_uint8_gray
 
     gray = to_uint8_gray(image)
     hgt, wid = gray.shape
@@ -303,8 +303,8 @@ class SamPrompter:
 
     def prepare(self, image: np.ndarray):
         """Stored frame -> (1 x 3 x E x E float32 tensor, SamGeometry); see the module docstring."""
-        from satsam_ros.imaging import normalize, to_sam_rgb
-        from satsam_ros.tiling import resize
+        from satsam_ros.core.imaging import normalize, to_sam_rgb
+        from satsam_ros.core.tiling import resize
 
         rgb = to_sam_rgb(image)
         h, w = rgb.shape[:2]
@@ -470,7 +470,7 @@ def _decode(rle: dict) -> np.ndarray:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    from satsam_ros.postprocess import mask_iou
+    from satsam_ros.core.postprocess import mask_iou
 
     return mask_iou(a.astype(np.uint8), b.astype(np.uint8))
 

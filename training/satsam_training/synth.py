@@ -263,7 +263,7 @@ class _BackgroundFiles:
         if path in self._cache:
             self._cache.move_to_end(path)
             return self._cache[path]
-        from satsam_ros.imaging import to_sam_rgb
+        from satsam_ros.core.imaging import to_sam_rgb
 
         img = to_sam_rgb(read_image(path))
         gray = (img @ np.asarray([0.299, 0.587, 0.114], np.float32)) / np.float32(255.0)

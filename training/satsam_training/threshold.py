@@ -50,8 +50,8 @@ def sweep(
     H x W or None, seconds or None) triples; returns one row per pair: ``threshold``,
     ``min_area`` + the :class:`satsam_ros.metrics.MetricAccumulator` summary, ordered by
     min_area, then threshold."""
-    from satsam_ros import postprocess
-    from satsam_ros.metrics import MetricAccumulator
+    from satsam_ros.core import postprocess
+    from satsam_ros.core.metrics import MetricAccumulator
 
     thresholds = [float(t) for t in thresholds]
     for t in thresholds:
@@ -106,7 +106,7 @@ def tune_threshold(
     """
     from tqdm import tqdm
 
-    from satsam_ros.detector import Detector
+    from satsam_ros.core.detector import Detector
     from satsam_ros.model import META_FILE, SatsamMeta
 
     spec = resolve_model(model)

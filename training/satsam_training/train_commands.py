@@ -13,7 +13,7 @@ def _err(message: str) -> None:
 
 
 def _sizes():
-    from satsam_ros.tiling import ALLOWED_SIZES
+    from satsam_ros.core.tiling import ALLOWED_SIZES
 
     return ALLOWED_SIZES
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from satsam_training.coco import Frame, encode_mask, write_coco
 
-from satsam_ros.synthetic import synthetic_frame
+from satsam_ros.core.synthetic import synthetic_frame
 
 
 def make_patch(rng: np.random.Generator, p: int, positive: bool):

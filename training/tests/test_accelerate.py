@@ -17,7 +17,7 @@ import torch
 from _fitdata import make_patch_dir, one_torch_thread  # noqa: F401 (autouse fixture)
 from satsam_training.fit import FitConfig, fit, load_training_state
 
-from satsam_ros.detector import Detector
+from satsam_ros.core.detector import Detector
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 

@@ -8,8 +8,8 @@ from _fitdata import make_coco_dir, one_torch_thread  # noqa: F401 (autouse fixt
 from satsam_training.cli import main
 from satsam_training.coco import load_split
 
-from satsam_ros.detector import Detector
-from satsam_ros.metrics import frame_correct, frame_iou
+from satsam_ros.core.detector import Detector
+from satsam_ros.core.metrics import frame_correct, frame_iou
 from satsam_ros.model import SatsamMeta, _random_model, save_checkpoint, tiny_config
 
 FIELDS = ("accuracy", "mean_iou", "false_alarm_rate", "miss_rate", "seconds_median", "seconds_p95", "frames",

@@ -23,9 +23,9 @@ from satsam_training.fit import (
     save_training_state,
 )
 
-from satsam_ros.detector import Detector
+from satsam_ros.core.detector import Detector
+from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.model import load_model
-from satsam_ros.synthetic import synthetic_frame
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +151,8 @@ class _Recorder:
 
 
 def test_dataset_feeds_the_model_exactly_what_the_detector_does(data, tmp_path):
-    from satsam_ros import tiling
-    from satsam_ros.detector import DetectorConfig
+    from satsam_ros.core import tiling
+    from satsam_ros.core.detector import DetectorConfig
     from satsam_ros.model import SatsamMeta
 
     frame, mask = synthetic_frame(3, 512, 512)
@@ -179,7 +179,7 @@ def test_dataset_feeds_the_model_exactly_what_the_detector_does(data, tmp_path):
 
 
 def test_dataset_targets_and_deterministic_augmentation(data):
-    from satsam_ros import tiling
+    from satsam_ros.core import tiling
 
     ds = PatchDataset(data["train"], encoder_size=64, loss_resolution="low")
     x, y = ds[0]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from satsam_ros.metrics import MetricAccumulator, frame_correct, frame_iou
+from satsam_ros.core.metrics import MetricAccumulator, frame_correct, frame_iou
 
 
 def _mask(h=20, w=30, box=None):

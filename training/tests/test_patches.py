@@ -46,8 +46,8 @@ def _dataset(root):
 
 
 def test_counts_keep_rule_and_content(tmp_path):
-    from satsam_ros.imaging import to_uint8_gray
-    from satsam_ros.tiling import PatchGrid, resize
+    from satsam_ros.core.imaging import to_uint8_gray
+    from satsam_ros.core.tiling import PatchGrid, resize
 
     data = tmp_path / "data"
     masks = _dataset(data)

@@ -17,7 +17,7 @@ from satsam_training.pseudo import (
 )
 from satsam_training.synth import SynthConfig, generate_frame
 
-from satsam_ros.postprocess import mask_iou
+from satsam_ros.core.postprocess import mask_iou
 
 H, W = 100, 120
 BOX = (20.0, 30.0, 60.0, 40.0)  # x, y, w, h -> columns 20..79, rows 30..69
@@ -120,7 +120,7 @@ def tiny_prompter():
 
 
 def test_sam_input_is_resized_long_side_first_and_padded(tiny_prompter):
-    from satsam_ros.imaging import normalize
+    from satsam_ros.core.imaging import normalize
 
     img = np.full((96, 128), 200, np.uint8)
     pixels, geom = tiny_prompter.prepare(img)

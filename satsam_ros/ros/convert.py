@@ -24,8 +24,8 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .imaging import array_to_image_fields, image_fields_to_array
-from .postprocess import Box
+from ..core.imaging import array_to_image_fields, image_fields_to_array
+from ..core.postprocess import Box
 
 #: class id of every detection the node publishes
 CLASS_ID = "satellite"

@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
-from .imaging import FrameError, array_to_image_fields, image_fields_to_array, to_uint8_gray
+from ...core.imaging import FrameError, array_to_image_fields, image_fields_to_array, to_uint8_gray
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 STRING_TYPE = "std_msgs/msg/String"
@@ -578,7 +578,7 @@ def make_synthetic_bag(out, count: int = 12, seed: int = 0, rate: float = 10.0, 
     (seeds ``seed``, ``seed + 1``, ...) with their ground-truth masks, ``rate`` frames/s;
     every ``empty_every``-th frame (the 4th, 8th, ...) has no satellite. For demos and
     quick checks; the same arguments always give the same frames and stamps."""
-    from .synthetic import synthetic_frame
+    from ...core.synthetic import synthetic_frame
 
     if int(count) < 1:
         raise BagError(f"count must be >= 1 frame; got {count}")
@@ -784,7 +784,7 @@ def find_node_executable(explicit: Optional[str] = None) -> Path:
         return path
     candidates = [Path(p) / "lib" / "satsam_ros" / "detect_node"
                   for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     candidates += [repo / "install" / "satsam_ros" / "lib" / "satsam_ros" / "detect_node",
                    repo / "install" / "lib" / "satsam_ros" / "detect_node"]
     for path in candidates:
@@ -813,7 +813,7 @@ def node_environment(exe: Path, domain_id: int) -> Dict[str, str]:
     exe = Path(os.path.abspath(str(exe)))  # not resolved: a symlink-install script may point into build/
     prefix = exe.parents[2] if len(exe.parents) > 2 else exe.parent
     python_paths = [str(p) for p in sorted((prefix / "lib").glob("python*/site-packages"))]
-    python_paths.append(str(Path(__file__).resolve().parents[1]))
+    python_paths.append(str(Path(__file__).resolve().parents[3]))
     env["PYTHONPATH"] = os.pathsep.join(p for p in python_paths + [env.get("PYTHONPATH", "")] if p)
     env["AMENT_PREFIX_PATH"] = os.pathsep.join(p for p in (str(prefix), env.get("AMENT_PREFIX_PATH", "")) if p)
     return env
@@ -1371,7 +1371,7 @@ def _score(bag: Path, truth_topic: str, stamps: Sequence[int], answers: Dict[int
            sends: Sequence[Optional[float]]):
     """(MetricAccumulator over the answered frames with a ground-truth mask, records by
     frame index, number of frames with a ground-truth mask)."""
-    from .metrics import MetricAccumulator
+    from ...core.metrics import MetricAccumulator
 
     acc = MetricAccumulator()
     records: Dict[int, Any] = {}

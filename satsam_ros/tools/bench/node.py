@@ -71,7 +71,7 @@ class NodeBenchOptions:
     node_params: Dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> NodeBenchOptions:
-        from .tiling import check_size
+        from ...core.tiling import check_size
 
         self.rates = parse_rates(self.rates)
         check_size(self.size)
@@ -91,8 +91,8 @@ def _rate_name(rate: Union[float, str]) -> str:
 def detector_baseline(model: str, size: int, backend: Optional[str], device: Optional[str], frames: int,
                       seed: int) -> Dict[str, Any]:
     """In-process Detector latency on the benchmark's frames (same model, size, backend)."""
-    from .detector import Detector
-    from .synthetic import synthetic_frame
+    from ...core.detector import Detector
+    from ...core.synthetic import synthetic_frame
 
     det = Detector.from_model(model, backend=backend or "auto", device=device or "auto", size=size)
     images = [synthetic_frame(seed + i)[0] for i in range(int(frames))]
@@ -139,8 +139,8 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
     per-rate ``satsam bag eval`` reports to ``work/<rate>``. Raises BagError when the
     node cannot be found or started (the message says what to build or pass).
     """
-    from .bag import find_node_executable, make_synthetic_bag, run_bag_eval
-    from .bench import shipped_model
+    from ..bag.io import find_node_executable, make_synthetic_bag, run_bag_eval
+    from .detector import shipped_model
 
     opts.validate()
     say = log or (lambda _text: None)
@@ -225,7 +225,7 @@ NODE_HEAD = ["input", "input fps", "sent", "answered", "dropped", "output fps", 
 
 def node_markdown(node: Dict[str, Any]) -> List[str]:
     """The markdown lines of the node section."""
-    from .bench import _md_table
+    from .detector import _md_table
 
     b = node["baseline"]
     out = ["## Live node over loopback DDS", "",

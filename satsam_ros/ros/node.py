@@ -35,10 +35,10 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .backends import BACKENDS, DEVICES
-from .detector import MODES
-from .imaging import FrameError
-from .tiling import ALLOWED_SIZES
+from ..backends import BACKENDS, DEVICES
+from ..core.detector import MODES
+from ..core.imaging import FrameError
+from ..core.tiling import ALLOWED_SIZES
 
 NODE_NAME = "satsam_detector"
 RELIABILITIES = ("best_effort", "reliable")
@@ -368,7 +368,7 @@ class DetectorNode(Node):
 
     @staticmethod
     def _check_combination(values: Dict[str, Any]) -> str:
-        from .detector import DetectorConfig
+        from ..core.detector import DetectorConfig
 
         cfg = DetectorConfig(size=values["size"], patch_size=values["patch_size"],
                              overlap=values["overlap"], mode=values["mode"])
@@ -412,7 +412,7 @@ class DetectorNode(Node):
 
     def _make_tracker(self):
         """A fresh RoiTracker from the current settings, or None when ROI tracking is off."""
-        from .roi import RoiTracker
+        from ..core.roi import RoiTracker
 
         p = self.settings
         if not p["roi_tracking"]:
@@ -421,7 +421,7 @@ class DetectorNode(Node):
 
     # ---- detector ---------------------------------------------------------------
     def _build_detector(self):
-        from .detector import Detector
+        from ..core.detector import Detector
 
         p = self.settings
         if p["model"] == "tiny":
@@ -498,7 +498,7 @@ class DetectorNode(Node):
             self.get_logger().info(f"backend {p['backend']!r} -> {det.backend.name}: {reason}")
 
     def _on_image(self, msg) -> None:
-        from .ros_io import image_msg_to_array
+        from .convert import image_msg_to_array
 
         received = time.monotonic()
         self.stats.count("received")
@@ -554,14 +554,14 @@ class DetectorNode(Node):
             self.get_logger().error(f"publishing failed: {exc}", throttle_duration_sec=REJECT_LOG_THROTTLE_S)
 
     def _publish(self, item: FrameItem, result, scan: str = "full") -> None:
-        from .ros_io import array_to_image_msg, build_detection_array, detections_json
+        from .convert import array_to_image_msg, build_detection_array, detections_json
 
         header = item.header
         # the mask last: whoever has a frame's mask has been sent everything else of it
         if self._publish_probability:
             self._pub_prob.publish(array_to_image_msg(result.probability, "32FC1", header))
         if self._publish_overlay:
-            from .cli import overlay_image
+            from ..tools.cli import overlay_image
 
             picture = overlay_image(item.frame, result.mask, result.boxes, item.order)
             self._pub_overlay.publish(array_to_image_msg(picture, "bgr8", header))

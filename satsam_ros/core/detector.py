@@ -34,8 +34,8 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from ..backends import Backend
 from . import imaging, postprocess, tiling
-from .backends import Backend
 from .postprocess import Box
 
 MODES = ("fast", "faithful")
@@ -183,7 +183,7 @@ class Detector:
     """
 
     def __init__(self, backend: Backend, config: Optional[DetectorConfig] = None, meta=None):
-        from .model import SatsamMeta
+        from ..model import SatsamMeta
 
         self.backend = backend
         self.config = (config or DetectorConfig()).validate()
@@ -215,7 +215,7 @@ class Detector:
 
         ``overrides`` are DetectorConfig fields (size=1024, mode="faithful", ...).
         """
-        from .backends import BACKENDS, resolve_device
+        from ..backends import BACKENDS, resolve_device
 
         cfg = config or DetectorConfig()
         for key, value in overrides.items():
@@ -228,7 +228,7 @@ class Detector:
         device = resolve_device(device)
         reason = f"torch requested, on {device}"
         if backend != "torch":  # onnxruntime, tensorrt, auto: see satsam_ros.export.choose_backend
-            from .export import choose_backend
+            from ..deploy.onnx_export import choose_backend
 
             choice = choose_backend(str(model), backend, device, cfg.size, cfg.mode, cfg.patch_size)
             if choice.backend is not None:
@@ -237,8 +237,8 @@ class Detector:
                 return det
             reason = choice.reason  # auto chose torch
         if backend in ("auto", "torch"):
-            from .backends.torch_backend import TorchBackend
-            from .model import load_model, resize_encoder
+            from ..backends.torch_backend import TorchBackend
+            from ..model import load_model, resize_encoder
 
             sam, meta = load_model(model, device=device)
             if cfg.mode == "faithful":

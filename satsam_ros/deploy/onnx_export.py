@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from .model import META_FILE, SatsamMeta
+from ..model import META_FILE, SatsamMeta
 
 LOG = logging.getLogger("satsam_ros.export")
 
@@ -96,7 +96,7 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
 
 def patches_per_frame(size: int, patch_size: int = 256, overlap: int = 0) -> int:
     """How many P x P patches an S x S frame is cut into (4 / 16 / 64 at P = 256)."""
-    from .tiling import PatchGrid, check_size
+    from ..core.tiling import PatchGrid, check_size
 
     return len(PatchGrid(check_size(size), int(patch_size), int(overlap)))
 
@@ -121,7 +121,7 @@ class OnnxExport:
 def _versions() -> Dict[str, str]:
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     out = {"torch": torch.__version__, "satsam_ros": __version__}
     for name in ("transformers", "onnx"):
@@ -188,7 +188,7 @@ def make_export_module(sam, prompt_policy: str = "full_box"):
     """
     import torch
 
-    from .backends.torch_backend import make_patch_module
+    from ..backends.torch_backend import make_patch_module
 
     reference = make_patch_module(sam, prompt_policy).to(next(sam.parameters()).device)
     with torch.no_grad():
@@ -240,7 +240,7 @@ def export_patch_model(
     import onnx
     import torch
 
-    from .model import encoder_input_size
+    from ..model import encoder_input_size
 
     out = Path(out)
     if out.suffix != ".onnx":
@@ -337,8 +337,8 @@ def export_model(
     ``encoder_size`` E resizes the encoder first (:func:`satsam_ros.model.resize_encoder`;
     1024 for faithful mode); None keeps the checkpoint's own E.
     """
-    from .model import load_model, resize_encoder
-    from .tiling import check_size
+    from ..core.tiling import check_size
+    from ..model import load_model, resize_encoder
 
     check_size(size)
     sam, meta = load_model(spec, device=device)
@@ -436,7 +436,7 @@ def model_fingerprint(spec: str) -> str:
     digest = hashlib.sha256()
     path = Path(str(spec)).expanduser()
     if spec == "builtin":
-        from .model import BUILTIN_DIR
+        from ..model import BUILTIN_DIR
 
         path = BUILTIN_DIR
     if path.is_dir():
@@ -521,7 +521,7 @@ def is_engine_spec(spec: str) -> bool:
 
 
 def _onnx_for(spec: str, size: int, mode: str, encoder_size: Optional[int] = None) -> Path:
-    from .detector import FAITHFUL_ENCODER_SIZE
+    from ..core.detector import FAITHFUL_ENCODER_SIZE
 
     if is_engine_spec(spec):
         raise ValueError(f"model {spec!r} is a TensorRT engine; only the tensorrt backend on a GPU can run it")
@@ -577,7 +577,7 @@ def choose_backend(
     moves on.
     """
     if backend == "onnxruntime":
-        from .backends.onnxruntime_backend import OnnxRuntimeBackend
+        from ..backends.onnxruntime_backend import OnnxRuntimeBackend
 
         be = OnnxRuntimeBackend(_onnx_for(model, size, mode, encoder_size), device=device)
         return BackendChoice(be, be.meta, f"onnxruntime requested: {be.describe()}")
@@ -599,7 +599,7 @@ def choose_backend(
         else:
             notes.append("tensorrt is not installed")
         if _ort_has_cuda():
-            from .backends import onnxruntime_backend
+            from ..backends import onnxruntime_backend
 
             try:
                 be = onnxruntime_backend.OnnxRuntimeBackend(_onnx_for(model, size, mode, encoder_size), device="cuda")
@@ -610,7 +610,7 @@ def choose_backend(
             notes.append("onnxruntime has no CUDA provider")
         return _torch_choice(model, "cuda", notes)
     if module_available("onnxruntime"):
-        from .backends.onnxruntime_backend import OnnxRuntimeBackend
+        from ..backends.onnxruntime_backend import OnnxRuntimeBackend
 
         be = OnnxRuntimeBackend(_onnx_for(model, size, mode, encoder_size), device="cpu")
         return BackendChoice(be, be.meta, f"auto: {be.describe()}: no GPU; {CPU_CHOICE_NOTE}")
@@ -629,7 +629,7 @@ def _torch_choice(model: str, device: str, notes) -> BackendChoice:
 
 def _open_tensorrt(model: str, size: int, mode: str, patch_size: int, why: str,
                    encoder_size: Optional[int] = None) -> BackendChoice:
-    from .backends import tensorrt_backend as trtb
+    from ..backends import tensorrt_backend as trtb
 
     if is_engine_spec(model):
         be = trtb.TensorRTBackend(model)

@@ -55,10 +55,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from . import imaging, postprocess, tiling
-from .backends import Backend
-from .detector import FAITHFUL_ENCODER_SIZE, Detector, DetectorConfig
-from .model import BUILTIN_DIR, META_FILE
+from ...backends import Backend
+from ...core import imaging, postprocess, tiling
+from ...core.detector import FAITHFUL_ENCODER_SIZE, Detector, DetectorConfig
+from ...model import BUILTIN_DIR, META_FILE
 
 FORMAT = 1
 DEFAULT_SIZES = (512, 1024, 2048)
@@ -94,7 +94,7 @@ def moving_sequence(
     pixels per frame on a straight line with a slow spin, bouncing off the borders;
     terrain from :func:`satsam_ros.synthetic.synthetic_frame` (its empty variant).
     """
-    from .synthetic import synthetic_frame
+    from ...core.synthetic import synthetic_frame
 
     if count < 1:
         raise ValueError(f"count must be >= 1; got {count}")
@@ -125,7 +125,7 @@ def moving_sequence(
 
 def bench_frames(count: int = 4, seed: int = 100) -> List[np.ndarray]:
     """``count`` 512 x 641 gray frames with a satellite each (what the rows run on)."""
-    from .synthetic import synthetic_frame
+    from ...core.synthetic import synthetic_frame
 
     return [synthetic_frame(seed + i)[0] for i in range(count)]
 
@@ -180,7 +180,7 @@ def shipped_model() -> Tuple[str, str]:
 
 def available_backends(device: str) -> List[str]:
     """Backends this machine can run: torch, plus onnxruntime / tensorrt when importable."""
-    from .export import module_available
+    from ...deploy.onnx_export import module_available
 
     out = ["torch"]
     if module_available("onnxruntime"):
@@ -244,7 +244,7 @@ class Options:
     node_frames: int = 100
 
     def validate(self) -> Options:
-        from .detector import MODES
+        from ...core.detector import MODES
 
         for s in self.sizes:
             tiling.check_size(s)
@@ -264,7 +264,7 @@ class Options:
         return self
 
     def node_options(self):
-        from .node_bench import NodeBenchOptions
+        from .node import NodeBenchOptions
 
         return NodeBenchOptions(rates=self.node_rates, frames=int(self.node_frames), size=512,
                                 device=None if self.device == "auto" else self.device)
@@ -278,7 +278,7 @@ def plan_variants(
     model: str, sam, size: int, backends: Sequence[str], opts: Options, device: str
 ) -> Tuple[List[Variant], List[Dict[str, str]]]:
     """The rows for one (model, size) group and the rows skipped, with the reason."""
-    from .model import encoder_input_size
+    from ...model import encoder_input_size
 
     e_model = encoder_input_size(sam)
     rows: List[Variant] = []
@@ -402,7 +402,7 @@ class _Models:
         self._cache: Dict[Tuple[str, Optional[int]], Any] = {}
 
     def get(self, spec: str, encoder: Optional[int] = None):
-        from .model import encoder_input_size, load_model, resize_encoder
+        from ...model import encoder_input_size, load_model, resize_encoder
 
         if (spec, None) not in self._cache:
             self._cache[(spec, None)] = load_model(spec, device=self.device)
@@ -425,7 +425,7 @@ def build_detector(variant: Variant, models: _Models, device: str) -> Detector:
                          encoder_size=variant.encoder_size if variant.backend == "torch" else None)
     if variant.backend != "torch":
         return Detector.from_model(variant.model, backend=variant.backend, device=device, config=cfg)
-    from .backends.torch_backend import TorchBackend
+    from ...backends.torch_backend import TorchBackend
 
     encoder = FAITHFUL_ENCODER_SIZE if variant.mode == "faithful" else variant.encoder_size
     sam, meta = models.get(variant.model, encoder)
@@ -680,7 +680,7 @@ def bench_grad_modes(detector: Detector, frames: Sequence[np.ndarray], rounds: i
     rgb = imaging.to_sam_rgb(frames[0], "rgb")
     patches = detector.grid.extract_chw(imaging.normalize(tiling.resize(rgb, size, size)))
     if e != patches.shape[2]:
-        from .detector import _resize_patches
+        from ...core.detector import _resize_patches
 
         patches = _resize_patches(patches, e)
     x = torch.from_numpy(np.ascontiguousarray(patches[: detector.batch])).to(backend.device)
@@ -709,7 +709,7 @@ THREAD_PROBES = (
 def _probe_child(spec_json: str, out_path: str) -> None:
     """Child-process side of :func:`bench_threads` (writes its result to out_path)."""
     spec = json.loads(spec_json)
-    from .backends.torch_backend import configure_threads
+    from ...backends.torch_backend import configure_threads
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     settings = configure_threads(spec["threads"] or cores, None, spec.get("opencv"))
@@ -744,7 +744,8 @@ def bench_threads(model: str, size: int, frames: int = 10, warmup: int = 2, pass
                     "frames": frames, "warmup": warmup, "encoder_size": encoder_size}
             with tempfile.TemporaryDirectory() as tmp:
                 out = os.path.join(tmp, "probe.json")
-                code = "import sys; from satsam_ros.bench import _probe_child; _probe_child(sys.argv[1], sys.argv[2])"
+                code = ("import sys; from satsam_ros.tools.bench.detector import _probe_child; "
+                        "_probe_child(sys.argv[1], sys.argv[2])")
                 proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec), out], env=env,
                                       capture_output=True, text=True, timeout=1800)
                 if proc.returncode != 0:
@@ -792,8 +793,8 @@ def bench_roi(model: str, size: int, device: str, frames: int = 30, margin: int 
               speed: float = 6.0, seed: int = 0, standin: Optional[bool] = None,
               models: Optional[_Models] = None) -> Dict[str, Any]:
     """Full scans against ROI tracking on a moving-satellite sequence, frame by frame."""
-    from .backends.torch_backend import TorchBackend
-    from .roi import RoiTracker
+    from ...backends.torch_backend import TorchBackend
+    from ...core.roi import RoiTracker
 
     models = models or _Models(device)
     sam, meta = models.get(model)
@@ -928,8 +929,8 @@ def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callab
     """
     from tqdm import tqdm
 
-    from .backends import resolve_device
-    from .backends.torch_backend import configure_threads
+    from ...backends import resolve_device
+    from ...backends.torch_backend import configure_threads
 
     opts.validate()
     device = resolve_device(opts.device)
@@ -1045,8 +1046,8 @@ def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callab
 def run_node_section(opts: Options, model: str, work: Optional[str], progress: bool,
                      skipped: List[Dict[str, str]]) -> Optional[Dict[str, Any]]:
     """The live-node section, or None with a ``skipped`` entry when the node is not installed."""
-    from .bag import BagError
-    from .node_bench import bench_node
+    from ..bag.io import BagError
+    from .node import bench_node
 
     nopts = opts.node_options()
     nopts.model = model
@@ -1207,7 +1208,7 @@ def to_markdown(report: Dict[str, Any]) -> str:
                                            [[s["model"], s["size"], s["row"], s["reason"]] for s in report["skipped"]]),
                 ""]
     if report.get("node"):
-        from .node_bench import node_markdown
+        from .node import node_markdown
 
         out += node_markdown(report["node"])
     return "\n".join(out)

@@ -14,9 +14,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".pp
 
 
 def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin") -> None:
-    from .backends import BACKENDS, DEVICES
-    from .detector import MODES
-    from .tiling import ALLOWED_SIZES
+    from ..backends import BACKENDS, DEVICES
+    from ..core.detector import MODES
+    from ..core.tiling import ALLOWED_SIZES
 
     p.add_argument("--model", default=default_model,
                    help="tiny, builtin, vit-b, a checkpoint dir, a hub id, a .onnx export or a TensorRT .engine")
@@ -33,7 +33,7 @@ def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin
 
 def build_detector(args):
     """Detector from the common CLI arguments (errors surface as SystemExit)."""
-    from .detector import Detector
+    from ..core.detector import Detector
 
     try:
         return Detector.from_model(
@@ -79,7 +79,7 @@ def overlay_image(frame: np.ndarray, mask: np.ndarray, boxes, order: str = "rgb"
     """H x W x 3 uint8 BGR picture: the frame in gray, the mask tinted, boxes drawn."""
     import cv2
 
-    from .imaging import to_uint8_gray
+    from ..core.imaging import to_uint8_gray
 
     gray = to_uint8_gray(frame, order)
     out = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
@@ -95,7 +95,7 @@ def cmd_detect(args) -> int:
     import cv2
     from tqdm import tqdm
 
-    from .imaging import FrameError
+    from ..core.imaging import FrameError
 
     files = _collect_inputs(args.inputs)
     if not files:
@@ -130,9 +130,9 @@ def cmd_demo(args) -> int:
     (the bag evaluation's summary table)."""
     import statistics
 
-    from .detector import Detector
-    from .postprocess import mask_iou
-    from .synthetic import demo_frames
+    from ..core.detector import Detector
+    from ..core.postprocess import mask_iou
+    from ..core.synthetic import demo_frames
 
     frames = demo_frames(args.frames, seed=args.seed)
     print(f"satsam demo: {len(frames)} synthetic {frames[0][0].shape[0]} x {frames[0][0].shape[1]} frames, "
@@ -161,7 +161,7 @@ def _demo_bag(args) -> int:
     """Replay a cached synthetic bag through the installed node; print the summary."""
     import shutil
 
-    from .bag import BagError, make_bag, make_synthetic_bag, run_bag_eval, summary_table
+    from .bag.io import BagError, make_bag, make_synthetic_bag, run_bag_eval, summary_table
 
     work = Path(args.work)
     try:  # the training data's generator (what the shipped model learnt from), when installed
@@ -202,7 +202,7 @@ def _demo_bag(args) -> int:
 
 def cmd_export_onnx(args) -> int:
     """satsam export onnx: the patch model as one ONNX graph + satsam.json."""
-    from .export import export_model
+    from ..deploy.onnx_export import export_model
 
     print(f"satsam export onnx: exporting {args.model!r} (S={args.size}, E={args.encoder_size or 'native'}, "
           f"opset {args.opset}); ViT-B takes 15-60 s on 2 CPU cores", file=sys.stderr)
@@ -221,7 +221,7 @@ def cmd_export_onnx(args) -> int:
 
 def cmd_export_tensorrt(args) -> int:
     """satsam export tensorrt: build (or reuse) a cached TensorRT engine from an export."""
-    from .backends.tensorrt_backend import build_engine
+    from ..backends.tensorrt_backend import build_engine
 
     try:
         build = build_engine(args.onnx, args.precision, size=args.size, max_batch=args.max_batch, out=args.out,
@@ -237,8 +237,8 @@ def cmd_export_tensorrt(args) -> int:
 
 def add_export_commands(sub) -> None:
     """Register `satsam export onnx` and `satsam export tensorrt`."""
-    from .export import DEFAULT_OPSET
-    from .tiling import ALLOWED_SIZES
+    from ..core.tiling import ALLOWED_SIZES
+    from ..deploy.onnx_export import DEFAULT_OPSET
 
     p = sub.add_parser("export", help="export the patch model to ONNX or build a TensorRT engine")
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
@@ -268,7 +268,7 @@ def add_export_commands(sub) -> None:
 
 def cmd_bag_make(args) -> int:
     """satsam bag make: a COCO split or an image folder -> rosbag2 (+ ground-truth masks)."""
-    from .bag import BagError, make_bag
+    from .bag.io import BagError, make_bag
 
     try:
         res = make_bag(args.data, args.out, storage=args.storage, rate=args.rate, topic=args.topic, split=args.split,
@@ -285,7 +285,7 @@ def cmd_bag_make(args) -> int:
 
 def cmd_bag_info(args) -> int:
     """satsam bag info: the topics of a bag."""
-    from .bag import BagError, bag_topics, describe_topics
+    from .bag.io import BagError, bag_topics, describe_topics
 
     try:
         topics = bag_topics(args.bag)
@@ -297,7 +297,7 @@ def cmd_bag_info(args) -> int:
 
 def cmd_bag_eval(args) -> int:
     """satsam bag eval: replay a bag through the detector node; report in --out."""
-    from .bag import BagError, EvalOptions, parse_node_params, run_bag_eval, summary_table
+    from .bag.io import BagError, EvalOptions, parse_node_params, run_bag_eval, summary_table
 
     try:
         opts = EvalOptions(
@@ -318,10 +318,17 @@ def cmd_bag_eval(args) -> int:
 
 def add_bag_commands(sub) -> None:
     """Register `satsam bag make`, `satsam bag info` and `satsam bag eval`."""
-    from .backends import BACKENDS, DEVICES
-    from .bag import DEFAULT_FRAME_ID, DEFAULT_NAMESPACE, DEFAULT_START_NS, DEFAULT_TOPIC, GROUND_TRUTH_TOPIC, STORAGES
-    from .detector import MODES
-    from .tiling import ALLOWED_SIZES
+    from ..backends import BACKENDS, DEVICES
+    from ..core.detector import MODES
+    from ..core.tiling import ALLOWED_SIZES
+    from .bag.io import (
+        DEFAULT_FRAME_ID,
+        DEFAULT_NAMESPACE,
+        DEFAULT_START_NS,
+        DEFAULT_TOPIC,
+        GROUND_TRUTH_TOPIC,
+        STORAGES,
+    )
 
     p = sub.add_parser("bag", help="make rosbag2 files; evaluate the node by replaying a bag through it")
     kinds = p.add_subparsers(dest="bag_command", metavar="ACTION")
@@ -380,7 +387,7 @@ def cmd_bench(args) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.node:
         return _bench_node_only(args)
-    from .bench import Options, format_table, run_benchmark, table_rows, to_markdown
+    from .bench.detector import Options, format_table, run_benchmark, table_rows, to_markdown
 
     flags = [f"--models {' '.join(args.models)}", f"--sizes {' '.join(map(str, args.sizes))}",
              f"--modes {' '.join(args.modes)}", f"--frames {args.frames}", f"--warmup {args.warmup}",
@@ -427,9 +434,9 @@ def cmd_bench(args) -> int:
 
 def _bench_node_only(args) -> int:
     """``satsam bench --node``: only the live-node section; writes node-bench.json / .md."""
-    from .bag import BagError
-    from .bench import format_table
-    from .node_bench import NODE_HEAD, NodeBenchOptions, bench_node, node_markdown, node_rows
+    from .bag.io import BagError
+    from .bench.detector import format_table
+    from .bench.node import NODE_HEAD, NodeBenchOptions, bench_node, node_markdown, node_rows
 
     out = Path(args.out)
     try:
@@ -460,8 +467,8 @@ def _bench_node_only(args) -> int:
 
 def add_bench_commands(sub) -> None:
     """``satsam bench``: latency, throughput, stage shares, memory (satsam_ros.bench)."""
-    from .detector import MODES
-    from .tiling import ALLOWED_SIZES
+    from ..core.detector import MODES
+    from ..core.tiling import ALLOWED_SIZES
 
     p = sub.add_parser("bench", help="benchmark the detector (latency, fast path, ROI tracking)")
     p.add_argument("--models", nargs="+", default=["shipped", "vit-b"],
@@ -496,7 +503,7 @@ def add_bench_commands(sub) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from .tiling import ALLOWED_SIZES
+    from ..core.tiling import ALLOWED_SIZES
 
     parser = argparse.ArgumentParser(prog="satsam", description="Patch-tiled SAM satellite detection.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

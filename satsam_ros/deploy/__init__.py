@@ -1,0 +1,1 @@
+"""Deployment artefacts: ONNX export and TensorRT engine building (never imported at run time)."""

@@ -1,0 +1,1 @@
+"""Tools beside the runtime: the `satsam` command, the demo, bag evaluation, the benchmark."""
