@@ -1,20 +1,29 @@
-"""Loading, saving and reshaping SAM models, and the checkpoint metadata.
+"""Models: loading, saving and reshaping them, and the checkpoint metadata.
 
 A *project checkpoint* is a directory holding what transformers writes with
-``SamModel.save_pretrained`` (``config.json`` + ``model.safetensors``) plus a
-``satsam.json`` (:class:`SatsamMeta`): the input size S it was trained for, the patch
-size P, the encoder input size E, the prompt policy, the tuned threshold, the pixel
-normalisation and where it came from (command, seed, data).
+``save_pretrained`` (``config.json`` + ``model.safetensors``) plus a ``satsam.json``
+(:class:`satsam_ros.core.meta.SatsamMeta`: the input size S it was trained for, the
+patch size P, the encoder input size E, the prompt policy, the tuned threshold, the
+pixel normalisation and where it came from). The metadata class lives in the core
+because the Detector needs it (threshold, min_area) without loading any weights.
 
 Model specs understood by :func:`load_model`:
 
 * ``tiny``: a small random SAM (seeded, identical every time) for tests and demos;
 * ``vit-b``: the ViT-B architecture with random weights (for speed measurements);
-* ``builtin``: the model shipped inside this package, once one ships;
+* ``builtin``: the model shipped inside this package (:func:`shipped_model`);
 * a directory: a project checkpoint, or a plain transformers SAM directory (such as
   a local copy of ``facebook/sam-vit-base``), which gets default metadata;
-* anything else is passed to ``SamModel.from_pretrained`` as a hub id (this needs a
-  network connection, which tests never have).
+* anything else is passed to ``from_pretrained`` as a hub id (this needs a network
+  connection, which tests never have).
+
+**Model families.** What depends on the architecture sits behind one small object per
+family (:class:`SamFamily`, registered in :data:`FAMILIES` under transformers'
+``model_type``): its configurations (``tiny``, ``vit-b``), the encoder input size E,
+resizing the encoder to another E, and the *patch module* that bakes the prompt policy
+in. Everything else (metadata, loading, saving, the backends, export, training) goes
+through the module-level functions, which pick the family from the model's config, so
+a second family (SAM 2) is an addition here, not a change elsewhere.
 
 torch and transformers are imported lazily, inside the functions, so that importing
 this module stays cheap for the ONNX Runtime and TensorRT backends.
@@ -26,64 +35,15 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
-from .core.imaging import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from .core.meta import META_FILE, PROMPT_POLICIES, SatsamMeta
 
-META_FILE = "satsam.json"
-META_FORMAT = 1
-PROMPT_POLICIES = ("full_box",)
-DEFAULT_THRESHOLD = 0.65
 BUILTIN_DIR = Path(__file__).resolve().parent / "models" / "builtin"
 
 
-@dataclass
-class SatsamMeta:
-    """What a checkpoint needs to be used the way it was trained (``satsam.json``)."""
-
-    size: Optional[int] = None  # S the model was trained for (None: not tied to one)
-    patch_size: int = 256
-    encoder_input_size: int = 1024  # E: patches are resized to E x E for the encoder
-    prompt_policy: str = "full_box"  # one box covering the whole patch
-    threshold: float = DEFAULT_THRESHOLD
-    min_area: int = 0  # tuned with the threshold: components smaller than this (input pixels) are dropped
-    normalization: Dict[str, Any] = field(
-        default_factory=lambda: {"scale": "0..255", "mean": list(SAM_PIXEL_MEAN), "std": list(SAM_PIXEL_STD)}
-    )
-    provenance: Dict[str, Any] = field(default_factory=dict)
-    format: int = META_FORMAT
-
-    def validate(self) -> SatsamMeta:
-        if self.prompt_policy not in PROMPT_POLICIES:
-            raise ValueError(f"satsam.json: prompt_policy {self.prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"satsam.json: threshold must be in [0, 1], got {self.threshold}")
-        if int(self.min_area) < 0:
-            raise ValueError(f"satsam.json: min_area must be >= 0, got {self.min_area}")
-        if int(self.patch_size) <= 0 or int(self.encoder_input_size) <= 0:
-            raise ValueError("satsam.json: patch_size and encoder_input_size must be positive")
-        if int(self.format) > META_FORMAT:
-            raise ValueError(f"satsam.json: format {self.format} is newer than this satsam_ros ({META_FORMAT})")
-        return self
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> SatsamMeta:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known).validate()
-
-    @classmethod
-    def read(cls, directory: Path) -> SatsamMeta:
-        path = Path(directory) / META_FILE
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-        return cls.from_dict(data)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+# --------------------------------------------------------------------------- SAM
 
 
 def tiny_config(image_size: int = 256, hidden: int = 96, layers: int = 4, decoder_hidden: int = 64):
@@ -124,35 +84,188 @@ def vit_b_config(image_size: int = 1024):
     return SamConfig(vision_config=vision, prompt_encoder_config=prompt)
 
 
+def _first(value) -> int:
+    """An int from a size that transformers may store as an int or a pair."""
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+class SamFamily:
+    """transformers' ``SamModel``: what is specific to SAM's architecture."""
+
+    name = "sam"
+    configs = {"tiny": tiny_config, "vit-b": vit_b_config}
+
+    @staticmethod
+    def model_class():
+        from transformers import SamModel
+
+        return SamModel
+
+    @staticmethod
+    def encoder_input_size(model) -> int:
+        return _first(model.config.vision_config.image_size)
+
+    @staticmethod
+    def encoder_geometry(model) -> Tuple[int, int]:
+        """(tokens per patch at the model's E, hidden size): what a forward costs."""
+        vision = model.config.vision_config
+        side = _first(vision.image_size) // _first(vision.patch_size)
+        return side * side, int(vision.hidden_size)
+
+    @staticmethod
+    def resize_encoder(model, new_size: int):
+        """A copy whose encoder takes ``new_size`` x ``new_size`` inputs.
+
+        SAM's absolute position embedding (a grid of E/16 x E/16 vectors) and the
+        relative position tables of the global-attention blocks are resampled
+        bilinearly/linearly to the new grid; all other weights are shared unchanged.
+        """
+        import copy
+
+        import torch.nn.functional as F
+
+        old_size = SamFamily.encoder_input_size(model)
+        if new_size == old_size:
+            return model
+        patch = _first(model.config.vision_config.patch_size)
+        if new_size % patch:
+            raise ValueError(f"encoder input size {new_size} is not a multiple of the patch size {patch}")
+        config = copy.deepcopy(model.config)
+        config.vision_config.image_size = new_size
+        config.prompt_encoder_config.image_size = new_size
+        config.prompt_encoder_config.image_embedding_size = new_size // patch
+        grid = new_size // patch
+        new_state = {}
+        for key, value in model.state_dict().items():
+            if key.endswith("pos_embed") and value.dim() == 4:  # 1 x g x g x C
+                v = value.permute(0, 3, 1, 2).float()
+                v = F.interpolate(v, size=(grid, grid), mode="bicubic", align_corners=False)
+                value = v.permute(0, 2, 3, 1).to(value.dtype)
+            elif (key.endswith("rel_pos_h") or key.endswith("rel_pos_w")) and value.shape[0] == 2 * (
+                    old_size // patch) - 1:
+                v = value.t().unsqueeze(0).float()  # 1 x C x L
+                v = F.interpolate(v, size=2 * grid - 1, mode="linear", align_corners=False)
+                value = v.squeeze(0).t().to(value.dtype)
+            new_state[key] = value
+        new_model = SamFamily.model_class()(config)
+        new_model.load_state_dict(new_state, strict=True)
+        device = next(model.parameters()).device
+        return new_model.to(device).eval()
+
+    @staticmethod
+    def patch_module(model, prompt_policy: str):
+        """``module(pixel_values N x 3 x E x E) -> logits N x m x m`` with the prompt baked in.
+
+        ``full_box``: one box (0, 0, E - 1, E - 1) in encoder pixels, i.e. the whole
+        patch; single-mask output.
+        """
+        import torch
+
+        class SamPatchModel(torch.nn.Module):
+            def __init__(self, sam):
+                super().__init__()
+                self.sam = sam
+                e = float(SamFamily.encoder_input_size(sam) - 1)
+                self.register_buffer("box", torch.tensor([[[0.0, 0.0, e, e]]]), persistent=False)
+
+            def forward(self, pixel_values):
+                boxes = self.box.expand(pixel_values.shape[0], 1, 4)
+                out = self.sam(pixel_values=pixel_values, input_boxes=boxes, multimask_output=False)
+                return out.pred_masks[:, 0, 0]
+
+        return SamPatchModel(model)
+
+
+#: model families by transformers' ``config.model_type``
+FAMILIES: Dict[str, Any] = {"sam": SamFamily()}
+DEFAULT_FAMILY = "sam"
+
+
+def family_of(model_or_config) -> Any:
+    """The family object of a model (or a config), by its ``model_type``."""
+    config = getattr(model_or_config, "config", model_or_config)
+    kind = getattr(config, "model_type", None)
+    if kind not in FAMILIES:
+        raise ValueError(f"model type {kind!r} is not supported; supported: {', '.join(FAMILIES)}")
+    return FAMILIES[kind]
+
+
+# --------------------------------------------------------------------------- any family
+
+
 def encoder_input_size(model) -> int:
-    """E of a SamModel: the square input its image encoder takes."""
-    size = model.config.vision_config.image_size
-    return int(size[0] if isinstance(size, (list, tuple)) else size)
+    """E of a model: the square input its image encoder takes."""
+    return family_of(model).encoder_input_size(model)
 
 
-def _random_model(config, seed: int):
+def encoder_geometry(model) -> Tuple[int, int]:
+    """(tokens per patch, hidden size) of a model's image encoder."""
+    return family_of(model).encoder_geometry(model)
+
+
+def resize_encoder(model, new_size: int):
+    """A copy of ``model`` whose encoder takes ``new_size`` x ``new_size`` inputs.
+
+    This is how a 1024-trained encoder runs natively at a patch's 256 resolution,
+    and how a 256-trained encoder runs on patches upsampled to 1024 (faithful mode).
+    Returns ``model`` itself when the size already matches.
+    """
+    return family_of(model).resize_encoder(model, int(new_size))
+
+
+def make_patch_module(model, prompt_policy: str = "full_box"):
+    """Wrap a model as ``module(pixel_values N x 3 x E x E) -> logits N x m x m``.
+
+    The prompt policy is applied inside, so training, inference and ONNX export all
+    see the same prompt (see the family's ``patch_module``).
+    """
+    if prompt_policy not in PROMPT_POLICIES:
+        raise ValueError(f"prompt policy {prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
+    return family_of(model).patch_module(model, prompt_policy)
+
+
+def random_model(config, seed: int):
+    """A model of ``config``'s family with seeded random weights, in eval mode."""
     import torch
-    from transformers import SamModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SamModel(config)
+        model = family_of(config).model_class()(config)
     return model.eval()
+
+
+def shipped_model() -> Tuple[str, str]:
+    """(spec, note): ``builtin`` when a model ships with the package, else ``tiny``."""
+    if (BUILTIN_DIR / META_FILE).is_file():
+        return "builtin", "the model shipped in satsam_ros/models/builtin"
+    return "tiny", "no model ships yet: 'tiny' (random weights, 0.8 M parameters) stands in for it"
+
+
+def _pretrained_class(path: Path):
+    """The model class of a transformers directory, by the model_type in its config.json."""
+    try:
+        kind = json.loads((path / "config.json").read_text()).get("model_type", DEFAULT_FAMILY)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path / 'config.json'}: not valid JSON ({exc})") from exc
+    if kind not in FAMILIES:
+        raise ValueError(f"model {str(path)!r}: model type {kind!r} is not supported; supported: "
+                         f"{', '.join(FAMILIES)}")
+    return FAMILIES[kind].model_class()
 
 
 def load_model(spec: str, device: str = "cpu") -> Tuple[Any, SatsamMeta]:
     """Load a SAM model and its metadata from a spec (see the module docstring).
 
-    Returns ``(SamModel in eval mode on device, SatsamMeta)``. Raises ValueError or
+    Returns ``(model in eval mode on device, SatsamMeta)``. Raises ValueError or
     FileNotFoundError with a message naming the spec when it cannot be loaded.
     """
     spec = str(spec)
     if spec == "tiny":
-        model = _random_model(tiny_config(), seed=0)
+        model = random_model(tiny_config(), seed=0)
         meta = SatsamMeta(encoder_input_size=256, provenance={"source": "tiny random config, seed 0"})
         return model.to(device), meta
     if spec == "vit-b":
-        model = _random_model(vit_b_config(), seed=0)
+        model = random_model(vit_b_config(), seed=0)
         meta = SatsamMeta(encoder_input_size=1024, provenance={"source": "ViT-B architecture, random weights"})
         return model.to(device), meta
     if spec == "builtin":
@@ -162,8 +275,6 @@ def load_model(spec: str, device: str = "cpu") -> Tuple[Any, SatsamMeta]:
             )
         return load_model(str(BUILTIN_DIR), device)
 
-    from transformers import SamModel
-
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -171,7 +282,7 @@ def load_model(spec: str, device: str = "cpu") -> Tuple[Any, SatsamMeta]:
                 f"model {spec!r}: directory has no config.json (expected a project checkpoint or a "
                 "transformers SAM directory)"
             )
-        model = SamModel.from_pretrained(str(path))
+        model = _pretrained_class(path).from_pretrained(str(path))
         if (path / META_FILE).is_file():
             meta = SatsamMeta.read(path)
         else:
@@ -181,7 +292,7 @@ def load_model(spec: str, device: str = "cpu") -> Tuple[Any, SatsamMeta]:
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise FileNotFoundError(f"model {spec!r}: no such directory")
     try:
-        model = SamModel.from_pretrained(spec)
+        model = FAMILIES[DEFAULT_FAMILY].model_class().from_pretrained(spec)
     except OSError as exc:
         raise FileNotFoundError(
             f"model {spec!r}: not a local directory and could not be loaded as a hub id ({exc})"
@@ -215,47 +326,3 @@ def save_checkpoint(model, meta: SatsamMeta, out_dir) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def resize_encoder(model, new_size: int):
-    """A copy of ``model`` whose encoder takes ``new_size`` x ``new_size`` inputs.
-
-    SAM's absolute position embedding (a grid of E/16 x E/16 vectors) and the
-    relative position tables of the global-attention blocks are resampled
-    bilinearly/linearly to the new grid; all other weights are shared unchanged.
-    This is how a 1024-trained encoder runs natively at a patch's 256 resolution,
-    and how a 256-trained encoder runs on patches upsampled to 1024 (faithful mode).
-    """
-    import copy
-
-    import torch.nn.functional as F
-    from transformers import SamModel
-
-    old_size = encoder_input_size(model)
-    if new_size == old_size:
-        return model
-    patch = model.config.vision_config.patch_size
-    patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)
-    if new_size % patch:
-        raise ValueError(f"encoder input size {new_size} is not a multiple of the patch size {patch}")
-    config = copy.deepcopy(model.config)
-    config.vision_config.image_size = new_size
-    config.prompt_encoder_config.image_size = new_size
-    config.prompt_encoder_config.image_embedding_size = new_size // patch
-    grid = new_size // patch
-    state = model.state_dict()
-    new_state = {}
-    for key, value in state.items():
-        if key.endswith("pos_embed") and value.dim() == 4:  # 1 x g x g x C
-            v = value.permute(0, 3, 1, 2).float()
-            v = F.interpolate(v, size=(grid, grid), mode="bicubic", align_corners=False)
-            value = v.permute(0, 2, 3, 1).to(value.dtype)
-        elif (key.endswith("rel_pos_h") or key.endswith("rel_pos_w")) and value.shape[0] == 2 * (old_size // patch) - 1:
-            v = value.t().unsqueeze(0).float()  # 1 x C x L
-            v = F.interpolate(v, size=2 * grid - 1, mode="linear", align_corners=False)
-            value = v.squeeze(0).t().to(value.dtype)
-        new_state[key] = value
-    new_model = SamModel(config)
-    new_model.load_state_dict(new_state, strict=True)
-    device = next(model.parameters()).device
-    return new_model.to(device).eval()

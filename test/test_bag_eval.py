@@ -30,9 +30,9 @@ from pycocotools import mask as mask_utils
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from satsam_ros.core.detector import Detector
 from satsam_ros.core.metrics import MetricAccumulator
 from satsam_ros.core.synthetic import synthetic_frame
+from satsam_ros.runtime import open_detector
 from satsam_ros.tools.bag import io as bag
 from satsam_ros.tools.cli import main
 
@@ -66,7 +66,7 @@ def labelled(responsive_model, tmp_path_factory):
     model sees something (false alarm); 6: a white empty frame, the model sees nothing
     (correct).
     """
-    det = Detector.from_model(str(responsive_model), backend="torch", device="cpu", size=512, threshold=THRESHOLD)
+    det = open_detector(str(responsive_model), backend="torch", device="cpu", size=512, threshold=THRESHOLD)
     gray = [synthetic_frame(s)[0] for s in range(5)]
     images = [
         (gray[0], "mono"),

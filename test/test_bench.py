@@ -149,8 +149,8 @@ def test_node_target_verdicts(runs, passed):
 
 
 def fake_sam(hidden, image_size):
-    return SimpleNamespace(config=SimpleNamespace(vision_config=SimpleNamespace(hidden_size=hidden,
-                                                                               image_size=image_size)))
+    return SimpleNamespace(config=SimpleNamespace(model_type="sam", vision_config=SimpleNamespace(
+        hidden_size=hidden, image_size=image_size)))
 
 
 def test_slow_rows_are_skipped_with_a_reason_unless_asked():

@@ -4,11 +4,12 @@ import cv2
 import numpy as np
 import pytest
 
-from satsam_ros.backends import Backend
+from satsam_ros.core.backend import Backend
 from satsam_ros.core.detector import Detector, DetectorConfig
 from satsam_ros.core.imaging import FrameError
 from satsam_ros.core.postprocess import mask_iou
 from satsam_ros.core.synthetic import synthetic_frame
+from satsam_ros.runtime import open_detector
 
 
 class BrightnessBackend(Backend):
@@ -97,14 +98,14 @@ def test_bad_settings_name_the_setting(kwargs, words):
 
 def test_bad_backend_name_and_unknown_setting():
     with pytest.raises(ValueError, match="backend must be one of"):
-        Detector.from_model("tiny", backend="cuda-magic")
+        open_detector("tiny", backend="cuda-magic")
     with pytest.raises(TypeError, match="unknown detector setting"):
-        Detector.from_model("tiny", colour="blue")
+        open_detector("tiny", backend="torch", colour="blue")
 
 
 @pytest.fixture(scope="module")
 def tiny_detectors():
-    return {s: Detector.from_model("tiny", device="cpu", size=s) for s in (512, 1024, 2048)}
+    return {s: open_detector("tiny", backend="torch", device="cpu", size=s) for s in (512, 1024, 2048)}
 
 
 @pytest.mark.parametrize("size, patches", [(512, 4), (1024, 16), (2048, 64)])
@@ -166,7 +167,7 @@ def test_bad_frames_raise(tiny_detectors, frame, words):
 
 def test_threshold_override_and_min_area(frame_and_truth):
     frame, _ = frame_and_truth
-    det = Detector.from_model("tiny", device="cpu", threshold=0.0, min_area=10**9)
+    det = open_detector("tiny", backend="torch", device="cpu", threshold=0.0, min_area=10**9)
     res = det.detect(frame)
     assert res.threshold == 0.0
     assert res.boxes == [] and res.mask.max() == 0  # every component is below min_area
@@ -179,9 +180,9 @@ def test_min_area_comes_from_the_checkpoint_unless_overridden(frame_and_truth, t
     sam, meta = load_model("tiny")
     ckpt = save_checkpoint(sam, SatsamMeta(encoder_input_size=meta.encoder_input_size, threshold=0.0,
                                            min_area=10**9), tmp_path / "ckpt")
-    tuned = Detector.from_model(str(ckpt), device="cpu")
+    tuned = open_detector(str(ckpt), backend="torch", device="cpu")
     assert tuned.min_area == 10**9 and not tuned.detect(frame).mask.any()
-    plain = Detector.from_model(str(ckpt), device="cpu", min_area=0)
+    plain = open_detector(str(ckpt), backend="torch", device="cpu", min_area=0)
     assert plain.min_area == 0 and plain.detect(frame).mask.all()
     with pytest.raises(ValueError, match="min_area must be >= 0"):
         SatsamMeta(min_area=-1).validate()
@@ -189,7 +190,7 @@ def test_min_area_comes_from_the_checkpoint_unless_overridden(frame_and_truth, t
 
 def test_faithful_mode_runs_tiny_at_1024(frame_and_truth):
     frame, _ = frame_and_truth
-    det = Detector.from_model("tiny", device="cpu", mode="faithful")
+    det = open_detector("tiny", backend="torch", device="cpu", mode="faithful")
     assert det.backend.input_size == 1024 and det.batch == 1
     res = det.detect(frame)
     assert res.mask.shape == frame.shape and res.patches == 4

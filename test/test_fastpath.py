@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from satsam_ros.backends import Backend
 from satsam_ros.backends.torch_backend import (
     TorchBackend,
     check_precision,
@@ -24,9 +23,11 @@ from satsam_ros.backends.torch_backend import (
     with_fused_attention,
 )
 from satsam_ros.core import imaging, postprocess, tiling
+from satsam_ros.core.backend import Backend
 from satsam_ros.core.detector import Detector, DetectorConfig, _resize_patches
 from satsam_ros.core.synthetic import synthetic_frame
-from satsam_ros.model import SatsamMeta, _random_model, load_model, save_checkpoint, tiny_config
+from satsam_ros.model import SatsamMeta, load_model, random_model, save_checkpoint, tiny_config
+from satsam_ros.runtime import open_detector
 
 
 def loud(model, seed=0):
@@ -85,7 +86,7 @@ def test_with_fused_attention_rejects_other_models():
 @pytest.fixture(scope="module")
 def e1024_checkpoint(tmp_path_factory):
     """A 2-layer tiny SAM whose native encoder input is 1024, saved as a checkpoint."""
-    model = loud(_random_model(tiny_config(image_size=1024, layers=2), seed=1), seed=1)
+    model = loud(random_model(tiny_config(image_size=1024, layers=2), seed=1), seed=1)
     out = tmp_path_factory.mktemp("e1024") / "ckpt"
     save_checkpoint(model, SatsamMeta(), out)
     return str(out)
@@ -109,8 +110,8 @@ def test_fast_equals_faithful_when_the_model_is_native_1024(e1024_checkpoint):
     """Float noise: |logit diff| <= 1e-4 x the largest |logit| (float32 sums over
     thousands of terms, blocked differently for a batch of 4 than for 1)."""
     frame = synthetic_frame(7)[0]
-    fast = Detector.from_model(e1024_checkpoint, backend="torch", device="cpu", size=512, mode="fast")
-    faithful = Detector.from_model(e1024_checkpoint, backend="torch", device="cpu", size=512, mode="faithful")
+    fast = open_detector(e1024_checkpoint, backend="torch", device="cpu", size=512, mode="fast")
+    faithful = open_detector(e1024_checkpoint, backend="torch", device="cpu", size=512, mode="faithful")
     assert fast.backend.fused_attention and fast.batch == fast.backend.preferred_batch(16) == 2
     assert not faithful.backend.fused_attention and faithful.batch == 1
     assert fast.backend.input_size == faithful.backend.input_size == 1024
@@ -141,9 +142,9 @@ def test_cpu_batch_follows_the_encoder_size():
     assert cpu_batch(16 * 16, 768, 16) == 4
     assert cpu_batch(64 * 64, 768, 16) == 1
     assert cpu_batch(16 * 16, 96, 16) == 16 and cpu_batch(16 * 16, 96, 8) == 8
-    det = Detector.from_model("tiny", backend="torch", device="cpu", size=1024)
+    det = open_detector("tiny", backend="torch", device="cpu", size=1024)
     assert det.batch == 16
-    det = Detector.from_model("tiny", backend="torch", device="cpu", size=512, max_batch=3)
+    det = open_detector("tiny", backend="torch", device="cpu", size=512, max_batch=3)
     assert det.batch == 3
 
 
@@ -178,7 +179,7 @@ def test_new_settings_are_checked(kwargs, words):
 
 
 def test_encoder_size_runs_the_encoder_at_that_size():
-    det = Detector.from_model("tiny", backend="torch", device="cpu", size=512, encoder_size=128)
+    det = open_detector("tiny", backend="torch", device="cpu", size=512, encoder_size=128)
     assert det.backend.input_size == 128 and det.backend.low_res_size == 32
     res = det.detect(synthetic_frame(0)[0])
     assert res.mask.shape == (512, 641) and res.patches == 4

@@ -34,9 +34,9 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter, parameter_value_to_python
 from std_msgs.msg import String
 
-from satsam_ros.core.detector import Detector
 from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.ros.convert import image_msg_to_array
+from satsam_ros.runtime import open_detector
 from satsam_ros.tools.cli import overlay_image
 
 NS = "/satsam"
@@ -87,7 +87,7 @@ def env(installed_node):
 @pytest.fixture(scope="module")
 def detector():
     """The same detector in this process (same model, size and threshold as the node)."""
-    return Detector.from_model(model="tiny", backend="torch", device="cpu", size=512, threshold=THRESHOLD)
+    return open_detector(model="tiny", backend="torch", device="cpu", size=512, threshold=THRESHOLD)
 
 
 def ask(env: Env, msg, timeout: float = ANSWER_TIMEOUT):

@@ -27,8 +27,8 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
-from satsam_ros.core.detector import Detector
 from satsam_ros.core.roi import RoiTracker
+from satsam_ros.runtime import open_detector
 from satsam_ros.tools.bench.detector import moving_sequence
 
 NS = "/satsam_roi"
@@ -43,7 +43,7 @@ FRAMES = 10
 def setup():
     """The shipped model (it finds the satellite, so the tracker has a box to follow)."""
     frames = [f for f, _ in moving_sequence(FRAMES, seed=3)]
-    det = Detector.from_model("builtin", backend="torch", device="cpu", size=SIZE)
+    det = open_detector("builtin", backend="torch", device="cpu", size=SIZE)
     tracker = RoiTracker(det, margin=MARGIN, full_scan_every=EVERY)
     expected = []
     for frame in frames:

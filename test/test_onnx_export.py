@@ -6,17 +6,17 @@ import numpy as np
 import onnx
 import pytest
 
-from satsam_ros.deploy.onnx_export import (
+from satsam_ros.artefacts import (
     BATCH_AXIS,
     META_KEY,
     ONNX_INPUT,
     ONNX_OUTPUT,
-    export_model,
     meta_from_metadata,
     onnx_cache_key,
     read_onnx_meta,
     resolve_onnx_file,
 )
+from satsam_ros.deploy.onnx_export import export_model
 from satsam_ros.model import META_FILE, SatsamMeta
 
 

@@ -13,6 +13,7 @@ from satsam_ros.core.detector import Detector, DetectorConfig
 from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.deploy.onnx_export import export_model
 from satsam_ros.ros.convert import image_msg_to_array
+from satsam_ros.runtime import open_detector
 
 NS = "/satsam_ort"
 TOPIC = "/test_onnx_node/camera/image_raw"
@@ -25,7 +26,7 @@ def frames():
 
 def test_node_on_onnxruntime_publishes_the_torch_masks(installed_node, tmp_path):
     onnx_file = export_model("tiny", tmp_path / "tiny.onnx", size=512, verify=False).path
-    torch_det = Detector.from_model("tiny", backend="torch", device="cpu", size=512)
+    torch_det = open_detector("tiny", backend="torch", device="cpu", size=512)
     probe = [torch_det.detect(f, "mono").probability for f in frames()]
     thr = separating_threshold(np.concatenate([p.ravel() for p in probe]))
     reference = Detector(torch_det.backend, DetectorConfig(size=512, threshold=thr))

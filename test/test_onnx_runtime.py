@@ -11,6 +11,7 @@ from satsam_ros.backends.torch_backend import TorchBackend
 from satsam_ros.core.detector import Detector, DetectorConfig
 from satsam_ros.deploy.onnx_export import export_model
 from satsam_ros.model import load_model
+from satsam_ros.runtime import open_detector
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +88,18 @@ def test_detector_masks_identical_on_random_frames(backends, size):
 
 def test_from_model_with_onnx_file_and_directory(tiny_onnx):
     for spec in (tiny_onnx, tiny_onnx.parent):
-        det = Detector.from_model(str(spec), backend="onnxruntime", device="cpu", size=512)
+        det = open_detector(str(spec), backend="onnxruntime", device="cpu", size=512)
         assert det.backend.name == "onnxruntime" and det.threshold == pytest.approx(0.65)
         assert "onnxruntime requested" in det.backend_reason
     with pytest.raises(ValueError, match="faithful mode needs an encoder input of 1024"):
-        Detector.from_model(str(tiny_onnx), backend="onnxruntime", device="cpu", mode="faithful")
+        open_detector(str(tiny_onnx), backend="onnxruntime", device="cpu", mode="faithful")
 
 
 def test_from_model_exports_a_spec_once_into_the_cache(tmp_path, monkeypatch):
     import satsam_ros.deploy.onnx_export as export
 
     monkeypatch.setenv("SATSAM_CACHE_DIR", str(tmp_path / "cache"))
-    det = Detector.from_model("tiny", backend="onnxruntime", device="cpu", size=512)
+    det = open_detector("tiny", backend="onnxruntime", device="cpu", size=512)
     cached = list((tmp_path / "cache" / "onnx").glob("*/model.onnx"))
     assert len(cached) == 1 and (cached[0].parent / "satsam.json").is_file()
     assert det.backend.path == cached[0]
@@ -107,10 +108,10 @@ def test_from_model_exports_a_spec_once_into_the_cache(tmp_path, monkeypatch):
         raise AssertionError("a cache hit must not export again")
 
     monkeypatch.setattr(export, "export_model", no_export)
-    again = Detector.from_model("tiny", backend="onnxruntime", device="cpu", size=512)
+    again = open_detector("tiny", backend="onnxruntime", device="cpu", size=512)
     assert again.backend.path == cached[0]
     with pytest.raises(AssertionError, match="must not export"):  # another S is another export
-        Detector.from_model("tiny", backend="onnxruntime", device="cpu", size=1024)
+        open_detector("tiny", backend="onnxruntime", device="cpu", size=1024)
 
 
 def test_cuda_without_cuda_provider_is_an_error(tiny_onnx):
@@ -138,7 +139,7 @@ def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
 
     frames = tmp_path / "frames"
     frames.mkdir()
-    probe = Detector.from_model("tiny", backend="torch", device="cpu", size=512)
+    probe = open_detector("tiny", backend="torch", device="cpu", size=512)
     probs = []
     for i, (frame, order) in enumerate(random_frames(seed=3, count=2)):
         cv2.imwrite(str(frames / f"r{i}.png"), frame)
@@ -156,9 +157,10 @@ def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
 
 
 def test_spec_exported_at_the_requested_encoder_size(tmp_path, monkeypatch):
-    from satsam_ros.deploy.onnx_export import choose_backend
+    from satsam_ros.core.detector import DetectorConfig
+    from satsam_ros.runtime import choose_backend
 
     monkeypatch.setenv("SATSAM_CACHE_DIR", str(tmp_path / "cache"))
-    choice = choose_backend("tiny", "onnxruntime", "cpu", size=512, encoder_size=128)
+    choice = choose_backend("tiny", "onnxruntime", "cpu", DetectorConfig(size=512, encoder_size=128))
     assert (choice.backend.input_size, choice.backend.low_res_size) == (128, 32)
     assert choice.meta.encoder_input_size == 128

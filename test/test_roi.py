@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from satsam_ros.backends import Backend
+from satsam_ros.core.backend import Backend
 from satsam_ros.core.detector import Detector, DetectorConfig
 from satsam_ros.core.postprocess import mask_iou
 from satsam_ros.core.roi import RoiTracker, patches_for_region, union_box

@@ -17,8 +17,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+import satsam_ros.artefacts as art
 import satsam_ros.backends.tensorrt_backend as trtb
-from satsam_ros.deploy.onnx_export import META_KEY
+import satsam_ros.deploy.tensorrt_build as trt_build
+import satsam_ros.runtime as runtime
+from satsam_ros.artefacts import META_KEY
 from satsam_ros.model import SatsamMeta
 
 # --------------------------------------------------------------------------- fakes
@@ -209,11 +212,14 @@ def test_importing_the_module_imports_no_tensorrt_and_no_torch(tmp_path):
     (poison / "__init__.py").write_text("raise RuntimeError('tensorrt was imported at module load')\n")
     code = textwrap.dedent("""
         import sys
+        import satsam_ros.artefacts as a
         import satsam_ros.backends.tensorrt_backend as m
         import satsam_ros.deploy.onnx_export
+        import satsam_ros.deploy.tensorrt_build
+        import satsam_ros.runtime
         assert "tensorrt" not in sys.modules, "tensorrt imported"
         assert "torch" not in sys.modules, "torch imported"
-        print(m.profile_shapes(2048, 256).max, m.execution_api(type("T", (), {"__version__": "8.2.1"})))
+        print(a.profile_shapes(2048, 256).max, m.execution_api(type("T", (), {"__version__": "8.2.1"})))
     """)
     import os
 
@@ -224,7 +230,7 @@ def test_importing_the_module_imports_no_tensorrt_and_no_torch(tmp_path):
 
 
 def test_missing_tensorrt_gives_a_clear_import_error():
-    from satsam_ros.deploy.onnx_export import module_available
+    from satsam_ros.backends import module_available
 
     if module_available("tensorrt"):
         pytest.skip("tensorrt is installed here; the missing-module message cannot be shown")
@@ -297,8 +303,8 @@ def test_shape_outside_profile_is_an_error():
 ])
 def test_builder_api_per_version(tmp_path, version, flags, workspace_call):
     trt = fake_trt(version)
-    profile = trtb.profile_shapes(1024, 256)
-    out = trtb.serialize_network(trt, tmp_path / "m.onnx", "fp16", profile, workspace_mb=512)
+    profile = art.profile_shapes(1024, 256)
+    out = trt_build.serialize_network(trt, tmp_path / "m.onnx", "fp16", profile, workspace_mb=512)
     assert out == b"serialized-engine"
     calls = {c[0]: c for c in trt.calls.calls}
     assert calls["create_network"][1] == (flags,)
@@ -313,28 +319,28 @@ def test_tensorrt_11_has_no_fp16_flag(tmp_path, monkeypatch):
     trt = fake_trt("11.4.0.106")
     assert not trtb.fp16_flag_supported(trt) and trtb.fp16_flag_supported(fake_trt("10.3.0"))
     with pytest.raises(ValueError, match="11.4.0.106 has no FP16 builder flag.*--precision fp32"):
-        trtb.serialize_network(trt, tmp_path / "m.onnx", "fp16", trtb.profile_shapes(512, 256), 256)
-    assert trtb.serialize_network(trt, tmp_path / "m.onnx", "fp32", trtb.profile_shapes(512, 256), 256)
+        trt_build.serialize_network(trt, tmp_path / "m.onnx", "fp16", art.profile_shapes(512, 256), 256)
+    assert trt_build.serialize_network(trt, tmp_path / "m.onnx", "fp32", art.profile_shapes(512, 256), 256)
     monkeypatch.setattr(trtb, "import_tensorrt", lambda: trt)
-    monkeypatch.setattr(trtb, "build_engine", lambda onnx_path, precision, **kw: trtb.EngineBuild(
+    monkeypatch.setattr(runtime, "_engine", lambda onnx_path, precision, *args: art.EngineBuild(
         tmp_path / "e.engine", make_key(precision=precision), False, "cache hit"))
-    build = trtb.ensure_engine("m.onnx", "auto")
+    build = runtime.engine_for("m.onnx", "auto")
     assert build.key["precision"] == "fp32" and "has no FP16 builder flag" in build.summary()
 
 
 def test_fp32_builds_turn_tf32_off(tmp_path):
     trt = fake_trt("10.3.0")
-    trtb.serialize_network(trt, tmp_path / "m.onnx", "fp32", trtb.profile_shapes(512, 256), 256)
+    trt_build.serialize_network(trt, tmp_path / "m.onnx", "fp32", art.profile_shapes(512, 256), 256)
     assert ("clear_flag", ("tf32-flag",), {}) in trt.calls.calls and "set_flag" not in trt.calls.names()
 
 
 def test_builder_errors_are_named(tmp_path):
     with pytest.raises(RuntimeError, match="cannot parse .*Unsupported op: Foo"):
-        trtb.serialize_network(fake_trt("10.3.0", parse_ok=False), tmp_path / "m.onnx", "fp32",
-                               trtb.profile_shapes(512, 256), 256)
+        trt_build.serialize_network(fake_trt("10.3.0", parse_ok=False), tmp_path / "m.onnx", "fp32",
+                               art.profile_shapes(512, 256), 256)
     with pytest.raises(RuntimeError, match="failed to build an engine"):
-        trtb.serialize_network(fake_trt("10.3.0", build_result=None), tmp_path / "m.onnx", "fp32",
-                               trtb.profile_shapes(512, 256), 256)
+        trt_build.serialize_network(fake_trt("10.3.0", build_result=None), tmp_path / "m.onnx", "fp32",
+                               art.profile_shapes(512, 256), 256)
 
 
 # --------------------------------------------------------------------------- profile & key
@@ -343,20 +349,20 @@ def test_builder_errors_are_named(tmp_path):
 @pytest.mark.parametrize("size,n", [(512, 4), (1024, 16), (2048, 64)])
 @pytest.mark.parametrize("e", [256, 1024])
 def test_profile_shapes_per_size(size, n, e):
-    p = trtb.profile_shapes(size, e)
+    p = art.profile_shapes(size, e)
     assert p.min == (1, 3, e, e) and p.opt == p.max == (n, 3, e, e)
 
 
 def test_profile_cap_and_errors():
-    assert trtb.profile_shapes(2048, 256, max_batch=16).max == (16, 3, 256, 256)
-    assert trtb.profile_shapes(512, 256, max_batch=16).max == (4, 3, 256, 256)
-    assert trtb.profile_shapes(1024, 256, overlap=32).max[0] == 25  # 5 x 5 overlapping patches
+    assert art.profile_shapes(2048, 256, max_batch=16).max == (16, 3, 256, 256)
+    assert art.profile_shapes(512, 256, max_batch=16).max == (4, 3, 256, 256)
+    assert art.profile_shapes(1024, 256, overlap=32).max[0] == 25  # 5 x 5 overlapping patches
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
-        trtb.profile_shapes(512, 256, max_batch=0)
+        art.profile_shapes(512, 256, max_batch=0)
     with pytest.raises(ValueError, match="multiple of 16"):
-        trtb.profile_shapes(512, 250)
+        art.profile_shapes(512, 250)
     with pytest.raises(ValueError, match="size must be one of"):
-        trtb.profile_shapes(640, 256)
+        art.profile_shapes(640, 256)
 
 
 SHA = "a" * 64
@@ -364,17 +370,17 @@ SHA = "a" * 64
 
 def make_key(**changes):
     fields = dict(onnx_sha256=SHA, tensorrt_version="10.3.0", gpu="Orin", compute_capability="8.7",
-                  precision="fp16", profile=trtb.profile_shapes(512, 256))
+                  precision="fp16", profile=art.profile_shapes(512, 256))
     fields.update(changes)
-    return trtb.engine_key(**fields)
+    return art.engine_key(**fields)
 
 
 def test_engine_key_covers_every_field():
-    base = trtb.key_digest(make_key())
-    assert trtb.key_digest(make_key()) == base
+    base = art.key_digest(make_key())
+    assert art.key_digest(make_key()) == base
     variants = [dict(onnx_sha256="b" * 64), dict(tensorrt_version="8.5.2.2"), dict(gpu="NVIDIA Tegra X2"),
-                dict(compute_capability="6.2"), dict(precision="fp32"), dict(profile=trtb.profile_shapes(1024, 256))]
-    digests = {trtb.key_digest(make_key(**v)) for v in variants}
+                dict(compute_capability="6.2"), dict(precision="fp32"), dict(profile=art.profile_shapes(1024, 256))]
+    digests = {art.key_digest(make_key(**v)) for v in variants}
     assert base not in digests and len(digests) == len(variants)
     with pytest.raises(ValueError, match="precision must be one of fp16, fp32; got 'int8'"):
         make_key(precision="int8")
@@ -398,54 +404,65 @@ def fake_env(monkeypatch, tmp_path):
     state["trt"] = fake_trt(state["env"]["tensorrt"])
     monkeypatch.setattr(trtb, "import_tensorrt", lambda: state["trt"])
     monkeypatch.setattr(trtb, "environment", lambda trt: dict(state["env"]))
-    monkeypatch.setattr(trtb, "serialize_network", serialize)
+    monkeypatch.setattr(trt_build, "serialize_network", serialize)
     state["onnx"] = tiny_onnx(tmp_path / "m.onnx")
     return state
 
 
 def test_cache_builds_once_then_hits(fake_env, tmp_path):
-    first = trtb.build_engine(fake_env["onnx"], "fp32")
+    first = trt_build.build_engine(fake_env["onnx"], "fp32")
     assert first.built and fake_env["builds"] == 1
     assert first.path.parent == tmp_path / "cache" / "tensorrt"
-    assert first.path.name == trtb.key_digest(first.key) + ".engine"
-    record = json.loads(trtb.key_path(first.path).read_text())
+    assert first.path.name == art.key_digest(first.key) + ".engine"
+    record = json.loads(art.key_path(first.path).read_text())
     assert record["key"]["profile"]["max"] == [16, 3, 256, 256]  # S=1024 from the export's metadata
     assert record["key"]["tensorrt"] == "8.5.2.2" and record["meta"]["encoder_input_size"] == 256
-    second = trtb.build_engine(fake_env["onnx"], "fp32")
+    second = trt_build.build_engine(fake_env["onnx"], "fp32")
     assert not second.built and second.reason == "cache hit" and fake_env["builds"] == 1
-    assert trtb.build_engine(fake_env["onnx"], "fp32", size=2048).key["profile"]["max"][0] == 64
+    assert trt_build.build_engine(fake_env["onnx"], "fp32", size=2048).key["profile"]["max"][0] == 64
     assert fake_env["builds"] == 2
+
+
+def test_runtime_runs_the_cached_engine_and_builds_only_what_is_missing(fake_env, tmp_path):
+    """The runtime's engine choice: a current engine in the cache is run as it is; a
+    missing one is built (once) by satsam_ros.deploy."""
+    assert fake_env["builds"] == 0
+    made = runtime.engine_for(fake_env["onnx"], "fp32")
+    assert made.built and fake_env["builds"] == 1
+    again = runtime.engine_for(fake_env["onnx"], "fp32")
+    assert not again.built and again.reason == "cache hit" and again.path == made.path
+    assert fake_env["builds"] == 1
 
 
 @pytest.mark.parametrize("change,reason", [
     (lambda env, path: env.update(tensorrt="10.3.0"), "stale: built for tensorrt '8.5.2.2' != '10.3.0'"),
     (lambda env, path: env.update(gpu="NVIDIA Tegra X2"), "stale: built for gpu 'Orin' != 'NVIDIA Tegra X2'"),
     (lambda env, path: path.write_bytes(b"someone else's engine"), "do not match its key file"),
-    (lambda env, path: trtb.key_path(path).unlink(), "a foreign engine"),
-    (lambda env, path: trtb.key_path(path).write_text("{"), "unreadable key file"),
+    (lambda env, path: art.key_path(path).unlink(), "a foreign engine"),
+    (lambda env, path: art.key_path(path).write_text("{"), "unreadable key file"),
 ])
 def test_stale_or_foreign_engine_is_rebuilt_not_loaded(fake_env, tmp_path, change, reason):
     out = tmp_path / "deploy" / "satsam.engine"
-    trtb.build_engine(fake_env["onnx"], "fp32", out=out)
+    trt_build.build_engine(fake_env["onnx"], "fp32", out=out)
     change(fake_env["env"], out)
-    again = trtb.build_engine(fake_env["onnx"], "fp32", out=out)
+    again = trt_build.build_engine(fake_env["onnx"], "fp32", out=out)
     assert again.built and reason in again.reason and fake_env["builds"] == 2
-    ok, why = trtb.engine_status(out, again.key)
+    ok, why = art.engine_status(out, again.key)
     assert ok and why == "current"
 
 
 def test_changed_onnx_is_stale(fake_env, tmp_path):
     out = tmp_path / "e.engine"
-    trtb.build_engine(fake_env["onnx"], "fp32", out=out)
+    trt_build.build_engine(fake_env["onnx"], "fp32", out=out)
     tiny_onnx(fake_env["onnx"], size=2048)  # same E, other content
-    again = trtb.build_engine(fake_env["onnx"], "fp32", out=out, size=1024)
+    again = trt_build.build_engine(fake_env["onnx"], "fp32", out=out, size=1024)
     assert again.built and "onnx_sha256" in again.reason
 
 
 def test_backend_refuses_a_stale_engine_before_deserialising(fake_env, tmp_path):
     trt = fake_env["trt"]
     out = tmp_path / "e.engine"
-    trtb.build_engine(fake_env["onnx"], "fp32", out=out)
+    trt_build.build_engine(fake_env["onnx"], "fp32", out=out)
     fake_env["env"]["tensorrt"] = "10.3.0"
     with pytest.raises(trtb.StaleEngineError, match="not loaded: stale: built for tensorrt"):
         trtb.TensorRTBackend(out)
@@ -464,15 +481,15 @@ def result(mask, prob):
 def test_compare_results():
     prob = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
     mask = np.where(prob > 0.5, 255, 0).astype(np.uint8)
-    same = trtb.compare_results(result(mask, prob), result(mask, prob), 0.9)
+    same = trt_build.compare_results(result(mask, prob), result(mask, prob), 0.9)
     assert same["ok"] and same["mask_iou"] == 1.0 and same["max_prob_diff"] == 0.0
     half = mask.copy()
     half[:7] = 0
-    worse = trtb.compare_results(result(half, prob), result(mask, prob), 0.9)
+    worse = trt_build.compare_results(result(half, prob), result(mask, prob), 0.9)
     assert not worse["ok"] and worse["mask_iou"] == pytest.approx(0.6)
     bad = prob.copy()
     bad[0, 0] = np.nan
-    overflow = trtb.compare_results(result(mask, bad), result(mask, prob), 0.9)
+    overflow = trt_build.compare_results(result(mask, bad), result(mask, prob), 0.9)
     assert not overflow["ok"] and not overflow["finite"]
 
 
@@ -503,14 +520,14 @@ def test_fp16_validation_passes_when_masks_agree(real_tiny_onnx, monkeypatch):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        res = trtb.validate_fp16(real_tiny_onnx, real_tiny_onnx, 512)
+        res = trt_build.validate_fp16(real_tiny_onnx, real_tiny_onnx, 512)
     assert res["ok"] and res["mask_iou"] == 1.0 and res["reference"] == "onnxruntime-cpu fp32"
 
 
 def test_fp16_validation_warns_naming_the_iou_drop(real_tiny_onnx, monkeypatch):
     monkeypatch.setattr(trtb, "TensorRTBackend", onnx_stand_in(3.0))
     with pytest.warns(RuntimeWarning, match=r"masks diverge .* IoU \d\.\d{3} \(a drop of \d\.\d{3}"):
-        res = trtb.validate_fp16(real_tiny_onnx, real_tiny_onnx, 512)
+        res = trt_build.validate_fp16(real_tiny_onnx, real_tiny_onnx, 512)
     assert not res["ok"] and res["mask_iou"] < 0.9
 
 
@@ -518,16 +535,16 @@ def test_auto_precision_falls_back_to_fp32_when_fp16_diverges(monkeypatch, tmp_p
     monkeypatch.setattr(trtb, "import_tensorrt", lambda: fake_trt("10.3.0"))
     asked = []
 
-    def fake_build(onnx_path, precision, **kwargs):
+    def fake_build(onnx_path, precision, *args):
         asked.append(precision)
         validation = {"ok": False, "mask_iou": 0.41, "reference": "onnxruntime-cpu fp32"} if precision == "fp16" else {}
-        return trtb.EngineBuild(tmp_path / f"{precision}.engine", make_key(precision=precision), True, "new",
+        return art.EngineBuild(tmp_path / f"{precision}.engine", make_key(precision=precision), True, "new",
                                 validation)
 
-    monkeypatch.setattr(trtb, "build_engine", fake_build)
-    build = trtb.ensure_engine("m.onnx", "auto")
+    monkeypatch.setattr(runtime, "_engine", fake_build)
+    build = runtime.engine_for("m.onnx", "auto")
     assert asked == ["fp16", "fp32"] and build.key["precision"] == "fp32"
     assert "fp16 rejected: mask IoU 0.41" in build.summary()
     monkeypatch.setattr(trtb, "import_tensorrt", lambda: fake_trt("10.3.0", fast_fp16=False))
     asked.clear()
-    assert trtb.ensure_engine("m.onnx", "auto").key["precision"] == "fp32" and asked == ["fp32"]
+    assert runtime.engine_for("m.onnx", "auto").key["precision"] == "fp32" and asked == ["fp32"]

@@ -9,7 +9,8 @@ GPU in test_tensorrt_backend.py.
 import numpy as np
 import pytest
 
-from satsam_ros.deploy.onnx_export import module_available
+from satsam_ros.backends import module_available
+from satsam_ros.runtime import open_detector
 
 
 def _why_skip():
@@ -44,11 +45,12 @@ def test_fp32_engine_matches_onnxruntime_and_is_cached(tiny_onnx, cache):
 
     from satsam_ros.backends import tensorrt_backend as trtb
     from satsam_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from satsam_ros.deploy.tensorrt_build import build_engine
 
-    build = trtb.build_engine(tiny_onnx, "fp32")
+    build = build_engine(tiny_onnx, "fp32")
     assert build.built and build.path.parent == cache / "tensorrt"
     assert build.key["profile"]["max"] == [16, 3, 256, 256]
-    assert not trtb.build_engine(tiny_onnx, "fp32").built
+    assert not build_engine(tiny_onnx, "fp32").built
     engine = trtb.TensorRTBackend(build.path)
     assert engine.api == trtb.execution_api(trt) and engine.max_batch == 16
     reference = OnnxRuntimeBackend(tiny_onnx, "cpu")
@@ -59,23 +61,23 @@ def test_fp32_engine_matches_onnxruntime_and_is_cached(tiny_onnx, cache):
 
 
 def test_fp16_engine_is_validated(tiny_onnx, cache):
-    from satsam_ros.backends import tensorrt_backend as trtb
+    from satsam_ros.artefacts import read_record
+    from satsam_ros.deploy.tensorrt_build import build_engine
 
-    build = trtb.build_engine(tiny_onnx, "fp16", size=512)
+    build = build_engine(tiny_onnx, "fp16", size=512)
     assert build.validation["reference"].endswith("fp32")
     assert 0.0 <= build.validation["mask_iou"] <= 1.0
-    record = trtb.read_record(build.path)
+    record = read_record(build.path)
     assert record["validation"] == build.validation
 
 
 def test_detector_on_tensorrt(tiny_onnx, cache):
-    from satsam_ros.core.detector import Detector
     from satsam_ros.core.synthetic import synthetic_frame
 
-    det = Detector.from_model(str(tiny_onnx), backend="tensorrt", device="cuda", size=512)
+    det = open_detector(str(tiny_onnx), backend="tensorrt", device="cuda", size=512)
     assert det.backend.name == "tensorrt" and "tensorrt requested" in det.backend_reason
     frame, _ = synthetic_frame(3)
     res = det.detect(frame)
     assert res.mask.shape == frame.shape
-    auto = Detector.from_model(str(tiny_onnx), backend="auto", device="cuda", size=512)
+    auto = open_detector(str(tiny_onnx), backend="auto", device="cuda", size=512)
     assert auto.backend.name == "tensorrt" and "loaded from cache" in auto.backend_reason

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: the exported patch model (see :mod:`satsam_ros.export`).
+"""ONNX Runtime backend: the exported patch model (see :mod:`satsam_ros.artefacts`).
 
 Runs on the CPU execution provider, or on a GPU through the CUDA provider (and,
 when asked for, ONNX Runtime's TensorRT provider in front of it). Needs neither
@@ -14,7 +14,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import Backend
+from ..artefacts import meta_from_metadata, resolve_onnx_file
+from ..core.backend import Backend
 
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
@@ -63,8 +64,6 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, path, device: str = "cpu", threads: int = 0, tensorrt_ep: Optional[bool] = None):
         import onnxruntime as ort
-
-        from ..deploy.onnx_export import meta_from_metadata, resolve_onnx_file
 
         self.path = resolve_onnx_file(path)
         if tensorrt_ep is None:

@@ -1,4 +1,4 @@
-"""PyTorch backend: the HF SamModel with the prompt policy baked in.
+"""PyTorch backend: the model's patch module (:func:`satsam_ros.model.make_patch_module`).
 
 Two ways to run the same weights:
 
@@ -22,43 +22,13 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import Backend
+from ..core.backend import AUTOCAST_PRECISIONS, Backend
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 # Largest attention-bias block (bytes) the fused attention materialises at once. A
 # global-attention layer of ViT-B at E = 1024 has 12 heads x 4096 x 4096 scores per
 # patch (805 MB in float32); 16 MB blocks (1024 queries of one head) stay in the
 # last-level cache and are reused, instead of faulting in fresh pages every layer.
 ATTENTION_BIAS_BUDGET = 16 * 2**20
-
-
-def make_patch_module(sam_model, prompt_policy: str = "full_box"):
-    """Wrap a SamModel as ``module(pixel_values N x 3 x E x E) -> logits N x m x m``.
-
-    The prompt policy is applied inside, so training, inference and ONNX export all
-    see the same prompt. ``full_box``: one box (0, 0, E - 1, E - 1) in encoder
-    pixels, i.e. the whole patch; single-mask output.
-    """
-    import torch
-
-    from ..model import PROMPT_POLICIES, encoder_input_size
-
-    if prompt_policy not in PROMPT_POLICIES:
-        raise ValueError(f"prompt policy {prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
-
-    class SamPatchModel(torch.nn.Module):
-        def __init__(self, sam):
-            super().__init__()
-            self.sam = sam
-            e = float(encoder_input_size(sam) - 1)
-            self.register_buffer("box", torch.tensor([[[0.0, 0.0, e, e]]]), persistent=False)
-
-        def forward(self, pixel_values):
-            boxes = self.box.expand(pixel_values.shape[0], 1, 4)
-            out = self.sam(pixel_values=pixel_values, input_boxes=boxes, multimask_output=False)
-            return out.pred_masks[:, 0, 0]
-
-    return SamPatchModel(sam_model)
 
 
 _CLASSES: Dict[str, type] = {}
@@ -252,8 +222,8 @@ def cpu_batch(tokens_per_patch: int, hidden_size: int, max_batch: int) -> int:
 
 def check_precision(precision: str, device: str) -> str:
     """Raise ValueError unless ``precision`` is usable on ``device``; return it."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision not in AUTOCAST_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(AUTOCAST_PRECISIONS)}; got {precision!r}")
     if precision == "fp16" and not str(device).startswith("cuda"):
         raise ValueError("precision 'fp16' needs a CUDA device (float16 matmuls are slow on the CPU); use 'bf16'")
     return precision
@@ -314,7 +284,7 @@ class TorchBackend(Backend):
                  precision: str = "fp32", fused_attention: bool = False):
         import torch
 
-        from ..model import encoder_input_size
+        from ..model import encoder_geometry, encoder_input_size, make_patch_module
 
         self._torch = torch
         self.device = device
@@ -324,6 +294,7 @@ class TorchBackend(Backend):
         self.module = make_patch_module(model, prompt_policy).to(device).eval()
         self.input_size = encoder_input_size(sam_model)
         self.low_res_size = self.input_size // 4
+        self._tokens, self._hidden = encoder_geometry(sam_model)
         self._autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def preferred_batch(self, max_batch: int) -> int:
@@ -331,9 +302,7 @@ class TorchBackend(Backend):
         what :func:`cpu_batch` finds for this encoder (never more than max_batch)."""
         if not str(self.device).startswith("cpu"):
             return int(max_batch)
-        vision = self.module.sam.config.vision_config
-        patch = vision.patch_size[0] if isinstance(vision.patch_size, (list, tuple)) else vision.patch_size
-        return cpu_batch((self.input_size // int(patch)) ** 2, int(vision.hidden_size), max_batch)
+        return cpu_batch(self._tokens, self._hidden, max_batch)
 
     def describe(self) -> str:
         extra = ", fused attention" if self.fused_attention else ""

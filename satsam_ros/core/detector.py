@@ -34,12 +34,12 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..backends import Backend
 from . import imaging, postprocess, tiling
+from .backend import AUTOCAST_PRECISIONS, Backend
+from .meta import SatsamMeta
 from .postprocess import Box
 
 MODES = ("fast", "faithful")
-PRECISIONS = ("fp32", "bf16", "fp16")  # as satsam_ros.backends.torch_backend.PRECISIONS
 FAITHFUL_ENCODER_SIZE = 1024  # SamProcessor resizes every input to 1024 on its long side
 SKIPPED_LOGIT = -100.0  # logit of patches left out (ROI tracking): sigmoid gives exactly 0.0
 _MEAN = np.asarray(imaging.SAM_PIXEL_MEAN, dtype=np.float32)
@@ -104,8 +104,8 @@ class DetectorConfig:
             raise ValueError(f"min_area must be >= 0; got {self.min_area}")
         if int(self.max_batch) < 1:
             raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.precision not in AUTOCAST_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(AUTOCAST_PRECISIONS)}; got {self.precision!r}")
         if self.mode == "faithful" and self.precision != "fp32":
             raise ValueError(f"precision {self.precision!r} needs mode 'fast' (faithful mode runs in fp32)")
         if self.encoder_size is not None:
@@ -178,79 +178,27 @@ def _stitch_logits(grid: tiling.PatchGrid, logits: np.ndarray, chosen: Optional[
 class Detector:
     """Patch-tiled SAM satellite detector around one :class:`Backend`.
 
-    Build one with :meth:`from_model` (loads a model spec) or directly from a backend.
-    ``threshold`` defaults to the checkpoint's tuned value.
+    Open one for a model spec with :func:`satsam_ros.runtime.open_detector`, or build
+    it directly around a backend. ``threshold`` defaults to the checkpoint's tuned value.
     """
 
-    def __init__(self, backend: Backend, config: Optional[DetectorConfig] = None, meta=None):
-        from ..model import SatsamMeta
-
+    def __init__(self, backend: Backend, config: Optional[DetectorConfig] = None,
+                 meta: Optional[SatsamMeta] = None):
         self.backend = backend
         self.config = (config or DetectorConfig()).validate()
         self.meta = meta if meta is not None else SatsamMeta(encoder_input_size=backend.input_size)
         if self.config.mode == "faithful" and backend.input_size != FAITHFUL_ENCODER_SIZE:
             raise ValueError(
                 f"faithful mode needs an encoder input of {FAITHFUL_ENCODER_SIZE}, the backend has "
-                f"{backend.input_size} (Detector.from_model resizes the encoder for you)"
+                f"{backend.input_size} (satsam_ros.runtime.open_detector resizes the encoder for you)"
             )
         self.threshold = float(self.config.threshold if self.config.threshold is not None else self.meta.threshold)
         self.min_area = int(self.config.min_area if self.config.min_area is not None else self.meta.min_area)
         self.grid = tiling.PatchGrid(self.config.size, self.config.patch_size, self.config.overlap)
         self.batch = 1 if self.config.mode == "faithful" else int(self.config.max_batch)
-        preferred = getattr(backend, "preferred_batch", None)  # e.g. smaller batches on a CPU
-        if self.config.mode == "fast" and preferred is not None:
-            self.batch = max(1, min(self.batch, int(preferred(self.batch))))
-        self.backend_reason = f"{backend.name} given directly"  # from_model: which engine and why
-
-    @classmethod
-    def from_model(
-        cls,
-        model: str = "tiny",
-        backend: str = "torch",
-        device: str = "auto",
-        config: Optional[DetectorConfig] = None,
-        **overrides,
-    ) -> Detector:
-        """Load ``model`` (a spec for :func:`satsam_ros.model.load_model`) on a backend.
-
-        ``overrides`` are DetectorConfig fields (size=1024, mode="faithful", ...).
-        """
-        from ..backends import BACKENDS, resolve_device
-
-        cfg = config or DetectorConfig()
-        for key, value in overrides.items():
-            if not hasattr(cfg, key):
-                raise TypeError(f"unknown detector setting {key!r}")
-            setattr(cfg, key, value)
-        cfg.validate()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-        device = resolve_device(device)
-        reason = f"torch requested, on {device}"
-        if backend != "torch":  # onnxruntime, tensorrt, auto: see satsam_ros.export.choose_backend
-            from ..deploy.onnx_export import choose_backend
-
-            choice = choose_backend(str(model), backend, device, cfg.size, cfg.mode, cfg.patch_size)
-            if choice.backend is not None:
-                det = cls(choice.backend, cfg, choice.meta)
-                det.backend_reason = choice.reason
-                return det
-            reason = choice.reason  # auto chose torch
-        if backend in ("auto", "torch"):
-            from ..backends.torch_backend import TorchBackend
-            from ..model import load_model, resize_encoder
-
-            sam, meta = load_model(model, device=device)
-            if cfg.mode == "faithful":
-                sam = resize_encoder(sam, FAITHFUL_ENCODER_SIZE)
-            elif cfg.encoder_size is not None:  # e.g. a 1024-trained encoder run natively at 256
-                sam = resize_encoder(sam, int(cfg.encoder_size))
-            fast = cfg.mode == "fast"  # fused attention: same outputs, less time and memory
-            backend_obj = TorchBackend(sam, meta.prompt_policy, device, precision=cfg.precision, fused_attention=fast)
-            det = cls(backend_obj, cfg, meta)
-            det.backend_reason = reason
-            return det
-        raise ValueError(f"backend {backend!r} is not available in this build; use 'torch'")
+        if self.config.mode == "fast":  # e.g. smaller batches on a CPU
+            self.batch = max(1, min(self.batch, int(backend.preferred_batch(self.batch))))
+        self.backend_reason = f"{backend.name} given directly"  # open_detector: which engine and why
 
     def detect(self, frame: np.ndarray, order: str = "rgb", only_patches: Optional[Sequence[int]] = None) -> Result:
         """Run the detector on one frame (see :mod:`satsam_ros.imaging` for formats).

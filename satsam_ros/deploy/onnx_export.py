@@ -1,11 +1,8 @@
-"""Deployment: export the patch model to ONNX, cache exports, open a backend by name.
+"""ONNX export of the patch model: one graph, checked, with its metadata.
 
-The exported graph is the *patch model* of :mod:`satsam_ros.backends`, in one piece:
-image encoder + the baked-in prompt (a box over the whole patch) + mask decoder.
-
-* input ``pixel_values``: N x 3 x E x E float32, SAM-normalised RGB patches; the
-  first axis (``patches``) is dynamic;
-* output ``logits``: N x m x m float32 low-resolution mask logits (m = E / 4).
+The exported graph is the *patch model* of :func:`satsam_ros.model.make_patch_module`,
+in one piece: image encoder + the baked-in prompt (a box over the whole patch) + mask
+decoder; its input and output are described in :mod:`satsam_ros.artefacts`.
 
 Why one graph and not encoder + decoder as two: the prompt is a constant, so the
 prompt encoder folds to constants and the decoder is a small tail on the encoder; one
@@ -15,7 +12,7 @@ through host code. Two graphs only pay off when prompts change per call (interac
 SAM), which this detector never does. The known risk sits inside the encoder either
 way: SAM's attention softmax inputs and LayerNorm statistics can exceed the fp16
 range, which is why FP16 TensorRT engines are validated against fp32
-(:func:`satsam_ros.backends.tensorrt_backend.build_engine`).
+(:func:`satsam_ros.deploy.tensorrt_build.build_engine`).
 
 Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript tracer), opset 17
 (LayerNormalization is a native op from 17; ``--opset 14``, the lowest that exports
@@ -27,18 +24,14 @@ Metadata travels twice: as the ONNX model's ``metadata_props`` entry ``satsam`` 
 authoritative copy, a :class:`satsam_ros.model.SatsamMeta` JSON document whose
 ``provenance.export`` block records size, opset and tool versions) and as a sidecar
 ``satsam.json`` in the same directory for people and tools that do not read ONNX.
-
-Caches live under ``$SATSAM_CACHE_DIR`` (default ``~/.cache/satsam_ros``):
-``onnx/<key>/model.onnx`` for exports made on the fly by
-:func:`choose_backend`, keyed by the model's content, S, E, opset and tool versions.
+:func:`export_into_cache` writes an export into the cache layout of
+:mod:`satsam_ros.artefacts`, where the runtime looks first.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -48,57 +41,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from ..artefacts import (
+    BATCH_AXIS,
+    DEFAULT_OPSET,
+    EXPORT_FORMAT,
+    META_KEY,
+    ONNX_FILE,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    onnx_cache_entry,
+    patches_per_frame,
+    sha256_file,
+    tool_versions,
+)
 from ..model import META_FILE, SatsamMeta
 
-LOG = logging.getLogger("satsam_ros.export")
+LOG = logging.getLogger("satsam_ros.deploy.onnx")
 
-ONNX_INPUT = "pixel_values"
-ONNX_OUTPUT = "logits"
-BATCH_AXIS = "patches"
-DEFAULT_OPSET = 17
 VERIFY_TOLERANCE = 1e-3  # export fails when ORT and PyTorch logits differ by more than
 VERIFY_RELATIVE = 1e-4  # ... max(VERIFY_TOLERANCE, VERIFY_RELATIVE * largest |logit|)
-META_KEY = "satsam"
-EXPORT_FORMAT = 1  # bump when the exported graph changes meaning: invalidates caches
-CACHE_ENV = "SATSAM_CACHE_DIR"
-ONNX_FILE = "model.onnx"
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-TRT_PRECISION_ENV = "SATSAM_TRT_PRECISION"
-
-#: Measured on the 2-core development machine (docs/deploy.md, "Choosing a backend"):
-#: ONNX Runtime (CPU EP, graph optimisation ALL) against PyTorch 2.13 CPU, per patch.
-CPU_CHOICE_NOTE = "onnxruntime measured faster than torch on the CPU (see docs/deploy.md)"
-
-
-def cache_dir(kind: str) -> Path:
-    """Directory for cached artefacts of one kind ("onnx", "tensorrt"), created on use.
-
-    ``$SATSAM_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/satsam_ros`` or
-    ``~/.cache/satsam_ros``.
-    """
-    root = os.environ.get(CACHE_ENV)
-    if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-                            "satsam_ros")
-    path = Path(root).expanduser() / kind
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def patches_per_frame(size: int, patch_size: int = 256, overlap: int = 0) -> int:
-    """How many P x P patches an S x S frame is cut into (4 / 16 / 64 at P = 256)."""
-    from ..core.tiling import PatchGrid, check_size
-
-    return len(PatchGrid(check_size(size), int(patch_size), int(overlap)))
 
 
 # --------------------------------------------------------------------------- export
@@ -118,20 +79,6 @@ class OnnxExport:
     sha256: str
 
 
-def _versions() -> Dict[str, str]:
-    import torch
-
-    from .. import __version__
-
-    out = {"torch": torch.__version__, "satsam_ros": __version__}
-    for name in ("transformers", "onnx"):
-        try:
-            out[name] = __import__(name).__version__
-        except ImportError:
-            out[name] = "absent"
-    return out
-
-
 def _export_meta(meta: SatsamMeta, e: int, size: Optional[int], opset: int, source: Optional[str]) -> SatsamMeta:
     out = copy.deepcopy(meta)
     out.encoder_input_size = int(e)
@@ -148,7 +95,7 @@ def _export_meta(meta: SatsamMeta, e: int, size: Optional[int], opset: int, sour
         "patches_per_frame": patches_per_frame(size, out.patch_size) if size else None,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    export.update(_versions())
+    export.update(tool_versions())
     prov["export"] = export
     out.provenance = prov
     return out.validate()
@@ -179,7 +126,7 @@ def _torch_export(module, dummy, path: Path, opset: int) -> None:
 def make_export_module(sam, prompt_policy: str = "full_box"):
     """The patch model for export: ``pixel_values N x 3 x E x E -> logits N x m x m``.
 
-    Computes what :func:`satsam_ros.backends.torch_backend.make_patch_module` computes,
+    Computes what :func:`satsam_ros.model.make_patch_module` computes,
     with the prompt's embeddings (and the image-wide positional embedding) evaluated
     once here and stored as constants: the prompt never changes, so the graph keeps
     only encoder and decoder and none of the prompt encoder's data-dependent ops
@@ -188,7 +135,7 @@ def make_export_module(sam, prompt_policy: str = "full_box"):
     """
     import torch
 
-    from ..backends.torch_backend import make_patch_module
+    from ..model import make_patch_module
 
     reference = make_patch_module(sam, prompt_policy).to(next(sam.parameters()).device)
     with torch.no_grad():
@@ -347,137 +294,19 @@ def export_model(
     return export_patch_model(sam, meta, out, size=size, opset=opset, verify=verify, source=str(spec))
 
 
-# --------------------------------------------------------------------------- reading
 
 
-def resolve_onnx_file(path) -> Path:
-    """A .onnx file, or a directory holding ``model.onnx`` or exactly one .onnx file."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        if p.suffix != ".onnx":
-            raise ValueError(f"{p}: not an .onnx file")
-        return p
-    if p.is_dir():
-        if (p / ONNX_FILE).is_file():
-            return p / ONNX_FILE
-        found = sorted(p.glob("*.onnx"))
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise ValueError(f"{p}: holds {len(found)} .onnx files ({', '.join(f.name for f in found)}); name one")
-        raise FileNotFoundError(f"{p}: no .onnx file in this directory")
-    raise FileNotFoundError(f"{p}: no such ONNX file or directory")
+def export_into_cache(spec: str, size: int = 512, encoder_size: Optional[int] = None,
+                      opset: int = DEFAULT_OPSET) -> Path:
+    """Export ``spec`` (on the CPU) into its ONNX cache entry and return its ``model.onnx``.
 
-
-def meta_from_metadata(props: Dict[str, str], onnx_path, graph_input_size: int) -> SatsamMeta:
-    """SatsamMeta from an ONNX model's metadata map, else the sidecar ``satsam.json``.
-
-    ``graph_input_size`` is E as the graph declares it; a metadata document that says
-    otherwise is an error (it belongs to another export). A graph with neither gets
-    default metadata with that E (and a logged warning).
+    The entry is :func:`satsam_ros.artefacts.onnx_cache_entry`, a directory per key so
+    each sidecar ``satsam.json`` is unambiguous. Concurrent callers may both export;
+    the first rename wins and the other's copy is discarded.
     """
-    onnx_path = Path(onnx_path)
-    if META_KEY in props:
-        try:
-            meta = SatsamMeta.from_dict(json.loads(props[META_KEY]))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{onnx_path}: metadata entry {META_KEY!r} is not valid JSON ({exc})") from exc
-        origin = "its metadata"
-    elif (onnx_path.parent / META_FILE).is_file():
-        meta = SatsamMeta.read(onnx_path.parent)
-        origin = str(onnx_path.parent / META_FILE)
-    else:
-        LOG.warning("%s carries no satsam metadata and has no %s beside it: using defaults", onnx_path, META_FILE)
-        return SatsamMeta(encoder_input_size=graph_input_size, provenance={"source": str(onnx_path)})
-    if int(meta.encoder_input_size) != int(graph_input_size):
-        raise ValueError(
-            f"{onnx_path}: {origin} says encoder input {meta.encoder_input_size}, the graph takes {graph_input_size}"
-        )
-    return meta
-
-
-def read_onnx_meta(path) -> SatsamMeta:
-    """SatsamMeta of an exported .onnx (file or directory) without running it.
-
-    Uses the ``onnx`` package (weights not loaded) when installed, else the sidecar.
-    """
-    path = resolve_onnx_file(path)
-    try:
-        import onnx
-    except ImportError as exc:
-        if not (path.parent / META_FILE).is_file():
-            raise FileNotFoundError(
-                f"{path}: the onnx package is not installed and there is no {META_FILE} beside it"
-            ) from exc
-        return SatsamMeta.read(path.parent)
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    if len(dims) != 4 or not dims[2].dim_value:
-        raise ValueError(f"{path}: input {model.graph.input[0].name} is not N x 3 x E x E with a fixed E")
-    return meta_from_metadata(props, path, int(dims[2].dim_value))
-
-
-def export_size(meta: SatsamMeta, default: int = 512) -> int:
-    """The frame size S an export was made for (its provenance), else ``default``."""
-    size = (meta.provenance.get("export") or {}).get("size")
-    return int(size) if size else int(default)
-
-
-# --------------------------------------------------------------------------- cache
-
-
-def model_fingerprint(spec: str) -> str:
-    """Content hash of a model spec: the files of a checkpoint directory, else the spec.
-
-    ``tiny`` and ``vit-b`` are seeded and so are identified by name (plus the
-    transformers version, which the cache key adds).
-    """
-    digest = hashlib.sha256()
-    path = Path(str(spec)).expanduser()
-    if spec == "builtin":
-        from ..model import BUILTIN_DIR
-
-        path = BUILTIN_DIR
-    if path.is_dir():
-        for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
-            digest.update(f.name.encode())
-            digest.update(sha256_file(f).encode())
-    else:
-        digest.update(f"spec:{spec}".encode())
-    return digest.hexdigest()
-
-
-def onnx_cache_key(spec: str, size: int, encoder_size: Optional[int], opset: int = DEFAULT_OPSET) -> str:
-    """Cache key of an export: model content + S + E + opset + tool versions."""
-    parts = {
-        "model": model_fingerprint(spec),
-        "size": int(size),
-        "encoder_size": int(encoder_size) if encoder_size else "native",
-        "opset": int(opset),
-        "export_format": EXPORT_FORMAT,
-    }
-    parts.update(_versions())
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def cached_onnx(
-    spec: str, size: int = 512, encoder_size: Optional[int] = None, opset: int = DEFAULT_OPSET
-) -> Path:
-    """The ONNX export of ``spec`` from the cache, exported (on the CPU) when missing.
-
-    Lives in ``cache_dir("onnx") / <key> / model.onnx`` with its ``satsam.json``; a
-    directory per key keeps each sidecar unambiguous. Concurrent callers may both
-    export; the first rename wins and the other's copy is discarded.
-    """
-    key = onnx_cache_key(spec, size, encoder_size, opset)
-    root = cache_dir("onnx")
-    final = root / key
-    if (final / ONNX_FILE).is_file() and (final / META_FILE).is_file():
-        LOG.info("ONNX cache hit for %s: %s", spec, final / ONNX_FILE)
-        return final / ONNX_FILE
+    final = onnx_cache_entry(spec, size, encoder_size, opset)
     LOG.info("exporting %s to ONNX (S=%s, E=%s) into the cache %s", spec, size, encoder_size or "native", final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=str(root)))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=str(final.parent)))
     try:
         export_model(spec, tmp / ONNX_FILE, size=size, encoder_size=encoder_size, opset=opset)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache entry is readable like any file
@@ -489,152 +318,3 @@ def cached_onnx(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final / ONNX_FILE
-
-
-# --------------------------------------------------------------------------- choosing
-
-
-@dataclass
-class BackendChoice:
-    """What :func:`choose_backend` decided.
-
-    ``backend`` None means "the torch backend": the Detector builds it on its own path.
-    ``reason`` is one line for the node's log: which engine, on what, and why.
-    """
-
-    backend: Any
-    meta: Optional[SatsamMeta]
-    reason: str
-
-
-def is_onnx_spec(spec: str) -> bool:
-    """True for a .onnx file or a directory holding .onnx files and no config.json."""
-    p = Path(str(spec)).expanduser()
-    if p.suffix == ".onnx":
-        return True
-    return p.is_dir() and not (p / "config.json").is_file() and any(p.glob("*.onnx"))
-
-
-def is_engine_spec(spec: str) -> bool:
-    """True for a serialized TensorRT engine file name (.engine, .plan, .trt)."""
-    return Path(str(spec)).suffix in ENGINE_SUFFIXES
-
-
-def _onnx_for(spec: str, size: int, mode: str, encoder_size: Optional[int] = None) -> Path:
-    from ..core.detector import FAITHFUL_ENCODER_SIZE
-
-    if is_engine_spec(spec):
-        raise ValueError(f"model {spec!r} is a TensorRT engine; only the tensorrt backend on a GPU can run it")
-    if is_onnx_spec(spec):
-        return resolve_onnx_file(spec)
-    return cached_onnx(spec, size, FAITHFUL_ENCODER_SIZE if mode == "faithful" else encoder_size)
-
-
-def module_available(name: str) -> bool:
-    """True when ``import name`` would find the module (without importing it)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _ort_has_cuda() -> bool:
-    if not module_available("onnxruntime"):
-        return False
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def _trt_precision() -> str:
-    value = os.environ.get(TRT_PRECISION_ENV, "auto")
-    if value not in ("auto", "fp16", "fp32"):
-        raise ValueError(f"{TRT_PRECISION_ENV} must be auto, fp16 or fp32; got {value!r}")
-    return value
-
-
-def choose_backend(
-    model: str,
-    backend: str,
-    device: str,
-    size: int = 512,
-    mode: str = "fast",
-    patch_size: int = 256,
-    encoder_size: Optional[int] = None,
-) -> BackendChoice:
-    """Open the engine for ``backend`` ("onnxruntime", "tensorrt" or "auto").
-
-    ``device`` is already resolved ("cpu" or "cuda"). ``model`` is a model spec, a
-    .onnx file (or a directory with one) or, for TensorRT, an .engine file. Specs are
-    exported to the ONNX cache first, with the encoder resized to ``encoder_size``
-    when given (faithful mode: 1024; an .onnx file keeps its own E). ``auto`` picks, in order: TensorRT when it
-    imports, the device is a GPU and an engine builds or loads; ONNX Runtime with
-    its CUDA provider on a GPU; torch on a GPU; on the CPU, ONNX Runtime when
-    installed (measured faster than torch there), else torch. Errors of an
-    explicitly requested backend propagate; ``auto`` records them in the reason and
-    moves on.
-    """
-    if backend == "onnxruntime":
-        from ..backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        be = OnnxRuntimeBackend(_onnx_for(model, size, mode, encoder_size), device=device)
-        return BackendChoice(be, be.meta, f"onnxruntime requested: {be.describe()}")
-    if backend == "tensorrt":
-        if device != "cuda":
-            raise ValueError("backend 'tensorrt' needs a CUDA GPU; device resolved to 'cpu' (torch sees no GPU)")
-        return _open_tensorrt(model, size, mode, patch_size, "tensorrt requested", encoder_size)
-    if backend != "auto":
-        raise ValueError(f"choose_backend handles onnxruntime, tensorrt and auto; got {backend!r}")
-
-    notes = []
-    if device == "cuda":
-        if module_available("tensorrt"):
-            try:
-                return _open_tensorrt(model, size, mode, patch_size, "auto: TensorRT imports and a GPU is present",
-                                      encoder_size)
-            except Exception as exc:  # noqa: BLE001 - auto moves on, naming the failure
-                notes.append(f"TensorRT failed ({type(exc).__name__}: {exc})")
-        else:
-            notes.append("tensorrt is not installed")
-        if _ort_has_cuda():
-            from ..backends import onnxruntime_backend
-
-            try:
-                be = onnxruntime_backend.OnnxRuntimeBackend(_onnx_for(model, size, mode, encoder_size), device="cuda")
-                return BackendChoice(be, be.meta, f"auto: {be.describe()} ({'; '.join(notes)})")
-            except (ValueError, RuntimeError, OSError) as exc:  # e.g. CUDA/cuDNN libraries not found
-                notes.append(f"onnxruntime CUDA failed ({exc})")
-        else:
-            notes.append("onnxruntime has no CUDA provider")
-        return _torch_choice(model, "cuda", notes)
-    if module_available("onnxruntime"):
-        from ..backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        be = OnnxRuntimeBackend(_onnx_for(model, size, mode, encoder_size), device="cpu")
-        return BackendChoice(be, be.meta, f"auto: {be.describe()}: no GPU; {CPU_CHOICE_NOTE}")
-    notes.append("no GPU and onnxruntime is not installed")
-    return _torch_choice(model, "cpu", notes)
-
-
-def _torch_choice(model: str, device: str, notes) -> BackendChoice:
-    if is_onnx_spec(model) or is_engine_spec(model):
-        raise ValueError(
-            f"backend auto fell back to torch ({'; '.join(notes)}), which cannot run {model!r}: "
-            "give a checkpoint or install onnxruntime"
-        )
-    return BackendChoice(None, None, f"auto: torch on {device} ({'; '.join(notes)})")
-
-
-def _open_tensorrt(model: str, size: int, mode: str, patch_size: int, why: str,
-                   encoder_size: Optional[int] = None) -> BackendChoice:
-    from ..backends import tensorrt_backend as trtb
-
-    if is_engine_spec(model):
-        be = trtb.TensorRTBackend(model)
-        return BackendChoice(be, be.meta, f"{why}: {be.describe()} (given engine)")
-    onnx_path = _onnx_for(model, size, mode, encoder_size)
-    build = trtb.ensure_engine(onnx_path, precision=_trt_precision(), size=size, patch_size=patch_size)
-    be = trtb.TensorRTBackend(build.path)
-    return BackendChoice(be, be.meta, f"{why}: {be.describe()}; {build.summary()}")

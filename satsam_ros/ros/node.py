@@ -35,10 +35,10 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..backends import BACKENDS, DEVICES
 from ..core.detector import MODES
 from ..core.imaging import FrameError
 from ..core.tiling import ALLOWED_SIZES
+from ..runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL, DEVICES
 
 NODE_NAME = "satsam_detector"
 RELIABILITIES = ("best_effort", "reliable")
@@ -78,12 +78,12 @@ class ParamSpec:
 PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("size", 512, "Frames are resized to size x size before tiling (S).",
               choices=ALLOWED_SIZES),
-    ParamSpec("model", "builtin", "Model: 'builtin' (the shipped model, trained on synthetic frames), "
+    ParamSpec("model", DEFAULT_MODEL, "Model: 'builtin' (the shipped model, trained on synthetic frames), "
               "'tiny' (small random SAM for tests: its output means nothing), "
               "'vit-b', a checkpoint directory or a hub id (needs network)."),
-    ParamSpec("backend", "auto", "Inference engine ('auto' picks TensorRT, ONNX Runtime or torch and logs why).",
-              choices=BACKENDS),
-    ParamSpec("device", "auto", "Where the model runs ('auto': cuda when available, else cpu).",
+    ParamSpec("backend", DEFAULT_BACKEND,
+              "Inference engine ('auto' picks TensorRT, ONNX Runtime or torch and logs why).", choices=BACKENDS),
+    ParamSpec("device", DEFAULT_DEVICE, "Where the model runs ('auto': cuda when available, else cpu).",
               choices=DEVICES),
     ParamSpec("threshold", -1.0, "Mask threshold on the probability: -1 = the checkpoint's "
               "tuned value, else 0..1.", float_range=(-1.0, 1.0, 0.0), live=True),
@@ -421,7 +421,7 @@ class DetectorNode(Node):
 
     # ---- detector ---------------------------------------------------------------
     def _build_detector(self):
-        from ..core.detector import Detector
+        from ..runtime import open_detector
 
         p = self.settings
         if p["model"] == "tiny":
@@ -431,7 +431,7 @@ class DetectorNode(Node):
             )
         threshold = None if p["threshold"] == -1.0 else float(p["threshold"])
         try:
-            return Detector.from_model(
+            return open_detector(
                 model=p["model"], backend=p["backend"], device=p["device"], size=p["size"],
                 mode=p["mode"], patch_size=p["patch_size"], overlap=p["overlap"],
                 threshold=threshold, min_area=None if p["min_area"] == -1 else p["min_area"],

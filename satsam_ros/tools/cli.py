@@ -14,15 +14,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".pp
 
 
 def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin") -> None:
-    from ..backends import BACKENDS, DEVICES
     from ..core.detector import MODES
     from ..core.tiling import ALLOWED_SIZES
+    from ..runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEVICES
 
     p.add_argument("--model", default=default_model,
                    help="tiny, builtin, vit-b, a checkpoint dir, a hub id, a .onnx export or a TensorRT .engine")
     p.add_argument("--size", type=int, default=512, choices=ALLOWED_SIZES, help="frame resize S (default 512)")
-    p.add_argument("--backend", default="torch", choices=BACKENDS)
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
     p.add_argument("--mode", default="fast", choices=MODES)
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--overlap", type=int, default=0, help="patch overlap in pixels (blended)")
@@ -33,10 +33,10 @@ def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin
 
 def build_detector(args):
     """Detector from the common CLI arguments (errors surface as SystemExit)."""
-    from ..core.detector import Detector
+    from ..runtime import open_detector
 
     try:
-        return Detector.from_model(
+        return open_detector(
             model=args.model,
             backend=args.backend,
             device=args.device,
@@ -130,16 +130,16 @@ def cmd_demo(args) -> int:
     (the bag evaluation's summary table)."""
     import statistics
 
-    from ..core.detector import Detector
     from ..core.postprocess import mask_iou
     from ..core.synthetic import demo_frames
+    from ..runtime import open_detector
 
     frames = demo_frames(args.frames, seed=args.seed)
     print(f"satsam demo: {len(frames)} synthetic {frames[0][0].shape[0]} x {frames[0][0].shape[1]} frames, "
           f"model {args.model!r}, {args.mode} mode")
     rows = []
     for size in args.sizes:
-        det = Detector.from_model(args.model, backend=args.backend, device=args.device, size=size, mode=args.mode)
+        det = open_detector(args.model, backend=args.backend, device=args.device, size=size, mode=args.mode)
         det.detect(frames[0][0])  # warm-up
         lat, ious = [], []
         for frame, truth in frames:
@@ -221,7 +221,7 @@ def cmd_export_onnx(args) -> int:
 
 def cmd_export_tensorrt(args) -> int:
     """satsam export tensorrt: build (or reuse) a cached TensorRT engine from an export."""
-    from ..backends.tensorrt_backend import build_engine
+    from ..deploy.tensorrt_build import build_engine
 
     try:
         build = build_engine(args.onnx, args.precision, size=args.size, max_batch=args.max_batch, out=args.out,
@@ -237,8 +237,8 @@ def cmd_export_tensorrt(args) -> int:
 
 def add_export_commands(sub) -> None:
     """Register `satsam export onnx` and `satsam export tensorrt`."""
+    from ..artefacts import DEFAULT_OPSET
     from ..core.tiling import ALLOWED_SIZES
-    from ..deploy.onnx_export import DEFAULT_OPSET
 
     p = sub.add_parser("export", help="export the patch model to ONNX or build a TensorRT engine")
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
@@ -318,9 +318,9 @@ def cmd_bag_eval(args) -> int:
 
 def add_bag_commands(sub) -> None:
     """Register `satsam bag make`, `satsam bag info` and `satsam bag eval`."""
-    from ..backends import BACKENDS, DEVICES
     from ..core.detector import MODES
     from ..core.tiling import ALLOWED_SIZES
+    from ..runtime import BACKENDS, DEVICES
     from .bag.io import (
         DEFAULT_FRAME_ID,
         DEFAULT_NAMESPACE,
@@ -503,7 +503,9 @@ def add_bench_commands(sub) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from ..core.detector import MODES
     from ..core.tiling import ALLOWED_SIZES
+    from ..runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL, DEVICES
 
     parser = argparse.ArgumentParser(prog="satsam", description="Patch-tiled SAM satellite detection.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -516,10 +518,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("demo", help="run the detector on generated frames and print latencies")
-    p.add_argument("--model", default="builtin")
-    p.add_argument("--backend", default="torch")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--mode", default="fast")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
+    p.add_argument("--mode", default="fast", choices=MODES)
     p.add_argument("--frames", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sizes", type=int, nargs="+", default=list(ALLOWED_SIZES), choices=ALLOWED_SIZES)

@@ -109,7 +109,7 @@ def add_pseudo_label(sub) -> None:
 
 
 def cmd_pseudo_label(args) -> int:
-    from satsam_ros.backends import resolve_device
+    from satsam_ros.runtime import resolve_device
 
     from .pseudo import AutoMaskConfig, SelectionRule, iou_table_markdown, pseudo_label_dataset
 

@@ -127,15 +127,15 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from satsam_ros.core.detector import Detector
     from satsam_ros.core.metrics import MetricAccumulator
+    from satsam_ros.runtime import open_detector
 
     spec = resolve_model(model)
     frames = load_frames(data, split)
     if detector is None:
         s = default_size(spec, size)
         try:
-            detector = Detector.from_model(
+            detector = open_detector(
                 spec, backend=backend, device=device, size=s, threshold=threshold, mode=mode,
                 overlap=overlap, min_area=min_area,
             )

@@ -7,7 +7,7 @@ The model sees exactly what the Detector feeds it at inference time:
   the image) -> ``satsam_ros.imaging.to_sam_rgb`` -> ``imaging.normalize`` -> resized to
   the encoder input E x E with the Detector's own ``_resize_patches``;
 * the prompt policy of the checkpoint, baked in by
-  ``satsam_ros.backends.torch_backend.make_patch_module`` -> N x m x m logits (m = E/4);
+  ``satsam_ros.model.make_patch_module`` -> N x m x m logits (m = E/4);
 * the loss (monai ``DiceCELoss(sigmoid=True, squared_pred=True)``) is computed either
   on the logits upsampled bilinearly to P x P against the full-resolution mask
   (``loss_resolution="patch"``, the default: it scores exactly the probability map
@@ -336,10 +336,11 @@ class EpochPermutation:
 
 def build_model(cfg: FitConfig):
     """The SamModel to train and its SatsamMeta (encoder resized to E when asked)."""
-    from satsam_ros.model import SatsamMeta, _random_model, encoder_input_size, load_model, resize_encoder, tiny_config
+    from satsam_ros.core.meta import SatsamMeta
+    from satsam_ros.model import encoder_input_size, load_model, random_model, resize_encoder, tiny_config
 
     if cfg.base == "tiny":
-        model = _random_model(tiny_config(image_size=int(cfg.encoder_size), **cfg.base_config), seed=cfg.seed)
+        model = random_model(tiny_config(image_size=int(cfg.encoder_size), **cfg.base_config), seed=cfg.seed)
         meta = SatsamMeta(encoder_input_size=int(cfg.encoder_size))
         return model, meta
     try:
@@ -389,11 +390,11 @@ def logits_for_loss(logits, target_size: int):
 
 def detector_for(model, meta, size: int, threshold: float, device: str = "cpu"):
     """A Detector around an in-memory SamModel (the node's code path, no file round trip)."""
-    from satsam_ros.backends.torch_backend import TorchBackend
-    from satsam_ros.core.detector import Detector, DetectorConfig
+    from satsam_ros.core.detector import DetectorConfig
+    from satsam_ros.runtime import detector_for_model
 
     cfg = DetectorConfig(size=int(size), patch_size=int(meta.patch_size), threshold=float(threshold))
-    return Detector(TorchBackend(model, meta.prompt_policy, device), cfg, meta)
+    return detector_for_model(model, meta, device, cfg)
 
 
 # ---------------------------------------------------------------------- validation
@@ -597,8 +598,8 @@ def fit(
     from monai.losses import DiceCELoss
     from tqdm import tqdm
 
-    from satsam_ros.backends.torch_backend import make_patch_module
-    from satsam_ros.model import DEFAULT_THRESHOLD, save_checkpoint
+    from satsam_ros.core.meta import DEFAULT_THRESHOLD
+    from satsam_ros.model import make_patch_module, save_checkpoint
 
     cfg = config.resolved()
     if cfg.threads:

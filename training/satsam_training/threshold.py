@@ -106,8 +106,8 @@ def tune_threshold(
     """
     from tqdm import tqdm
 
-    from satsam_ros.core.detector import Detector
     from satsam_ros.model import META_FILE, SatsamMeta
+    from satsam_ros.runtime import open_detector
 
     spec = resolve_model(model)
     ckpt = checkpoint_dir(spec)
@@ -121,7 +121,7 @@ def tune_threshold(
     frames = load_frames(data, split)
     try:
         areas = _min_areas(min_area)
-        detector = Detector.from_model(spec, device=device, size=s, min_area=0)  # raw maps; the sweep clears
+        detector = open_detector(spec, backend="torch", device=device, size=s, min_area=0)  # raw maps; the sweep clears
     except (OSError, ValueError) as exc:
         raise EvaluationError(f"tune-threshold: model {model!r}: {exc}") from exc
 

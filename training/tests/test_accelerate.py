@@ -17,7 +17,7 @@ import torch
 from _fitdata import make_patch_dir, one_torch_thread  # noqa: F401 (autouse fixture)
 from satsam_training.fit import FitConfig, fit, load_training_state
 
-from satsam_ros.core.detector import Detector
+from satsam_ros.runtime import open_detector
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
@@ -39,7 +39,7 @@ def test_two_cpu_processes_train_like_one(tmp_path):
     assert summary["processes"] == 2 and summary["steps"] == 4  # 8 patches / (2 x 2) per step, 2 epochs
 
     # a valid checkpoint: the Detector loads it and runs
-    det = Detector.from_model(str(out / "model"), device="cpu", size=512)
+    det = open_detector(str(out / "model"), backend="torch", device="cpu", size=512)
     assert det.backend.input_size == 64
     assert det.detect(torch.zeros(64, 80, dtype=torch.uint8).numpy()).mask.shape == (64, 80)
 

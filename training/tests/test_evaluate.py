@@ -8,9 +8,9 @@ from _fitdata import make_coco_dir, one_torch_thread  # noqa: F401 (autouse fixt
 from satsam_training.cli import main
 from satsam_training.coco import load_split
 
-from satsam_ros.core.detector import Detector
 from satsam_ros.core.metrics import frame_correct, frame_iou
-from satsam_ros.model import SatsamMeta, _random_model, save_checkpoint, tiny_config
+from satsam_ros.model import SatsamMeta, random_model, save_checkpoint, tiny_config
+from satsam_ros.runtime import open_detector
 
 FIELDS = ("accuracy", "mean_iou", "false_alarm_rate", "miss_rate", "seconds_median", "seconds_p95", "frames",
           "correct", "empty_frames", "nonempty_frames", "false_alarms", "misses", "size", "threshold", "model",
@@ -26,7 +26,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("evalckpt") / "ckpt"
-    return save_checkpoint(_random_model(tiny_config(image_size=64), seed=1), SatsamMeta(threshold=0.65), path)
+    return save_checkpoint(random_model(tiny_config(image_size=64), seed=1), SatsamMeta(threshold=0.65), path)
 
 
 def test_evaluate_json_and_outputs(data, ckpt, tmp_path, capsys):
@@ -42,7 +42,7 @@ def test_evaluate_json_and_outputs(data, ckpt, tmp_path, capsys):
     assert result["seconds_median"] > 0 and result["seconds_p95"] >= result["seconds_median"]
 
     # the same numbers from the Detector and the metric, frame by frame
-    det = Detector.from_model(str(ckpt), device="cpu", size=512, threshold=0.5)
+    det = open_detector(str(ckpt), backend="torch", device="cpu", size=512, threshold=0.5)
     frames = load_split(data, "test")
     preds = [det.detect(f.image()).mask for f in frames]
     correct = [frame_correct(p, f.mask()) for p, f in zip(preds, frames)]
@@ -64,7 +64,7 @@ def test_evaluate_json_and_outputs(data, ckpt, tmp_path, capsys):
 def test_evaluate_uses_the_checkpoint_size_and_threshold_and_run_dirs(data, tmp_path, capsys):
     run = tmp_path / "run"
     meta = SatsamMeta(size=1024, threshold=0.42)
-    save_checkpoint(_random_model(tiny_config(image_size=64), seed=2), meta, run / "model")
+    save_checkpoint(random_model(tiny_config(image_size=64), seed=2), meta, run / "model")
     rc = main(["evaluate", str(run), "--data", str(data), "--json", "--out", str(tmp_path / "e"), "--no-progress",
                "--examples", "0"])
     assert rc == 0

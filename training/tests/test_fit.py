@@ -23,9 +23,11 @@ from satsam_training.fit import (
     save_training_state,
 )
 
+from satsam_ros.core.backend import Backend
 from satsam_ros.core.detector import Detector
 from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.model import load_model
+from satsam_ros.runtime import open_detector
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def test_smoke_loss_decreases_and_checkpoint_matches_memory(data, tmp_path):
     # The saved checkpoint, loaded the way the node loads it, gives what the in-memory model gives.
     frame, _ = synthetic_frame(7, 200, 240)
     in_memory = detector_for(res.model, res.meta, 512, 0.5).detect(frame)
-    loaded = Detector.from_model(str(out / "model"), device="cpu", size=512, threshold=0.5).detect(frame)
+    loaded = open_detector(str(out / "model"), backend="torch", device="cpu", size=512, threshold=0.5).detect(frame)
     # (the node's Detector may run a fused attention kernel: equal to float rounding)
     np.testing.assert_allclose(loaded.probability, in_memory.probability, atol=1e-5)
     borderline = np.abs(in_memory.probability - 0.5) < 1e-5
@@ -136,7 +138,7 @@ def test_state_write_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no temporary leftovers
 
 
-class _Recorder:
+class _Recorder(Backend):
     """A backend that records the batches the Detector hands it and returns zero logits."""
 
     name, device, low_res_size = "recorder", "cpu", 16

@@ -9,7 +9,7 @@ from satsam_training.cli import main
 from satsam_training.evaluate import evaluate
 from satsam_training.threshold import choose, default_grid, sweep
 
-from satsam_ros.model import SatsamMeta, _random_model, save_checkpoint, tiny_config
+from satsam_ros.model import SatsamMeta, random_model, save_checkpoint, tiny_config
 
 
 def _square(h=40, w=50, value=255):
@@ -65,7 +65,7 @@ def test_default_grid():
 def test_tune_threshold_end_to_end(tmp_path, capsys):
     data = make_coco_dir(tmp_path / "coco", splits=("val",), count=4, empty=1, height=96, width=120)
     ckpt = tmp_path / "ckpt"
-    save_checkpoint(_random_model(tiny_config(image_size=64), seed=1), SatsamMeta(size=512, threshold=0.65), ckpt)
+    save_checkpoint(random_model(tiny_config(image_size=64), seed=1), SatsamMeta(size=512, threshold=0.65), ckpt)
     grid = ["0.3", "0.45", "0.5", "0.55", "0.7"]
     rc = main(["tune-threshold", str(ckpt), "--data", str(data), "--thresholds", *grid, "--min-area", "0", "30",
                "--json", "--no-progress"])

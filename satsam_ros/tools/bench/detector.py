@@ -55,10 +55,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ...backends import Backend
 from ...core import imaging, postprocess, tiling
+from ...core.backend import Backend
 from ...core.detector import FAITHFUL_ENCODER_SIZE, Detector, DetectorConfig
-from ...model import BUILTIN_DIR, META_FILE
+from ...model import shipped_model
+from ...runtime import open_detector
 
 FORMAT = 1
 DEFAULT_SIZES = (512, 1024, 2048)
@@ -171,16 +172,9 @@ def machine_info() -> Dict[str, Any]:
     return info
 
 
-def shipped_model() -> Tuple[str, str]:
-    """(spec, note): ``builtin`` when a model ships with the package, else ``tiny``."""
-    if (BUILTIN_DIR / META_FILE).is_file():
-        return "builtin", "the model shipped in satsam_ros/models/builtin"
-    return "tiny", "no model ships yet: 'tiny' (random weights, 0.8 M parameters) stands in for it"
-
-
 def available_backends(device: str) -> List[str]:
     """Backends this machine can run: torch, plus onnxruntime / tensorrt when importable."""
-    from ...deploy.onnx_export import module_available
+    from ...backends import module_available
 
     out = ["torch"]
     if module_available("onnxruntime"):
@@ -424,7 +418,7 @@ def build_detector(variant: Variant, models: _Models, device: str) -> Detector:
                          precision=variant.precision if variant.backend == "torch" else "fp32",
                          encoder_size=variant.encoder_size if variant.backend == "torch" else None)
     if variant.backend != "torch":
-        return Detector.from_model(variant.model, backend=variant.backend, device=device, config=cfg)
+        return open_detector(variant.model, backend=variant.backend, device=device, config=cfg)
     from ...backends.torch_backend import TorchBackend
 
     encoder = FAITHFUL_ENCODER_SIZE if variant.mode == "faithful" else variant.encoder_size
@@ -713,7 +707,7 @@ def _probe_child(spec_json: str, out_path: str) -> None:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     settings = configure_threads(spec["threads"] or cores, None, spec.get("opencv"))
-    det = Detector.from_model(spec["model"], backend="torch", device="cpu", size=spec["size"],
+    det = open_detector(spec["model"], backend="torch", device="cpu", size=spec["size"],
                               encoder_size=spec.get("encoder_size"))
     frames = bench_frames(2)
     for i in range(spec["warmup"]):
@@ -929,8 +923,8 @@ def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callab
     """
     from tqdm import tqdm
 
-    from ...backends import resolve_device
     from ...backends.torch_backend import configure_threads
+    from ...runtime import resolve_device
 
     opts.validate()
     device = resolve_device(opts.device)
@@ -1012,7 +1006,7 @@ def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callab
                 save()
             if opts.ablation and model == shipped:
                 report["ablation"]["grad_mode"] = old.get("ablation", {}).get("grad_mode") or bench_grad_modes(
-                    Detector.from_model(model, backend="torch", device=device, size=512), frames)
+                    open_detector(model, backend="torch", device=device, size=512), frames)
             if model != shipped:
                 models.drop(model)
         if opts.ablation:

@@ -91,10 +91,10 @@ def _rate_name(rate: Union[float, str]) -> str:
 def detector_baseline(model: str, size: int, backend: Optional[str], device: Optional[str], frames: int,
                       seed: int) -> Dict[str, Any]:
     """In-process Detector latency on the benchmark's frames (same model, size, backend)."""
-    from ...core.detector import Detector
     from ...core.synthetic import synthetic_frame
+    from ...runtime import DEFAULT_BACKEND, DEFAULT_DEVICE, open_detector
 
-    det = Detector.from_model(model, backend=backend or "auto", device=device or "auto", size=size)
+    det = open_detector(model, backend=backend or DEFAULT_BACKEND, device=device or DEFAULT_DEVICE, size=size)
     images = [synthetic_frame(seed + i)[0] for i in range(int(frames))]
     det.detect(images[0])  # warm-up
     det.detect(images[-1])
@@ -139,8 +139,8 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
     per-rate ``satsam bag eval`` reports to ``work/<rate>``. Raises BagError when the
     node cannot be found or started (the message says what to build or pass).
     """
+    from ...model import shipped_model
     from ..bag.io import find_node_executable, make_synthetic_bag, run_bag_eval
-    from .detector import shipped_model
 
     opts.validate()
     say = log or (lambda _text: None)

@@ -1,0 +1,73 @@
+"""What a patch model needs to be used the way it was trained: ``satsam.json``.
+
+:class:`SatsamMeta` travels with every checkpoint (``satsam.json``), every ONNX export
+(its metadata) and every TensorRT engine (its key record). The Detector reads its tuned
+``threshold`` and ``min_area``; loading and saving checkpoints is
+:mod:`satsam_ros.model`. Pure data: no torch, no transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from .imaging import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
+META_FILE = "satsam.json"
+META_FORMAT = 1
+PROMPT_POLICIES = ("full_box",)
+DEFAULT_THRESHOLD = 0.65
+BUILTIN_DIR = Path(__file__).resolve().parent / "models" / "builtin"
+
+
+@dataclass
+class SatsamMeta:
+    """What a checkpoint needs to be used the way it was trained (``satsam.json``)."""
+
+    size: Optional[int] = None  # S the model was trained for (None: not tied to one)
+    patch_size: int = 256
+    encoder_input_size: int = 1024  # E: patches are resized to E x E for the encoder
+    prompt_policy: str = "full_box"  # one box covering the whole patch
+    threshold: float = DEFAULT_THRESHOLD
+    min_area: int = 0  # tuned with the threshold: components smaller than this (input pixels) are dropped
+    normalization: Dict[str, Any] = field(
+        default_factory=lambda: {"scale": "0..255", "mean": list(SAM_PIXEL_MEAN), "std": list(SAM_PIXEL_STD)}
+    )
+    provenance: Dict[str, Any] = field(default_factory=dict)
+    format: int = META_FORMAT
+
+    def validate(self) -> SatsamMeta:
+        """Check every field; raise ValueError naming the bad one. Returns self."""
+        if self.prompt_policy not in PROMPT_POLICIES:
+            raise ValueError(f"satsam.json: prompt_policy {self.prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"satsam.json: threshold must be in [0, 1], got {self.threshold}")
+        if int(self.min_area) < 0:
+            raise ValueError(f"satsam.json: min_area must be >= 0, got {self.min_area}")
+        if int(self.patch_size) <= 0 or int(self.encoder_input_size) <= 0:
+            raise ValueError("satsam.json: patch_size and encoder_input_size must be positive")
+        if int(self.format) > META_FORMAT:
+            raise ValueError(f"satsam.json: format {self.format} is newer than this satsam_ros ({META_FORMAT})")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> SatsamMeta:
+        """From a satsam.json document (unknown keys ignored), validated."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known).validate()
+
+    @classmethod
+    def read(cls, directory: Path) -> SatsamMeta:
+        """``directory/satsam.json``, validated; ValueError naming the file when it is not JSON."""
+        path = Path(directory) / META_FILE
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+    def to_json(self) -> str:
+        """The satsam.json text (sorted keys, indent 2, trailing newline)."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
