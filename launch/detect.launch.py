@@ -2,8 +2,9 @@
 
 Thin on purpose: it declares arguments and hands them to the node as typed
 parameters (after ``params_file``, so the arguments win); the node validates every
-value itself and exits non-zero naming a bad one. No eval, no network, nothing
-installed at launch.
+value itself and exits non-zero naming a bad one. Defaults, allowed values and
+descriptions come from the node's own parameter table (satsam_ros.ros.params), so
+they cannot drift apart. No eval, no network, nothing installed at launch.
 """
 
 import os
@@ -15,49 +16,41 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
+from satsam_ros.ros.params import NODE_NAME, PARAM_SPECS
 
 PACKAGE = "satsam_ros"
+#: node parameters that are also launch arguments (the launch argument wins over params_file)
+PARAMETER_ARGUMENTS = ("size", "model", "backend", "device", "threshold")
+
+
+def parameter_argument(name: str) -> DeclareLaunchArgument:
+    """A launch argument for node parameter ``name``: its default, choices and description."""
+    spec = PARAM_SPECS[name]
+    choices = [str(c) for c in spec.choices] or None
+    return DeclareLaunchArgument(name, default_value=str(spec.default), choices=choices,
+                                 description=spec.description)
 
 
 def generate_launch_description():
     default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "detect.yaml")
-    args = [
-        DeclareLaunchArgument("size", default_value="512", choices=["512", "1024", "2048"],
-                              description="Frames are resized to size x size before tiling."),
+    args = [parameter_argument(name) for name in PARAMETER_ARGUMENTS] + [
         DeclareLaunchArgument("image", default_value="/camera/image_raw",
                               description="Input sensor_msgs/Image topic (remapped to the node's 'image')."),
-        DeclareLaunchArgument("model", default_value="builtin",
-                              description="builtin (the shipped model), tiny (random weights, tests only), vit-b, "
-                                          "a checkpoint directory or a hub id."),
-        DeclareLaunchArgument("backend", default_value="auto",
-                              choices=["auto", "torch", "onnxruntime", "tensorrt"],
-                              description="Inference engine."),
-        DeclareLaunchArgument("device", default_value="auto", choices=["auto", "cpu", "cuda"],
-                              description="Where the model runs."),
-        DeclareLaunchArgument("threshold", default_value="-1.0",
-                              description="Mask threshold in [0, 1]; -1 takes the checkpoint's tuned value."),
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="YAML with the other node parameters (launch arguments win)."),
         DeclareLaunchArgument("namespace", default_value="satsam",
                               description="Namespace of the node and its topics."),
     ]
+    overrides = {name: ParameterValue(LaunchConfiguration(name), value_type=type(PARAM_SPECS[name].default))
+                 for name in PARAMETER_ARGUMENTS}
     node = Node(
         package=PACKAGE,
         executable="detect_node",
-        name="satsam_detector",
+        name=NODE_NAME,
         namespace=LaunchConfiguration("namespace"),
         output="screen",
         emulate_tty=True,
         remappings=[("image", LaunchConfiguration("image"))],
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "size": ParameterValue(LaunchConfiguration("size"), value_type=int),
-                "model": ParameterValue(LaunchConfiguration("model"), value_type=str),
-                "backend": ParameterValue(LaunchConfiguration("backend"), value_type=str),
-                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
-                "threshold": ParameterValue(LaunchConfiguration("threshold"), value_type=float),
-            },
-        ],
+        parameters=[LaunchConfiguration("params_file"), overrides],
     )
     return LaunchDescription(args + [node])

@@ -34,7 +34,7 @@ def test_cpu_with_onnxruntime_picks_onnxruntime():
 
 def test_auto_is_the_default_everywhere():
     """One default: open_detector, the node's parameter and the satsam command agree."""
-    from satsam_ros.ros.node import PARAM_SPECS
+    from satsam_ros.ros.params import PARAM_SPECS
     from satsam_ros.tools.cli import make_parser
 
     assert runtime.DEFAULT_BACKEND == "auto"

@@ -18,6 +18,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from satsam_ros.core.synthetic import synthetic_frame
+from satsam_ros.tools.bag import evaluate, make
 from satsam_ros.tools.bag import io as bag
 from satsam_ros.tools.cli import main
 
@@ -195,7 +196,7 @@ def test_bag_make_from_image_folder_has_no_ground_truth(tmp_path):
     for name, img in zip(("b.png", "a.png", "c.png"), pics):
         _write_png(d / name, img)
     (d / "readme.txt").write_text("not an image")
-    summary = bag.make_bag(d, tmp_path / "bag", rate=2.0, progress=False)
+    summary = make.make_bag(d, tmp_path / "bag", rate=2.0, progress=False)
     assert (summary.frames, summary.truth_frames) == (3, 0)
     topics = bag.bag_topics(tmp_path / "bag")
     assert list(topics) == [bag.DEFAULT_TOPIC]
@@ -281,7 +282,8 @@ def test_eval_option_errors(tmp_path, value, message):
         main(["bag", "eval", str(tmp_path / "b"), "--rate", value, "--out", str(tmp_path / "r")])
     with pytest.raises(SystemExit, match="NAME:=VALUE"):
         main(["bag", "eval", str(tmp_path / "b"), "--node-param", "extra_latency_ms=3", "--out", str(tmp_path / "r")])
-    assert bag.parse_rate("MAX") == "max" and bag.parse_rate("step") == "step" and bag.parse_rate("0.5") == 0.5
+    assert evaluate.parse_rate("MAX") == "max" and evaluate.parse_rate("step") == "step"
+    assert evaluate.parse_rate("0.5") == 0.5
 
 
 def test_bag_info_lists_topics(mixed_bag, capsys):
@@ -291,8 +293,8 @@ def test_bag_info_lists_topics(mixed_bag, capsys):
 
 
 def test_make_synthetic_bag_is_reproducible(tmp_path):
-    a = bag.make_synthetic_bag(tmp_path / "a", count=5, seed=3, rate=20.0, storage="sqlite3")
-    bag.make_synthetic_bag(tmp_path / "b", count=5, seed=3, rate=20.0)
+    a = make.make_synthetic_bag(tmp_path / "a", count=5, seed=3, rate=20.0, storage="sqlite3")
+    make.make_synthetic_bag(tmp_path / "b", count=5, seed=3, rate=20.0)
     assert (a.frames, a.truth_frames, a.empty_frames) == (5, 5, 1)
     fa, fb = bag.read_frames(tmp_path / "a"), bag.read_frames(tmp_path / "b")
     for i, (x, y) in enumerate(zip(fa, fb)):

@@ -34,6 +34,7 @@ from satsam_ros.core.metrics import MetricAccumulator
 from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.runtime import open_detector
 from satsam_ros.tools.bag import io as bag
+from satsam_ros.tools.bag import report
 from satsam_ros.tools.cli import main
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
@@ -190,7 +191,7 @@ def test_report_files(evaluated, labelled):
         img = cv2.imread(str(out / png))
         assert img is not None and img.shape[0] > 100 and img.std() > 0, png
     text = (out / "report.md").read_text()
-    assert bag.summary_table(s) in text and "Accuracy (IoU > 0.5)" in text
+    assert report.summary_table(s) in text and "Accuracy (IoU > 0.5)" in text
     rows = list(csv.DictReader(open(out / "per_frame.csv")))
     assert len(rows) == labelled["frames"]
     assert sum(int(r["correct"]) for r in rows) == s["metrics"]["correct"]
@@ -307,7 +308,7 @@ def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
     from satsam_training.cli import main as train_main
     from satsam_training.evaluate import evaluate
 
-    from satsam_ros.ros.node import PARAM_SPECS
+    from satsam_ros.ros.params import PARAM_SPECS
 
     assert PARAM_SPECS["model"].default == "builtin"
     data = tmp_path / "data"

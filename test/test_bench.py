@@ -6,7 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from satsam_ros.tools.bench import detector as bench
+from satsam_ros.core import synthetic
+from satsam_ros.tools.bench import ablation, detector, options
+from satsam_ros.tools.bench import run as bench_run
 from satsam_ros.tools.cli import main
 
 
@@ -23,7 +25,7 @@ def report(tmp_path_factory):
 
 def test_end_to_end_json_has_every_field(report):
     data, _ = report
-    assert data["format"] == bench.FORMAT and data["shipped_model"] == "builtin"
+    assert data["format"] == options.FORMAT and data["shipped_model"] == "builtin"
     assert data["command"].startswith("satsam bench --models shipped --sizes 512")
     for key in ("cpu", "logical_cpus", "memory_gib", "torch", "load_average"):
         assert key in data["machine"]
@@ -154,26 +156,26 @@ def fake_sam(hidden, image_size):
 
 
 def test_slow_rows_are_skipped_with_a_reason_unless_asked():
-    opts = bench.Options(ablation=True)
+    opts = options.Options(ablation=True)
     sam = fake_sam(768, 1024)
-    rows, skipped = bench.plan_variants("vit-b", sam, 512, ["torch"], opts, "cpu")
+    rows, skipped = detector.plan_variants("vit-b", sam, 512, ["torch"], opts, "cpu")
     names = [r.name for r in rows]
     assert names == ["fast", "faithful", "native E=256", "fast, 1 patch/forward", "fast, 16 patches/forward",
                      "fast bf16"]
     # batched stock attention at E = 1024 would need GBs of bias: skipped, with the reason
     (stock,) = skipped
     assert stock["row"] == "fast, stock attention" and "805 MB" in stock["reason"]
-    rows, skipped = bench.plan_variants("vit-b", sam, 2048, ["torch"], opts, "cpu")
+    rows, skipped = detector.plan_variants("vit-b", sam, 2048, ["torch"], opts, "cpu")
     assert [r.name for r in rows] == ["native E=256"]
     assert {s["row"] for s in skipped} == {"torch fast", "torch faithful", "fast ablation rows"}
     assert all("--include-slow" in s["reason"] and "64 encoder passes" in s["reason"] for s in skipped)
     opts.include_slow = True
-    rows, skipped = bench.plan_variants("vit-b", sam, 2048, ["torch"], opts, "cpu")
+    rows, skipped = detector.plan_variants("vit-b", sam, 2048, ["torch"], opts, "cpu")
     assert len(rows) == 6 and len(skipped) == 1
-    rows, _ = bench.plan_variants("tiny", fake_sam(96, 256), 512, ["torch"], opts, "cpu")
+    rows, _ = detector.plan_variants("tiny", fake_sam(96, 256), 512, ["torch"], opts, "cpu")
     assert "fast, stock attention" in [r.name for r in rows]
     # a small model never counts as slow; its native E equals the patch: no extra row
-    rows, skipped = bench.plan_variants("tiny", fake_sam(96, 256), 2048, ["torch"], bench.Options(), "cpu")
+    rows, skipped = detector.plan_variants("tiny", fake_sam(96, 256), 2048, ["torch"], options.Options(), "cpu")
     assert [r.name for r in rows] == ["fast", "faithful"] and not skipped
 
 
@@ -202,7 +204,7 @@ def fake_report(fast_median, logit_diff, big_median=1.0):
     [(16.0, 1e-6, True), (25.0, 1e-6, False), (16.0, 0.5, False)],
 )
 def test_target_verdicts(fast_median, diff, passed):
-    targets = {t["target"]: t for t in bench.evaluate_targets(fake_report(fast_median, diff))}
+    targets = {t["target"]: t for t in bench_run.evaluate_targets(fake_report(fast_median, diff))}
     same = targets["fast vs faithful, ViT-B, S=512, same model"]
     assert same["measured"] == pytest.approx(40.0 / fast_median) and same["passed"] is passed
     native = targets["native E=256 encoder vs faithful, ViT-B, S=512"]
@@ -214,13 +216,13 @@ def test_target_verdicts(fast_median, diff, passed):
 
 
 def test_cost_growth_beyond_the_patch_count_is_a_miss():
-    targets = {t["target"]: t for t in bench.evaluate_targets(fake_report(16.0, 0.0, big_median=2.0))}
+    targets = {t["target"]: t for t in bench_run.evaluate_targets(fake_report(16.0, 0.0, big_median=2.0))}
     assert targets["cost growth 512 -> 2048, tiny fast"]["passed"] is False
 
 
 def test_summary_statistics():
     timings = [{"pre": 0.1, "model": m, "post": 0.1, "total": 0.2 + m, "cpu": 1.0} for m in (1.0, 2.0, 3.0, 10.0)]
-    s = bench.summarise(timings, patches=4)
+    s = detector.summarise(timings, patches=4)
     assert s["latency_s"]["median"] == pytest.approx(2.7)
     assert s["latency_s"]["p95"] == pytest.approx(np.percentile([1.2, 2.2, 3.2, 10.2], 95))
     assert s["share"]["model"] == pytest.approx(16.0 / 16.8)
@@ -228,7 +230,7 @@ def test_summary_statistics():
 
 
 def test_moving_sequence_moves():
-    seq = bench.moving_sequence(5, seed=1, speed=8.0)
+    seq = synthetic.moving_sequence(5, seed=1, speed=8.0)
     centres = []
     for frame, truth in seq:
         assert frame.shape == truth.shape == (512, 641) and frame.dtype == np.uint8
@@ -239,25 +241,25 @@ def test_moving_sequence_moves():
     steps = [np.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(centres, centres[1:])]
     assert all(4.0 < s < 12.0 for s in steps)
     with pytest.raises(ValueError, match="count must be >= 1"):
-        bench.moving_sequence(0)
+        synthetic.moving_sequence(0)
 
 
 def test_reference_prepost_gives_the_detectors_mask_and_both_are_timed():
-    frames = bench.bench_frames(1)
-    rows = bench.bench_prepost([512], frames, rounds=2)
+    frames = detector.bench_frames(1)
+    rows = ablation.bench_prepost([512], frames, rounds=2)
     (row,) = rows
     assert row["size"] == 512 and row["frames"] == 2
     for key in ("reference_pre_ms", "reference_post_ms", "detector_pre_ms", "detector_post_ms", "speedup"):
         assert row[key] > 0
-    mask, pre, post = bench.reference_prepost(frames[0], 512, threshold=0.4)  # zero logits: p = 0.5 > 0.4
+    mask, pre, post = ablation.reference_prepost(frames[0], 512, threshold=0.4)  # zero logits: p = 0.5 > 0.4
     assert mask.shape == frames[0].shape and (mask == 255).all() and pre > 0 and post > 0
 
 
 def test_bad_options_name_the_option():
     with pytest.raises(ValueError, match="size must be one of"):
-        bench.Options(sizes=[300]).validate()
+        options.Options(sizes=[300]).validate()
     with pytest.raises(ValueError, match="budget must be > 0"):
-        bench.Options(budget=0).validate()
+        options.Options(budget=0).validate()
     with pytest.raises(SystemExit, match="satsam bench: frames must be >= 1"):
         main(["bench", "--models", "tiny", "--frames", "0", "--no-progress"])
 
@@ -269,6 +271,6 @@ def test_pre_post_share_is_judged_on_every_backend():
     ort = fake_row("tiny", 512, "fast", 0.05, 4, share={"pre": 0.05, "model": 0.8, "post": 0.15})
     report["rows"]["tiny/512/onnxruntime/fast"] = ort
     report["backends"] = ["torch", "onnxruntime"]
-    share = next(t for t in bench.evaluate_targets(report) if t["target"].startswith("pre + post"))
+    share = next(t for t in bench_run.evaluate_targets(report) if t["target"].startswith("pre + post"))
     assert share["measured"] == pytest.approx(20.0) and share["passed"] is False
     assert "torch: 5.0 %" in share["detail"] and "onnxruntime: 20.0 %" in share["detail"]

@@ -34,10 +34,10 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter, parameter_value_to_python
 from std_msgs.msg import String
 
+from satsam_ros.core.overlay import overlay_image
 from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.ros.convert import image_msg_to_array
 from satsam_ros.runtime import open_detector
-from satsam_ros.tools.cli import overlay_image
 
 NS = "/satsam"
 IMAGE_TOPIC = "/test_output/camera/image_raw"  # remapped onto the node's `image`, as the launch file does

@@ -28,8 +28,8 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
 from satsam_ros.core.roi import RoiTracker
+from satsam_ros.core.synthetic import moving_sequence
 from satsam_ros.runtime import open_detector
-from satsam_ros.tools.bench.detector import moving_sequence
 
 NS = "/satsam_roi"
 TOPIC = "/roi_test/image"

@@ -1,6 +1,7 @@
 """The node's pieces without DDS: parameter table and validation, the latest-frame
-mailbox, the message helpers of ros_io (Image, JSON, Detection2DArray layouts), the
-default config file, and agreement with the ROS 2 cv_bridge where it exists."""
+mailbox, the diagnostics rules, the message conversion (Image, JSON, Detection2DArray
+layouts), the default config file, the launch file's arguments, and agreement with the
+ROS 2 cv_bridge where it exists."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from std_msgs.msg import Header
 
 from satsam_ros.core import imaging
 from satsam_ros.core.postprocess import Box
-from satsam_ros.ros import node
+from satsam_ros.core.stats import percentile
+from satsam_ros.ros import diagnostics, mailbox, params
 from satsam_ros.ros.convert import (
     CLASS_ID,
     array_to_image_msg,
@@ -50,48 +52,51 @@ BAD_VALUES = {
 
 
 def test_every_default_is_valid_and_every_bad_value_is_refused_naming_the_parameter():
-    for spec in node.PARAMS:
-        assert node.check_parameter(spec.name, spec.default) is None, spec.name
+    for spec in params.PARAMS:
+        assert params.check_parameter(spec.name, spec.default) is None, spec.name
     for name, values in BAD_VALUES.items():
         for value in values:
-            reason = node.check_parameter(name, value)
+            reason = params.check_parameter(name, value)
             assert reason is not None, f"{name}={value!r} accepted"
-            assert f"'{name}'" in reason and node.allowed_values(node.PARAM_SPECS[name]) in reason, reason
-    assert "512, 1024, 2048" in node.check_parameter("size", 300)
-    assert node.check_parameter("threshold", -1.0) is None
-    assert node.check_parameter("threshold", 0.0) is None and node.check_parameter("threshold", 1.0) is None
-    assert node.check_parameter("use_sim_time", True) is None  # not ours: not judged here
+            assert f"'{name}'" in reason and params.allowed_values(params.PARAM_SPECS[name]) in reason, reason
+    assert "512, 1024, 2048" in params.check_parameter("size", 300)
+    assert params.check_parameter("threshold", -1.0) is None
+    assert params.check_parameter("threshold", 0.0) is None and params.check_parameter("threshold", 1.0) is None
+    assert params.check_parameter("use_sim_time", True) is None  # not ours: not judged here
 
 
 def test_descriptors_describe_ranges_choices_and_read_only():
-    live = {spec.name for spec in node.PARAMS if spec.live}
+    live = {spec.name for spec in params.PARAMS if spec.live}
     assert live == {"threshold", "min_area", "publish_probability", "publish_overlay", "roi_tracking", "roi_margin",
                     "roi_full_scan_every"}
-    for spec in node.PARAMS:
-        desc = node.descriptor(spec)
-        assert desc.name == spec.name and len(desc.description) > 20
+    for spec in params.PARAMS:
+        desc = params.descriptor(spec)
+        assert desc.name == spec.name and desc.description.startswith(spec.description)
         assert desc.read_only == (spec.name not in live)
-        if spec.choices:
-            assert node._fmt(spec.choices) in desc.description
-    assert node.descriptor(node.PARAM_SPECS["size"]).description.endswith("Read-only (set at start-up).")
-    rng = node.descriptor(node.PARAM_SPECS["patch_size"]).integer_range[0]
+        tail = desc.description[len(spec.description):]
+        expected = (f" Allowed: {', '.join(map(str, spec.choices))}." if spec.choices else "") + (
+            " Changeable at run time." if spec.live else " Read-only (set at start-up).")
+        assert tail == expected, spec.name
+        assert desc.additional_constraints == (f"one of {', '.join(map(str, spec.choices))}" if spec.choices else "")
+    assert params.descriptor(params.PARAM_SPECS["size"]).description.endswith("Read-only (set at start-up).")
+    rng = params.descriptor(params.PARAM_SPECS["patch_size"]).integer_range[0]
     assert (rng.from_value, rng.to_value, rng.step) == (16, 2048, 16)
-    frng = node.descriptor(node.PARAM_SPECS["threshold"]).floating_point_range[0]
+    frng = params.descriptor(params.PARAM_SPECS["threshold"]).floating_point_range[0]
     assert (frng.from_value, frng.to_value) == (-1.0, 1.0)
-    assert "Testing aid" in node.descriptor(node.PARAM_SPECS["extra_latency_ms"]).description
+    assert "Testing aid" in params.descriptor(params.PARAM_SPECS["extra_latency_ms"]).description
 
 
 def test_default_config_file_holds_the_node_defaults():
     data = yaml.safe_load((REPO / "config" / "detect.yaml").read_text())
-    params = data["/**"]["ros__parameters"]
-    assert params == {spec.name: spec.default for spec in node.PARAMS}
-    for name, value in params.items():  # same types as declared (a 1 for a 1.0 would be refused)
-        assert type(value) is type(node.PARAM_SPECS[name].default), name
+    values = data["/**"]["ros__parameters"]
+    assert values == {spec.name: spec.default for spec in params.PARAMS}
+    for name, value in values.items():  # same types as declared (a 1 for a 1.0 would be refused)
+        assert type(value) is type(params.PARAM_SPECS[name].default), name
 
 
 def test_docs_list_every_parameter_and_topic():
-    text = (REPO / "README.md").read_text()  # the node's reference section lives in the README
-    for spec in node.PARAMS:
+    text = (REPO / "docs" / "node.md").read_text()  # the node reference
+    for spec in params.PARAMS:
         assert f"`{spec.name}`" in text, spec.name
     for topic in ("mask", "probability", "detections", "detections_json", "overlay", "/diagnostics"):
         assert f"`{topic}`" in text, topic
@@ -101,7 +106,7 @@ def test_docs_list_every_parameter_and_topic():
 
 
 def test_mailbox_newest_wins_and_counts_replaced_items():
-    box = node.LatestFrameMailbox()
+    box = mailbox.LatestFrameMailbox()
     assert box.take(timeout=0.01) is None
     assert box.put(1) is False
     assert box.put(2) is True and box.put(3) is True
@@ -111,7 +116,7 @@ def test_mailbox_newest_wins_and_counts_replaced_items():
 
 
 def test_mailbox_wakes_a_waiting_worker_and_close_releases_it():
-    box = node.LatestFrameMailbox()
+    box = mailbox.LatestFrameMailbox()
     got = []
     worker = threading.Thread(target=lambda: got.extend([box.take(), box.take()]))
     worker.start()
@@ -128,7 +133,7 @@ def test_mailbox_wakes_a_waiting_worker_and_close_releases_it():
 
 
 def test_stats_and_percentiles():
-    stats = node.Stats(window=3)
+    stats = mailbox.Stats(window=3)
     for i in range(5):
         stats.record(latency=float(i), stamp_age=2.0 * i, inference=0.5)
     stats.count("received")
@@ -136,9 +141,129 @@ def test_stats_and_percentiles():
     snap = stats.snapshot()
     assert snap["processed"] == 5 and snap["received"] == 1 and snap["rejected"] == 1
     assert snap["latency"] == [2.0, 3.0, 4.0] and snap["last_problem"] == "bad step"
-    assert node.percentile(snap["latency"], 50) == 3.0
-    assert np.isnan(node.percentile([], 95))
+    assert percentile(snap["latency"], 50) == 3.0
+    assert percentile([], 95) is None
 
+
+
+# ---- diagnostics -------------------------------------------------------------------------
+
+DIAGNOSTIC_KEYS = [
+    "input_rate_hz", "processed_rate_hz", "frames_received", "frames_processed", "frames_dropped",
+    "frames_rejected", "frames_pending", "frames_in_progress", "processing_errors", "latency_p50_ms",
+    "latency_p95_ms", "stamp_age_p50_ms", "stamp_age_p95_ms", "inference_p50_ms", "backend", "device", "model",
+    "size", "mode", "threshold", "min_area", "roi_tracking", "input_topic", "last_problem",
+]
+
+
+def test_diagnostics_rates_between_reports():
+    clock = diagnostics.RateClock(t=10.0)
+    assert clock.rates(12.0, received=20, processed=10) == (10.0, 5.0)
+    assert clock.rates(13.0, received=25, processed=15) == (5.0, 5.0)
+
+
+def test_diagnostics_level_warns_only_about_new_problems():
+    base = {"frames_rejected": "0", "processing_errors": "0", "frames_received": "0", "input_topic": "/cam",
+            "last_problem": "", "processed_rate_hz": "5.00", "input_rate_hz": "10.00", "latency_p50_ms": "12.0"}
+    assert diagnostics.status_level(base, 0) == ("OK", "waiting for frames on /cam", 0)
+    running = dict(base, frames_received="30")
+    assert diagnostics.status_level(running, 0) == ("OK", "5.00 Hz processed of 10.00 Hz in, latency p50 12.0 ms", 0)
+    bad = dict(running, frames_rejected="2", processing_errors="1", last_problem="step 10 is too small")
+    assert diagnostics.status_level(bad, 0) == ("WARN", "3 bad frame(s) or error(s): step 10 is too small", 3)
+    assert diagnostics.status_level(bad, 3)[:2] == ("OK", "5.00 Hz processed of 10.00 Hz in, latency p50 12.0 ms")
+
+
+def test_diagnostics_values_in_the_documented_order():
+    stats = mailbox.Stats()
+    stats.count("received")
+    stats.count("received")
+    stats.record(latency=0.020, stamp_age=0.030, inference=0.010)
+    detector = SimpleNamespace(backend=SimpleNamespace(name="onnxruntime", device="cpu"),
+                               config=SimpleNamespace(size=512, mode="fast"), threshold=0.65, min_area=100)
+    values = diagnostics.status_values(stats.snapshot(), {"dropped": 1, "pending": 0, "in_progress": 1},
+                                       (2.0, 1.0), detector,
+                                       {"model": "builtin", "roi_tracking": "off", "input_topic": "/satsam/image"})
+    assert [k for k, _ in values] == DIAGNOSTIC_KEYS
+    v = dict(values)
+    assert (v["input_rate_hz"], v["processed_rate_hz"], v["frames_received"], v["frames_processed"]) == (
+        "2.00", "1.00", "2", "1")
+    assert (v["frames_dropped"], v["frames_in_progress"], v["latency_p50_ms"], v["stamp_age_p95_ms"]) == (
+        "1", "1", "20.0", "30.0")
+    assert (v["backend"], v["threshold"], v["min_area"], v["input_topic"]) == ("onnxruntime", "0.65", "100",
+                                                                                "/satsam/image")
+    empty = dict(diagnostics.status_values(mailbox.Stats().snapshot(), {"dropped": 0, "pending": 0,
+                                                                        "in_progress": 0}, (0.0, 0.0), detector,
+                                           {"model": "m", "roi_tracking": "off", "input_topic": "/i"}))
+    assert empty["latency_p95_ms"] == "nan"  # no frame yet: no latency, not 0
+
+
+def test_docs_list_every_diagnostic_key():
+    text = (REPO / "docs" / "node.md").read_text()
+    for key in DIAGNOSTIC_KEYS:
+        assert f"`{key}`" in text, key
+
+
+# ---- launch file -------------------------------------------------------------------------
+
+
+def _stub_launch_modules(monkeypatch):
+    """Stand-ins for ament_index_python, launch and launch_ros (not on PyPI) that record
+    what the launch file declares."""
+    import sys
+    import types
+
+    seen = {"args": [], "nodes": []}
+
+    def module(name, **attrs):
+        mod = types.ModuleType(name)
+        mod.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, mod)
+
+    class Argument:
+        def __init__(self, name, default_value=None, choices=None, description=""):
+            seen["args"].append(SimpleNamespace(name=name, default=default_value, choices=choices,
+                                                description=description))
+
+    class Node:
+        def __init__(self, **kwargs):
+            seen["nodes"].append(kwargs)
+
+    module("ament_index_python")
+    module("ament_index_python.packages", get_package_share_directory=lambda pkg: f"/share/{pkg}")
+    module("launch", LaunchDescription=list)
+    module("launch.actions", DeclareLaunchArgument=Argument)
+    module("launch.substitutions", LaunchConfiguration=lambda name: f"$({name})")
+    module("launch_ros")
+    module("launch_ros.actions", Node=Node)
+    module("launch_ros.parameter_descriptions",
+           ParameterValue=lambda value, value_type: SimpleNamespace(value=value, type=value_type))
+    return seen
+
+
+def test_launch_arguments_follow_the_node_parameter_table(monkeypatch):
+    import importlib.util
+
+    seen = _stub_launch_modules(monkeypatch)
+    spec = importlib.util.spec_from_file_location("detect_launch", REPO / "launch" / "detect.launch.py")
+    launch_file = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_file)
+    launch_file.generate_launch_description()
+    args = {a.name: a for a in seen["args"]}
+    assert list(args) == ["size", "model", "backend", "device", "threshold", "image", "params_file", "namespace"]
+    for name in ("size", "model", "backend", "device", "threshold"):
+        table = params.PARAM_SPECS[name]
+        assert args[name].default == str(table.default) and args[name].description == table.description
+        assert args[name].choices == ([str(c) for c in table.choices] or None)
+    assert args["size"].choices == ["512", "1024", "2048"] and args["threshold"].default == "-1.0"
+    assert args["params_file"].default == "/share/satsam_ros/config/detect.yaml"
+    (node,) = seen["nodes"]
+    assert node["executable"] == "detect_node" and node["name"] == params.NODE_NAME == "satsam_detector"
+    assert node["remappings"] == [("image", "$(image)")]
+    file_params, overrides = node["parameters"]
+    assert file_params == "$(params_file)"  # the file first: the launch arguments win
+    assert {k: (v.value, v.type) for k, v in overrides.items()} == {
+        "size": ("$(size)", int), "model": ("$(model)", str), "backend": ("$(backend)", str),
+        "device": ("$(device)", str), "threshold": ("$(threshold)", float)}
 
 # ---- ros_io -----------------------------------------------------------------------------
 

@@ -15,8 +15,7 @@ from satsam_ros.core.backend import Backend
 from satsam_ros.core.detector import Detector, DetectorConfig
 from satsam_ros.core.postprocess import mask_iou
 from satsam_ros.core.roi import RoiTracker, patches_for_region, union_box
-from satsam_ros.core.synthetic import synthetic_frame
-from satsam_ros.tools.bench.detector import moving_sequence
+from satsam_ros.core.synthetic import moving_sequence, synthetic_frame
 
 
 class SeeingBackend(Backend):

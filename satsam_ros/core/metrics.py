@@ -28,7 +28,7 @@ frames in the set" is never mistaken for "no false alarms".
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -180,3 +180,21 @@ class MetricAccumulator:
             "seconds_p95": _percentile(seconds, 95.0),
             "seconds_mean": float(np.mean(seconds)) if seconds else None,
         }
+
+
+def pick_examples(records: Mapping[Any, FrameRecord], count: int) -> List[Any]:
+    """Keys of up to ``count`` records for an example figure: hits, misses, correct
+    empty frames and false alarms in rotation (in the records' order within each
+    group), so the figure shows successes and failures; returned sorted."""
+    groups = [
+        [k for k, r in records.items() if not r.true_empty and r.correct],
+        [k for k, r in records.items() if not r.true_empty and not r.correct],
+        [k for k, r in records.items() if r.true_empty and r.correct],
+        [k for k, r in records.items() if r.true_empty and not r.correct],
+    ]
+    picked: List[Any] = []
+    while len(picked) < count and any(groups):
+        for group in groups:
+            if group and len(picked) < count:
+                picked.append(group.pop(0))
+    return sorted(picked)

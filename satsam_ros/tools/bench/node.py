@@ -2,7 +2,7 @@
 
 The installed ``detect_node`` runs as a real process; synthetic 512 x 641 mono8 frames
 are published to it over loopback DDS at fixed input rates, and every output is
-matched to its input by header stamp (this is :func:`satsam_ros.bag.run_bag_eval` on
+matched to its input by header stamp (this is :func:`satsam_ros.tools.bag.evaluate.run_bag_eval` on
 a generated bag, so the figures mean exactly what ``satsam bag eval`` reports).
 
 Per input rate it records frames sent / answered / dropped, the output rate, and the
@@ -84,7 +84,7 @@ class NodeBenchOptions:
         return self
 
 
-def _rate_name(rate: Union[float, str]) -> str:
+def rate_name(rate: Union[float, str]) -> str:
     return "step" if rate == "step" else f"{float(rate):g}hz"
 
 
@@ -140,7 +140,9 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
     node cannot be found or started (the message says what to build or pass).
     """
     from ...model import shipped_model
-    from ..bag.io import find_node_executable, make_synthetic_bag, run_bag_eval
+    from ..bag.evaluate import run_bag_eval
+    from ..bag.launch import find_node_executable
+    from ..bag.make import make_synthetic_bag
 
     opts.validate()
     say = log or (lambda _text: None)
@@ -159,8 +161,8 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
 
             shutil.rmtree(bag, ignore_errors=True)
             make_synthetic_bag(bag, count=int(opts.frames), seed=int(opts.seed), rate=bag_rate)
-        say(f"node bench: {opts.frames} frames at {_rate_name(rate)} through {exe}")
-        summary = run_bag_eval(bag, work / _rate_name(rate), model=model, size=opts.size, backend=opts.backend,
+        say(f"node bench: {opts.frames} frames at {rate_name(rate)} through {exe}")
+        summary = run_bag_eval(bag, work / rate_name(rate), model=model, size=opts.size, backend=opts.backend,
                                device=opts.device, rate=1.0 if rate != "step" else "step", warmup=int(opts.warmup),
                                startup_timeout=opts.startup_timeout, node_params=dict(opts.node_params),
                                node_exe=str(exe), progress=progress, examples=0)
@@ -202,42 +204,3 @@ def node_target(node: Dict[str, Any]) -> Dict[str, Any]:
         detail += f"; lock-step (capacity): {capacity:.1f} fps"
     return {"passed": bool(ok), "measured": capacity if capacity is not None else r["output_fps"],
             "detail": detail, "rate": r["rate"]}
-
-
-def node_rows(node: Dict[str, Any]) -> List[List[str]]:
-    """Table rows (one per rate) for the terminal and markdown."""
-    def f(value: Optional[float], spec: str = ".1f") -> str:
-        return "-" if value is None else format(value, spec)
-
-    rows = []
-    for r in node["runs"]:
-        lat = r["latency_ms"]
-        rows.append([_rate_name(r["rate"]), f(r["input_fps"]), str(r["frames_sent"]), str(r["frames_answered"]),
-                     str(r["frames_dropped"]), f(r["output_fps"]), f(lat["p50"]), f(lat["p95"]), f(lat["p99"]),
-                     f(lat["p50"] / node["baseline"]["p50_ms"] if lat["p50"] else None, ".2f"),
-                     "-" if r["rate"] == "step" else ("yes" if r["sustained"] else "no")])
-    return rows
-
-
-NODE_HEAD = ["input", "input fps", "sent", "answered", "dropped", "output fps", "p50 ms", "p95 ms", "p99 ms",
-             "p50 / detector", "sustained"]
-
-
-def node_markdown(node: Dict[str, Any]) -> List[str]:
-    """The markdown lines of the node section."""
-    from .detector import _md_table
-
-    b = node["baseline"]
-    out = ["## Live node over loopback DDS", "",
-           f"Model `{node['model']}`, S = {node['options']['size']}, {node['options']['frames']} synthetic "
-           f"{node['frame']} frames per input rate through the installed `detect_node` (a separate process, "
-           "Fast DDS on loopback). Latency = arrival of `/satsam/detections_json` minus the publish time. "
-           f"Baseline in the same run: the in-process Detector ({b['backend']}) on the same frames, p50 "
-           f"{b['p50_ms']:.1f} ms, p95 {b['p95_ms']:.1f} ms, pre + post {100 * (b['pre_post_share'] or 0):.1f} % "
-           "of its frame time. `step` sends each frame as soon as the previous one is answered, so its output "
-           "rate is the most the node sustains without drops (transport included, no pipelining). "
-           "Sustained = every frame answered and the output "
-           f"rate within {100 * RATE_TOLERANCE:.0f} % of the input rate.", "",
-           _md_table(NODE_HEAD, node_rows(node)), ""]
-    return out
-

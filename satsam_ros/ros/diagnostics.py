@@ -1,0 +1,101 @@
+"""The node's ``/diagnostics`` status: which keys, what values, which level.
+
+Pure Python: the node gathers the numbers and publishes the message; this module
+decides what the status says (docs/node.md, "Diagnostics", lists the keys).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..core.stats import percentile
+
+OK, WARN = "OK", "WARN"
+
+
+@dataclass
+class RateClock:
+    """Counters at the last report, to turn totals into rates."""
+
+    t: float
+    received: int = 0
+    processed: int = 0
+
+    def rates(self, now: float, received: int, processed: int) -> Tuple[float, float]:
+        """(input Hz, processed Hz) since the last call; the clock moves to ``now``."""
+        dt = max(now - self.t, 1e-9)
+        rates = ((received - self.received) / dt, (processed - self.processed) / dt)
+        self.t, self.received, self.processed = now, received, processed
+        return rates
+
+
+def _ms(values, q: float) -> str:
+    v = percentile(values, q)
+    return "nan" if v is None else f"{v * 1000.0:.1f}"
+
+
+def roi_status(tracker: Any) -> str:
+    """One line about ROI tracking: off, or its settings and scan counts."""
+    if tracker is None:
+        return "off"
+    st = tracker.stats
+    return (f"on (margin {tracker.margin}, full scan every {tracker.full_scan_every}): {st['frames']} frames, "
+            f"{st['full']} full, {st['roi']} roi, {st['rescan']} rescans")
+
+
+def status_values(snapshot: Dict[str, Any], queue: Dict[str, int], rates: Tuple[float, float], detector: Any,
+                  context: Dict[str, str]) -> List[Tuple[str, str]]:
+    """The key/value pairs of the status, in the documented order.
+
+    ``snapshot``: :meth:`satsam_ros.ros.mailbox.Stats.snapshot`; ``queue``: the
+    mailbox's ``dropped``, ``pending`` and ``in_progress``; ``rates``: (input Hz,
+    processed Hz); ``context``: ``model``, ``roi_tracking`` and ``input_topic``.
+    """
+    return [
+        ("input_rate_hz", f"{rates[0]:.2f}"),
+        ("processed_rate_hz", f"{rates[1]:.2f}"),
+        ("frames_received", str(snapshot["received"])),
+        ("frames_processed", str(snapshot["processed"])),
+        ("frames_dropped", str(queue["dropped"])),
+        ("frames_rejected", str(snapshot["rejected"])),
+        ("frames_pending", str(queue["pending"])),
+        ("frames_in_progress", str(queue["in_progress"])),
+        ("processing_errors", str(snapshot["errors"])),
+        ("latency_p50_ms", _ms(snapshot["latency"], 50)),
+        ("latency_p95_ms", _ms(snapshot["latency"], 95)),
+        ("stamp_age_p50_ms", _ms(snapshot["stamp_age"], 50)),
+        ("stamp_age_p95_ms", _ms(snapshot["stamp_age"], 95)),
+        ("inference_p50_ms", _ms(snapshot["inference"], 50)),
+        ("backend", detector.backend.name),
+        ("device", str(detector.backend.device)),
+        ("model", context["model"]),
+        ("size", str(detector.config.size)),
+        ("mode", detector.config.mode),
+        ("threshold", f"{detector.threshold:g}"),
+        ("min_area", str(detector.min_area)),
+        ("roi_tracking", context["roi_tracking"]),
+        ("input_topic", context["input_topic"]),
+        ("last_problem", snapshot["last_problem"]),
+    ]
+
+
+def status_level(values: Dict[str, str], problems_before: int) -> Tuple[str, str, int]:
+    """(level OK/WARN, message, problems now) for one report.
+
+    WARN when frames were rejected or failed since the report that had seen
+    ``problems_before`` of them; otherwise OK, waiting or the rates and latency.
+    """
+    problems = int(values["frames_rejected"]) + int(values["processing_errors"])
+    if problems > problems_before:
+        return WARN, f"{problems - problems_before} bad frame(s) or error(s): {values['last_problem']}", problems
+    if values["frames_received"] == "0":
+        return OK, f"waiting for frames on {values['input_topic']}", problems
+    return OK, (f"{values['processed_rate_hz']} Hz processed of {values['input_rate_hz']} Hz in, "
+                f"latency p50 {values['latency_p50_ms']} ms"), problems
+
+
+def new_clock(now: Optional[float] = None) -> RateClock:
+    """A rate clock starting now (``time.monotonic()``)."""
+    return RateClock(time.monotonic() if now is None else now)

@@ -1,0 +1,64 @@
+"""The settings of one benchmark run (the ``satsam bench`` flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from ...core import tiling
+
+FORMAT = 1
+DEFAULT_SIZES = (512, 1024, 2048)
+DEFAULT_MODES = ("fast", "faithful")
+
+
+@dataclass
+class Options:
+    """Settings of one benchmark run (the ``satsam bench`` flags)."""
+
+    models: Sequence[str] = ("shipped", "vit-b")
+    sizes: Sequence[int] = DEFAULT_SIZES
+    backends: Optional[Sequence[str]] = None  # None: every backend available
+    modes: Sequence[str] = DEFAULT_MODES
+    device: str = "auto"
+    frames: int = 10
+    warmup: int = 2
+    budget: float = 900.0  # seconds per (model, size) group; frames are cut to fit
+    ablation: bool = False
+    include_slow: bool = False
+    native_encoder: Optional[int] = 256  # E of the native-resolution rows (None: no such rows)
+    roi: bool = True
+    roi_frames: int = 30
+    roi_sizes: Sequence[int] = (512, 1024, 2048)
+    threads: Optional[int] = None  # torch intra-op threads (None: usable cores)
+    seed: int = 0
+    command: str = ""
+    node: bool = True  # the live-node section (needs the colcon-installed detect_node)
+    node_rates: Sequence[Any] = (10.0, 20.0, "max")
+    node_frames: int = 100
+
+    def validate(self) -> Options:
+        from ...core.detector import MODES
+
+        for s in self.sizes:
+            tiling.check_size(s)
+        for s in self.roi_sizes:
+            tiling.check_size(s)
+        for m in self.modes:
+            if m not in MODES:
+                raise ValueError(f"modes: each must be one of {', '.join(MODES)}; got {m!r}")
+        if int(self.frames) < 1 or int(self.warmup) < 0 or int(self.roi_frames) < 2:
+            raise ValueError("frames must be >= 1, warmup >= 0 and roi_frames >= 2")
+        if float(self.budget) <= 0:
+            raise ValueError(f"budget must be > 0 seconds; got {self.budget}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ValueError(f"threads must be >= 1; got {self.threads}")
+        if self.node:
+            self.node_options().validate()
+        return self
+
+    def node_options(self):
+        from .node import NodeBenchOptions
+
+        return NodeBenchOptions(rates=self.node_rates, frames=int(self.node_frames), size=512,
+                                device=None if self.device == "auto" else self.device)
