@@ -219,7 +219,7 @@ def test_bag_make_errors_name_the_problem(tmp_path, coco_dir):
     bad = json.loads((d / "test.json").read_text())
     bad["annotations"][0]["segmentation"]["size"] = [1, 1]
     (d / "test.json").write_text(json.dumps(bad))
-    with pytest.raises(SystemExit, match=r"image id 1, annotation 0: segmentation: RLE size \[1, 1\]"):
+    with pytest.raises(SystemExit, match=r"test.json: annotations\[0\] \(id 1\): segmentation: RLE size \[1, 1\]"):
         main(["bag", "make", str(d), "--out", str(tmp_path / "o5")])
 
 

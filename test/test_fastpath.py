@@ -24,7 +24,8 @@ from satsam_ros.backends.torch_backend import (
 )
 from satsam_ros.core import imaging, postprocess, tiling
 from satsam_ros.core.backend import Backend
-from satsam_ros.core.detector import Detector, DetectorConfig, _resize_patches
+from satsam_ros.core.detector import Detector, DetectorConfig
+from satsam_ros.core.preprocess import resize_patches
 from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.model import SatsamMeta, load_model, random_model, save_checkpoint, tiny_config
 from satsam_ros.runtime import open_detector
@@ -231,11 +232,11 @@ def test_preprocessing_matches_the_plain_pipeline(size, overlap):
 
 def test_patch_resize_matches_one_cv2_call_per_patch():
     patches = np.random.default_rng(3).standard_normal((5, 3, 64, 64)).astype(np.float32)
-    got = _resize_patches(patches, 256)
+    got = resize_patches(patches, 256)
     want = np.stack([cv2.resize(p.transpose(1, 2, 0), (256, 256), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
                      for p in patches])
     np.testing.assert_array_equal(got, want)
-    assert _resize_patches(patches, 64) is patches
+    assert resize_patches(patches, 64) is patches
 
 
 @pytest.mark.parametrize("blobs", [3, 80])

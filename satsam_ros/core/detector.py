@@ -7,19 +7,19 @@ training reports are the numbers the node delivers.
 One frame, step by step (shapes for an H x W input, S x S resize, P x P patches,
 encoder input E, low-res logits m = E / 4):
 
-1. ``imaging.to_sam_rgb``: H x W (x C) -> H x W x 3 float32 RGB, 0..255 (a gray
-   frame is resized as one channel and broadcast to three in the next copy).
-2. resize to S x S; ``PatchGrid.extract_chw`` copies the patches once into the
-   backends' N x 3 x P x P layout; SAM normalisation in place on that copy, once per
-   frame; patches resized to E x E when E != P.
+1. :func:`preprocess.frame_patches`: H x W (x C) -> SAM RGB (0..255; a gray frame is
+   resized as one channel and broadcast to three in the next copy), resized to S x S,
+   copied once into the backends' N x 3 x P x P layout, SAM-normalised in place;
+   :func:`preprocess.resize_patches` to E x E when E != P (per batch).
 3. backend: N x 3 x E x E -> N x m x m logits (``fast``: up to ``max_batch`` patches
    per forward (fewer on a CPU when the backend prefers it), fused attention,
    optional bf16/fp16; ``faithful``: one patch per
    forward at E = 1024 through transformers' stock modules, as the reference
    pipeline's SamProcessor does). Fast and faithful compute the same function when
    the model's own E is 1024 (``test/test_fastpath.py``).
-4. logits upsampled to P x P straight into the S x S frame (blended where patches
-   overlap), sigmoid, resized to H x W, thresholded, connected components -> boxes.
+4. :func:`postprocess.stitch_logits`: logits upsampled to P x P straight into the
+   S x S frame (blended where patches overlap); sigmoid, resized to H x W,
+   thresholded, connected components -> boxes (:mod:`.postprocess`).
 
 ``detect(..., only_patches=[...])`` runs a subset of the patches (ROI tracking,
 :mod:`satsam_ros.roi`); the others get probability 0.
@@ -31,19 +31,15 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 
-from . import imaging, postprocess, tiling
+from . import postprocess, preprocess, tiling
 from .backend import AUTOCAST_PRECISIONS, Backend
 from .meta import SatsamMeta
 from .postprocess import Box
 
 MODES = ("fast", "faithful")
 FAITHFUL_ENCODER_SIZE = 1024  # SamProcessor resizes every input to 1024 on its long side
-SKIPPED_LOGIT = -100.0  # logit of patches left out (ROI tracking): sigmoid gives exactly 0.0
-_MEAN = np.asarray(imaging.SAM_PIXEL_MEAN, dtype=np.float32)
-_STD = np.asarray(imaging.SAM_PIXEL_STD, dtype=np.float32)
 
 
 @dataclass
@@ -116,65 +112,6 @@ class DetectorConfig:
         return self
 
 
-def _resize_patches(patches: np.ndarray, size: int) -> np.ndarray:
-    """N x C x P x P float32 -> N x C x size x size, bilinear (as SamProcessor).
-
-    One cv2 call per patch on its H x W x C view: the same arithmetic whatever the
-    batch size, so fast (batched) and faithful (one by one) feed identical inputs.
-    """
-    n, c, p = patches.shape[0], patches.shape[1], patches.shape[2]
-    if p == size:
-        return patches
-    out = np.empty((n, c, size, size), dtype=np.float32)
-    for i in range(n):
-        up = cv2.resize(np.ascontiguousarray(patches[i].transpose(1, 2, 0)), (size, size),
-                        interpolation=cv2.INTER_LINEAR)
-        out[i] = up.reshape(size, size, c).transpose(2, 0, 1)
-    return out
-
-
-def _upsample_logits(logits: np.ndarray, size: int) -> np.ndarray:
-    """N x m x m logits -> N x size x size, bilinear, one cv2 call per patch.
-
-    (Measured faster than one multi-channel call, whose transposes cost more than the
-    calls they save.)
-    """
-    n, m = logits.shape[0], logits.shape[1]
-    if m == size:
-        return logits
-    out = np.empty((n, size, size), dtype=np.float32)
-    for i in range(n):
-        out[i] = cv2.resize(logits[i], (size, size), interpolation=cv2.INTER_LINEAR)
-    return out
-
-
-def _stitch_logits(grid: tiling.PatchGrid, logits: np.ndarray, chosen: Optional[List[int]]) -> np.ndarray:
-    """Low-res logits of the patches run (all, or ``chosen``) -> S x S logits.
-
-    Patches not run get ``SKIPPED_LOGIT``. On an exact tiling (no overlap) every patch
-    is upsampled straight into its place in the frame: no N x P x P intermediate.
-    """
-    p, total = grid.patch, len(grid)
-    indices = range(total) if chosen is None else chosen
-    if grid.overlap == 0 and grid.size % p == 0:
-        if chosen is None:
-            out = np.empty((grid.size, grid.size), dtype=np.float32)
-        else:
-            out = np.full((grid.size, grid.size), SKIPPED_LOGIT, dtype=np.float32)
-        same = logits.shape[1] == p
-        for k, i in enumerate(indices):
-            y, x = grid.origins[i]
-            out[y:y + p, x:x + p] = logits[k] if same else cv2.resize(logits[k], (p, p),
-                                                                      interpolation=cv2.INTER_LINEAR)
-        return out
-    up = _upsample_logits(logits, p)
-    if chosen is not None:
-        full = np.full((total, p, p), SKIPPED_LOGIT, dtype=np.float32)
-        full[chosen] = up
-        up = full
-    return grid.stitch(up)
-
-
 class Detector:
     """Patch-tiled SAM satellite detector around one :class:`Backend`.
 
@@ -219,30 +156,21 @@ class Detector:
                 raise ValueError(f"only_patches must be indices in [0, {total}); got {list(only_patches)}")
             if len(chosen) == total:
                 chosen = None
-        rgb = imaging.to_sam_rgb(frame, order)
-        height, width = rgb.shape[:2]
+        patches, (height, width) = preprocess.frame_patches(frame, order, self.grid, chosen)  # N x 3 x P x P
         size, e = self.config.size, self.backend.input_size
-        # A gray frame has three identical channels: resize one, broadcast it in the copy.
-        single = np.ndim(frame) == 2 or np.shape(frame)[2] == 1
-        resized = tiling.resize(rgb[:, :, :1] if single else rgb, size, size)
-        patches = self.grid.extract_chw(resized, 3, chosen)  # N x 3 x P x P, our own copy
-        for c in range(3):  # SAM normalisation in place, once per frame: (x - mean) / std
-            plane = patches[:, c]
-            np.subtract(plane, _MEAN[c], out=plane)
-            np.divide(plane, _STD[c], out=plane)
         t1 = time.perf_counter()
 
         low_res = []
         prep = 0.0
         for start in range(0, len(patches), self.batch):
             tp = time.perf_counter()
-            chunk = _resize_patches(patches[start:start + self.batch], e)
+            chunk = preprocess.resize_patches(patches[start:start + self.batch], e)
             prep += time.perf_counter() - tp
             low_res.append(self.backend.infer(chunk))
         t2 = time.perf_counter()
 
         logits = np.concatenate(low_res) if low_res else np.empty((0, 1, 1), np.float32)
-        prob = postprocess.sigmoid(_stitch_logits(self.grid, logits, chosen))
+        prob = postprocess.sigmoid(postprocess.stitch_logits(self.grid, logits, chosen))
         prob = tiling.resize(prob, height, width)
         np.clip(prob, 0.0, 1.0, out=prob)
         mask = postprocess.threshold(prob, self.threshold)

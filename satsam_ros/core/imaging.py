@@ -24,9 +24,14 @@ Intensity conventions (documented once, used everywhere):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Tuple
 
 import numpy as np
+
+#: image file suffixes the tools read (``satsam detect`` folders, ``bag make`` image
+#: folders, dataset backgrounds)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm")
 
 # SAM's normalisation (ImageNet statistics on the 0..255 scale), as in the original
 # segment-anything predictor and transformers' SamImageProcessor.
@@ -195,3 +200,25 @@ def to_uint8_gray(frame: np.ndarray, order: str = "rgb") -> np.ndarray:
     rgb = to_sam_rgb(frame, order)
     gray = rgb @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
     return np.clip(gray + 0.5, 0, 255).astype(np.uint8)
+
+
+def read_image_file(path: Path) -> Tuple[np.ndarray, str]:
+    """Read an image file as stored: ``(array, order)``.
+
+    H x W (order "mono"; a single channel axis is dropped) or H x W x 3/4 (order
+    "bgr" / "bgra", as OpenCV reads files); uint8 or uint16 as stored. Raises
+    ValueError naming the file when it does not exist or is not a readable image.
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f"{path}: not a readable image (supported: {', '.join(IMAGE_SUFFIXES)})")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return img, "mono"
+    return img, "bgra" if img.shape[2] == 4 else "bgr"

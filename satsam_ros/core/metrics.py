@@ -28,11 +28,12 @@ frames in the set" is never mistaken for "no false alarms".
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from .postprocess import mask_iou
+from .stats import percentile
 
 IOU_THRESHOLD = 0.5
 
@@ -51,32 +52,41 @@ def _as_mask(mask: Optional[np.ndarray], like: Optional[np.ndarray] = None) -> n
     return arr > 0
 
 
+def frame_score(pred: np.ndarray, true: Optional[np.ndarray],
+                iou_threshold: float = IOU_THRESHOLD) -> Tuple[float, bool]:
+    """(IoU, correct) of one frame: the rule every evaluation applies.
+
+    IoU of the H x W masks, 1.0 when both are empty. Correct: when the true mask is
+    empty (or None), only an empty prediction; otherwise IoU > ``iou_threshold``
+    (strictly). Raises ValueError when the shapes differ.
+    """
+    p = _as_mask(pred)
+    t = _as_mask(true, like=p)
+    if p.shape != t.shape:
+        raise ValueError(f"mask shapes differ: {p.shape} vs {t.shape}")
+    iou = mask_iou(p, t)
+    correct = (not p.any()) if not t.any() else iou > float(iou_threshold)
+    return iou, bool(correct)
+
+
 def frame_iou(pred: np.ndarray, true: Optional[np.ndarray]) -> float:
     """IoU of the predicted and true H x W masks; 1.0 when both are empty.
 
     ``true`` may be None (no satellite in the frame). Raises ValueError when the
     shapes differ.
     """
-    p = _as_mask(pred)
-    t = _as_mask(true, like=p)
-    return mask_iou(p, t)
+    return frame_score(pred, true)[0]
 
 
 def frame_correct(pred: np.ndarray, true: Optional[np.ndarray], iou_threshold: float = IOU_THRESHOLD) -> bool:
-    """Whether one frame counts as correct.
+    """Whether one frame counts as correct (see :func:`frame_score`)."""
+    _check_iou_threshold(iou_threshold)
+    return frame_score(pred, true, iou_threshold)[1]
 
-    Empty true mask (or None): correct only when the prediction is empty.
-    Otherwise: correct when IoU(pred, true) > ``iou_threshold`` (strictly).
-    """
-    if not 0.0 <= float(iou_threshold) < 1.0:
-        raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
-    p = _as_mask(pred)
-    t = _as_mask(true, like=p)
-    if not t.any():
-        if p.shape != t.shape:
-            raise ValueError(f"mask shapes differ: {p.shape} vs {t.shape}")
-        return not p.any()
-    return mask_iou(p, t) > float(iou_threshold)
+
+def _check_iou_threshold(value: float) -> None:
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1), got {value}")
 
 
 @dataclass
@@ -96,12 +106,6 @@ class FrameRecord:
         return asdict(self)
 
 
-def _percentile(values: List[float], q: float) -> Optional[float]:
-    if not values:
-        return None
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
 def _rate(num: int, den: int) -> Optional[float]:
     return float(num) / float(den) if den else None
 
@@ -110,8 +114,7 @@ class MetricAccumulator:
     """Collects frames and summarises them (see the module docstring for the fields)."""
 
     def __init__(self, iou_threshold: float = IOU_THRESHOLD):
-        if not 0.0 <= float(iou_threshold) < 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
+        _check_iou_threshold(iou_threshold)
         self.iou_threshold = float(iou_threshold)
         self.records: List[FrameRecord] = []
 
@@ -130,13 +133,9 @@ class MetricAccumulator:
         t = _as_mask(true, like=p)
         if p.shape != t.shape:
             raise ValueError(f"frame {frame_id}: mask shapes differ: pred {p.shape} vs true {t.shape}")
+        iou, correct = frame_score(p, t, self.iou_threshold)
         true_area = int(np.count_nonzero(t))
         pred_area = int(np.count_nonzero(p))
-        iou = mask_iou(p, t)
-        if true_area == 0:
-            correct = pred_area == 0
-        else:
-            correct = iou > self.iou_threshold
         if seconds is not None and not np.isfinite(seconds):
             raise ValueError(f"frame {frame_id}: seconds must be finite, got {seconds}")
         record = FrameRecord(
@@ -176,8 +175,8 @@ class MetricAccumulator:
             "false_alarm_rate": _rate(false_alarms, len(empty)),
             "misses": int(misses),
             "miss_rate": _rate(misses, len(nonempty)),
-            "seconds_median": _percentile(seconds, 50.0),
-            "seconds_p95": _percentile(seconds, 95.0),
+            "seconds_median": percentile(seconds, 50.0),
+            "seconds_p95": percentile(seconds, 95.0),
             "seconds_mean": float(np.mean(seconds)) if seconds else None,
         }
 

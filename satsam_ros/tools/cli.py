@@ -14,8 +14,6 @@ from typing import Iterable, List, Optional
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm")
-
 
 def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin") -> None:
     from ..core.detector import MODES
@@ -56,6 +54,9 @@ def build_detector(args):
 
 
 def _collect_inputs(items: Iterable[str]) -> List[Path]:
+    """Files given, and the image files (by suffix) of directories given, in name order."""
+    from ..core.imaging import IMAGE_SUFFIXES
+
     files: List[Path] = []
     for item in items:
         path = Path(item)
@@ -66,24 +67,11 @@ def _collect_inputs(items: Iterable[str]) -> List[Path]:
     return files
 
 
-def read_image(path: Path):
-    """Read an image file as (array, channel order); raises ValueError naming the file."""
-    import cv2
-
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"{path}: not a readable image (supported: {', '.join(IMAGE_SUFFIXES)})")
-    order = "bgra" if img.ndim == 3 and img.shape[2] == 4 else "bgr"
-    return img, order
-
-
 def cmd_detect(args) -> int:
     import cv2
     from tqdm import tqdm
 
-    from ..core.imaging import FrameError
+    from ..core.imaging import FrameError, read_image_file
     from ..core.overlay import overlay_image
 
     files = _collect_inputs(args.inputs)
@@ -95,7 +83,7 @@ def cmd_detect(args) -> int:
     failures = 0
     for path in tqdm(files, desc="detect", unit="frame", disable=len(files) < 2 or None):
         try:
-            img, order = read_image(path)
+            img, order = read_image_file(path)
             res = detector.detect(img, order)
         except (ValueError, FrameError) as exc:
             failures += 1

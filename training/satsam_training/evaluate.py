@@ -83,23 +83,6 @@ def load_frames(data, split: str):
     return frames
 
 
-def _pick_examples(records, examples: int) -> List[int]:
-    """Indices of up to ``examples`` frames: a mix of hits, misses, empty frames and
-    false alarms, in that rotation, so the figure shows successes and failures."""
-    groups = [
-        [i for i, r in enumerate(records) if not r.true_empty and r.correct],
-        [i for i, r in enumerate(records) if not r.true_empty and not r.correct],
-        [i for i, r in enumerate(records) if r.true_empty and r.correct],
-        [i for i, r in enumerate(records) if r.true_empty and not r.correct],
-    ]
-    picked: List[int] = []
-    while len(picked) < examples and any(groups):
-        for group in groups:
-            if group and len(picked) < examples:
-                picked.append(group.pop(0))
-    return sorted(picked)
-
-
 def evaluate(
     model: str,
     data,
@@ -180,6 +163,8 @@ def evaluate(
 
 def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, examples: int, detector) -> None:
     """metrics.json, per_frame.csv, table.md and examples.png (see the module docstring)."""
+    from satsam_ros.core.metrics import pick_examples
+
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "metrics.json", result)
     rows = []
@@ -199,7 +184,7 @@ def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, example
         + report.metrics_markdown(result)
     )
     report.atomic_write_text(out / "table.md", text)
-    picked = _pick_examples(acc.records, examples)
+    picked = pick_examples(dict(enumerate(acc.records)), examples)
     shown = []
     for i in picked:
         frame, rec = frames[i], acc.records[i]

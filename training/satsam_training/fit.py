@@ -4,8 +4,8 @@ The model sees exactly what the Detector feeds it at inference time:
 
 * patch (P x P uint8 grayscale, from ``satsam-train patches``) -> optional augmentation
   (flips / 90-degree rotations of image and mask together, brightness/contrast gain on
-  the image) -> ``satsam_ros.imaging.to_sam_rgb`` -> ``imaging.normalize`` -> resized to
-  the encoder input E x E with the Detector's own ``_resize_patches``;
+  the image) -> ``satsam_ros.core.preprocess.patch_pixels``: the functions the Detector
+  runs (SAM RGB, normalisation, resized to the encoder input E x E);
 * the prompt policy of the checkpoint, baked in by
   ``satsam_ros.model.make_patch_module`` -> N x m x m logits (m = E/4);
 * the loss (monai ``DiceCELoss(sigmoid=True, squared_pred=True)``) is computed either
@@ -273,20 +273,11 @@ class PatchDataset:
         return np.ascontiguousarray(img), np.ascontiguousarray(mask)
 
     def pixels(self, img: np.ndarray) -> np.ndarray:
-        """P x P uint8 patch -> 3 x E x E float32, the Detector's preprocessing:
-        ``to_sam_rgb`` + ``normalize``, then each channel resized to E x E bilinearly
-        (cv2 INTER_LINEAR, the Detector's patch resize). A test pins this to the batch
-        the Detector hands its backend."""
-        import cv2
+        """P x P uint8 patch -> 3 x E x E float32: the Detector's pre-processing of that
+        patch (:func:`satsam_ros.core.preprocess.patch_pixels`)."""
+        from satsam_ros.core.preprocess import patch_pixels
 
-        from satsam_ros.core import imaging
-
-        normed = imaging.normalize(imaging.to_sam_rgb(img))  # P x P x 3 float32
-        chw = np.ascontiguousarray(normed.transpose(2, 0, 1))
-        e = self.encoder_size
-        if chw.shape[1] == e:
-            return chw
-        return np.stack([cv2.resize(plane, (e, e), interpolation=cv2.INTER_LINEAR) for plane in chw])
+        return patch_pixels(img, self.encoder_size)
 
     def target(self, mask: np.ndarray) -> np.ndarray:
         """P x P 0/255 mask -> 1 x T x T float32 in [0, 1]."""

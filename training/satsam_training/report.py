@@ -222,16 +222,12 @@ def plot_threshold_curve(rows: Sequence[Dict[str, Any]], best: float, path: Path
 
 def outline_image(gray: np.ndarray, true: Optional[np.ndarray], pred: Optional[np.ndarray]) -> np.ndarray:
     """H x W uint8 gray frame -> H x W x 3 uint8 RGB with the true mask outlined in green
-    and the predicted mask outlined in red (1 px contours)."""
-    import cv2
+    and the predicted mask outlined in red (1 px contours, satsam_ros.core.overlay)."""
+    from satsam_ros.core.overlay import draw_outline
 
     rgb = np.repeat(gray[:, :, None], 3, axis=2).copy()
-    for mask, colour in ((true, (0, 255, 0)), (pred, (255, 0, 0))):
-        if mask is None or not np.any(mask):
-            continue
-        contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(rgb, contours, -1, colour, 1)
-    return rgb
+    draw_outline(rgb, true, (0, 255, 0), thickness=1)
+    return draw_outline(rgb, pred, (255, 0, 0), thickness=1)
 
 
 def plot_examples(examples: Sequence[Dict[str, Any]], path: Path, title: str = "", columns: int = 4) -> Path:

@@ -98,3 +98,20 @@ def test_rates_without_denominator_are_none():
     assert s["false_alarm_rate"] is None and s["accuracy_empty"] is None
     assert s["seconds_median"] is None
     assert MetricAccumulator().summary()["accuracy"] is None
+
+
+def test_accumulator_scores_each_frame_with_the_frame_rule():
+    """MetricAccumulator.add applies frame_iou / frame_correct (one rule, not a copy):
+    every record equals what the two functions say about the same masks."""
+    rng = np.random.default_rng(7)
+    acc = MetricAccumulator(iou_threshold=0.3)
+    cases = []
+    for _ in range(40):
+        true = (rng.random((12, 16)) < rng.choice([0.0, 0.2, 0.6])).astype(np.uint8) * 255
+        pred = (rng.random((12, 16)) < rng.choice([0.0, 0.2, 0.6])).astype(np.uint8)
+        cases.append((pred, true))
+        acc.add(pred, true)
+    for rec, (pred, true) in zip(acc.records, cases):
+        assert rec.iou == frame_iou(pred, true)
+        assert rec.correct == frame_correct(pred, true, iou_threshold=0.3)
+    assert {r.correct for r in acc.records} == {True, False}  # the cases exercise both outcomes

@@ -22,6 +22,7 @@ import numpy as np
 from ...core import imaging, postprocess, tiling
 from ...core.backend import Backend
 from ...core.detector import Detector, DetectorConfig
+from ...core.preprocess import resize_patches
 from ...core.stats import percentile
 from ...runtime import open_detector
 from .detector import bench_frames
@@ -111,10 +112,7 @@ def bench_grad_modes(detector: Detector, frames: Sequence[np.ndarray], rounds: i
     size, e = detector.config.size, backend.input_size
     rgb = imaging.to_sam_rgb(frames[0], "rgb")
     patches = detector.grid.extract_chw(imaging.normalize(tiling.resize(rgb, size, size)))
-    if e != patches.shape[2]:
-        from ...core.detector import _resize_patches
-
-        patches = _resize_patches(patches, e)
+    patches = resize_patches(patches, e)
     x = torch.from_numpy(np.ascontiguousarray(patches[: detector.batch])).to(backend.device)
     times: Dict[str, List[float]] = {"no_grad": [], "inference_mode": []}
     for r in range(rounds + 1):

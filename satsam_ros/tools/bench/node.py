@@ -91,6 +91,7 @@ def rate_name(rate: Union[float, str]) -> str:
 def detector_baseline(model: str, size: int, backend: Optional[str], device: Optional[str], frames: int,
                       seed: int) -> Dict[str, Any]:
     """In-process Detector latency on the benchmark's frames (same model, size, backend)."""
+    from ...core.stats import summary_ms
     from ...core.synthetic import synthetic_frame
     from ...runtime import DEFAULT_BACKEND, DEFAULT_DEVICE, open_detector
 
@@ -104,9 +105,9 @@ def detector_baseline(model: str, size: int, backend: Optional[str], device: Opt
         totals.append(res.timings["total"])
         pre += res.timings.get("pre", 0.0)
         post += res.timings.get("post", 0.0)
-    ms = np.asarray(totals) * 1000.0
-    return {"frames": len(images), "backend": det.backend.describe(), "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean()),
+    ms = summary_ms(totals)
+    return {"frames": len(images), "backend": det.backend.describe(), "p50_ms": ms["p50"],
+            "p95_ms": ms["p95"], "mean_ms": ms["mean"],
             "pre_post_share": (pre + post) / float(sum(totals)) if sum(totals) > 0 else None}
 
 
