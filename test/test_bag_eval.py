@@ -135,11 +135,11 @@ def test_report_accuracy_equals_in_process_detector(evaluated, labelled):
 
 def test_report_accuracy_equals_satsam_train_evaluate(evaluated, labelled, tmp_path):
     try:
-        from satsam_training.evaluate import evaluate
+        from satsam_training.evaluate import DetectorChoice, evaluate
     except ImportError as exc:
         pytest.skip(f"satsam_training.evaluate is not importable here ({exc}); the in-process comparison stands")
-    result = evaluate(str(labelled["model"]), labelled["dir"], split="test", size=512, threshold=THRESHOLD,
-                      device="cpu", backend="torch", progress=False, warmup=0)
+    choice = DetectorChoice(str(labelled["model"]), size=512, threshold=THRESHOLD, device="cpu", backend="torch")
+    result = evaluate(choice, labelled["dir"], split="test", progress=False, warmup=0)
     s = evaluated["summary"]
     assert result["frames"] == s["metrics"]["frames"]
     assert result["accuracy"] == s["accuracy"]
@@ -306,7 +306,7 @@ def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
     model (``builtin``), and scored; the report equals ``satsam-train evaluate builtin``
     on the same COCO split, frame for frame."""
     from satsam_training.cli import main as train_main
-    from satsam_training.evaluate import evaluate
+    from satsam_training.evaluate import DetectorChoice, evaluate
 
     from satsam_ros.ros.params import PARAM_SPECS
 
@@ -322,8 +322,8 @@ def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
     s = json.loads((out / "metrics.json").read_text())
     assert s["node"]["parameters"].get("model") is None  # the node's own default ran
     assert s["frames_sent"] == s["frames_answered"] == 10
-    ref = evaluate("builtin", data, split="test", size=512, device="cpu", backend="torch", progress=False,
-                   warmup=0, examples=0)
+    ref = evaluate(DetectorChoice("builtin", size=512, device="cpu", backend="torch"), data, split="test",
+                   progress=False, warmup=0, examples=0)
     assert (s["metrics"]["frames"], s["empty_frames"]) == (ref["frames"], ref["empty_frames"])
     assert ref["empty_frames"] > 0 and ref["nonempty_frames"] > 0
     assert s["accuracy"] == ref["accuracy"] and s["false_alarms"] == ref["false_alarms"]

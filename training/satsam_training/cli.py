@@ -1,4 +1,9 @@
-"""The ``satsam-train`` command."""
+"""The ``satsam-train`` command: the parser and the entry point.
+
+The subcommands live in :mod:`.data_commands` and :mod:`.train_commands`; each parses
+its arguments and calls library functions. The command line as typed is handed to
+them as ``args.command_line`` (it goes into provenance).
+"""
 
 from __future__ import annotations
 
@@ -37,16 +42,12 @@ def _add_training_commands(sub) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from . import report
+    """Run ``satsam-train`` with ``argv`` (default: the process's arguments)."""
+    from .report import command_line
 
     args = make_parser().parse_args(argv)
-    previous = report.CURRENT_ARGV
-    if argv is not None:  # called as a function: record these arguments, not the host's sys.argv
-        report.CURRENT_ARGV = list(argv)
-    try:
-        return int(args.func(args) or 0)
-    finally:
-        report.CURRENT_ARGV = previous
+    args.command_line = command_line(sys.argv if argv is None else ["satsam-train", *argv])
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

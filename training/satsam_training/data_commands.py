@@ -19,8 +19,6 @@ def _fail(command: str, exc: Exception):
 
 
 def add_synth(sub) -> None:
-    from .synth import DEFAULT_HEIGHT, DEFAULT_WIDTH
-
     p = sub.add_parser(
         "synth",
         help="generate a synthetic COCO dataset of satellites over Earth-like imagery",
@@ -28,6 +26,14 @@ def add_synth(sub) -> None:
         "satellite (or none) and its exact mask (compressed RLE) and tight box. Deterministic for a seed.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
+    add_synth_options(p)
+    p.set_defaults(func=cmd_synth)
+
+
+def add_synth_options(p) -> None:
+    """The generator's options (all but --out): also what `pipeline --synth-args` takes."""
+    from .synth import DEFAULT_HEIGHT, DEFAULT_WIDTH
+
     p.add_argument("--n-train", type=int, default=100, help="train frames (default 100)")
     p.add_argument("--n-val", type=int, default=20, help="val frames (default 20)")
     p.add_argument("--n-test", type=int, default=20, help="test frames (default 20)")
@@ -43,18 +49,28 @@ def add_synth(sub) -> None:
     p.add_argument("--backgrounds", metavar="DIR", default=None,
                    help="use random crops of the images in DIR (e.g. USGS tiles) instead of procedural Earth")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth (default 8)")
-    p.set_defaults(func=cmd_synth)
+
+
+def synth_config(args):
+    """The generator's SynthConfig from parsed synth options."""
+    from .synth import SynthConfig
+
+    return SynthConfig(height=args.height, width=args.width, empty_fraction=args.empty_fraction,
+                       min_extent=args.min_extent, max_extent_frac=args.max_extent, bit_depth=args.bit_depth,
+                       backgrounds=args.backgrounds)
+
+
+def synth_counts(args) -> dict:
+    """Frames per split from parsed synth options."""
+    return {"train": args.n_train, "val": args.n_val, "test": args.n_test}
 
 
 def cmd_synth(args) -> int:
-    from .synth import SynthConfig, generate_dataset
+    from .synth import generate_dataset
 
-    config = SynthConfig(height=args.height, width=args.width, empty_fraction=args.empty_fraction,
-                         min_extent=args.min_extent, max_extent_frac=args.max_extent, bit_depth=args.bit_depth,
-                         backgrounds=args.backgrounds)
-    counts = {"train": args.n_train, "val": args.n_val, "test": args.n_test}
     try:
-        stats = generate_dataset(args.out, counts, seed=args.seed, config=config, progress=True)
+        stats = generate_dataset(args.out, synth_counts(args), seed=args.seed, config=synth_config(args),
+                                 progress=True)
     except (ValueError, FileNotFoundError) as exc:
         raise _fail("synth", exc) from exc
     for split, st in stats.items():

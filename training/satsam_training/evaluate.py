@@ -1,7 +1,8 @@
 """Evaluating a model on labelled frames (COCO, the format of ``satsam_training.coco``).
 
-Every frame goes through :meth:`satsam_ros.detector.Detector.detect` (the node's code
-path) and is scored with :mod:`satsam_ros.metrics` (the one metric). Outputs, in
+Every frame goes through the Detector that :func:`satsam_ros.runtime.open_detector` opens
+(the node's code path and defaults: the backend the node would pick) and is scored with
+:mod:`satsam_ros.core.metrics` (the one metric). Outputs, in
 ``out``::
 
     metrics.json     the summary (accuracy, mean IoU, false-alarm and miss rates,
@@ -15,8 +16,11 @@ path) and is scored with :mod:`satsam_ros.metrics` (the one metric). Outputs, in
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
+
+from satsam_ros.runtime import DEFAULT_BACKEND, DEFAULT_DEVICE
 
 from . import report
 
@@ -83,51 +87,73 @@ def load_frames(data, split: str):
     return frames
 
 
+@dataclass
+class DetectorChoice:
+    """Which Detector an evaluation runs: a model and its settings.
+
+    ``model``: a spec for :func:`satsam_ros.runtime.open_detector` (a training run
+    directory stands for its ``model/``); ``size`` None: the size the checkpoint was
+    trained for, else 512; ``threshold`` / ``min_area`` None: the checkpoint's tuned
+    values; ``backend`` / ``device``: the runtime's defaults unless given.
+    """
+
+    model: str
+    size: Optional[int] = None
+    threshold: Optional[float] = None
+    min_area: Optional[int] = None
+    mode: str = "fast"
+    overlap: int = 0
+    backend: str = DEFAULT_BACKEND
+    device: str = DEFAULT_DEVICE
+
+    @property
+    def spec(self) -> str:
+        """The model spec to load (a run directory's ``model/``)."""
+        return resolve_model(self.model)
+
+    def frame_size(self) -> int:
+        """S: ``size``, else the checkpoint's trained size, else 512."""
+        return default_size(self.spec, self.size)
+
+    def open(self):
+        """The Detector (EvaluationError naming the model when it cannot be opened)."""
+        from satsam_ros.runtime import open_detector
+
+        try:
+            return open_detector(self.spec, backend=self.backend, device=self.device, size=self.frame_size(),
+                                 threshold=self.threshold, mode=self.mode, overlap=self.overlap,
+                                 min_area=self.min_area)
+        except (OSError, ValueError) as exc:
+            raise EvaluationError(f"model {self.model!r}: {exc}") from exc
+
+
 def evaluate(
-    model: str,
+    choice: DetectorChoice,
     data,
     split: str = "test",
-    size: Optional[int] = None,
-    threshold: Optional[float] = None,
     out=None,
-    device: str = "auto",
-    backend: str = "torch",
-    mode: str = "fast",
-    overlap: int = 0,
-    min_area: Optional[int] = None,
     examples: int = 8,
     warmup: int = 1,
     progress: bool = True,
     detector=None,
     log: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, Any]:
-    """Run the Detector on every frame of ``data``/``split`` and score it.
+    """Run the chosen Detector on every frame of ``data``/``split`` and score it.
 
     Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is
-    given). ``detector`` may be a ready Detector (then model/size/threshold/... are
-    only recorded). ``warmup`` frames are run once untimed first so lazy
-    initialisation does not count as runtime.
+    given). ``detector`` may be a ready Detector (then ``choice`` is only recorded).
+    ``warmup`` frames are run once untimed first so lazy initialisation does not count
+    as runtime.
     """
     from tqdm import tqdm
 
     from satsam_ros.core.metrics import MetricAccumulator
-    from satsam_ros.runtime import open_detector
 
-    spec = resolve_model(model)
     frames = load_frames(data, split)
-    if detector is None:
-        s = default_size(spec, size)
-        try:
-            detector = open_detector(
-                spec, backend=backend, device=device, size=s, threshold=threshold, mode=mode,
-                overlap=overlap, min_area=min_area,
-            )
-        except (OSError, ValueError) as exc:
-            raise EvaluationError(f"model {model!r}: {exc}") from exc
+    detector = detector if detector is not None else choice.open()
     s = detector.config.size
     for frame in frames[: max(0, int(warmup))]:
         detector.detect(frame.image())
-
     acc = MetricAccumulator()
     files: List[str] = []
     t0 = time.time()
@@ -135,13 +161,22 @@ def evaluate(
         res = detector.detect(frame.image())
         acc.add(res.mask, frame.mask(), seconds=res.timings["total"], frame_id=frame.id)
         files.append(str(frame.path))
-    summary = acc.summary()
-    meta = detector.meta
-    result: Dict[str, Any] = {
-        "model": str(model),
+    result = _result(choice, data, split, detector, time.time() - t0)
+    result.update(acc.summary())
+    if out is not None:
+        write_outputs(Path(out), result, acc, frames, files, examples, detector)
+        if log is not None:
+            log(f"evaluate: wrote {out}/metrics.json, table.md, per_frame.csv, examples.png")
+    return result
+
+
+def _result(choice: DetectorChoice, data, split: str, detector, seconds: float) -> Dict[str, Any]:
+    """What was evaluated, and how (the settings part of metrics.json)."""
+    return {
+        "model": str(choice.model),
         "data": str(Path(data).resolve()),
         "split": split,
-        "size": int(s),
+        "size": int(detector.config.size),
         "threshold": float(detector.threshold),
         "min_area": int(detector.min_area),
         "backend": detector.backend.name,
@@ -149,16 +184,10 @@ def evaluate(
         "encoder_input_size": int(detector.backend.input_size),
         "patch_size": int(detector.config.patch_size),
         "mode": detector.config.mode,
-        "model_trained_size": meta.size,
-        "wall_seconds": time.time() - t0,
+        "model_trained_size": detector.meta.size,
+        "wall_seconds": seconds,
         "evaluated": report.now_iso(),
     }
-    result.update(summary)
-    if out is not None:
-        write_outputs(Path(out), result, acc, frames, files, examples, detector)
-        if log is not None:
-            log(f"evaluate: wrote {out}/metrics.json, table.md, per_frame.csv, examples.png")
-    return result
 
 
 def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, examples: int, detector) -> None:

@@ -18,6 +18,10 @@ Hugging Face Accelerate runs the loop, so the same code runs on one CPU, one GPU
 fp16 mixed precision, or several processes under ``accelerate launch``. Validation
 runs on the main process only.
 
+The parts: :mod:`.fit_config` (settings), :mod:`.patch_data` (patches, order),
+:mod:`.validation` (validation, the best epoch), :mod:`.train_state` (``last/``), and
+here the model set-up and the :class:`Trainer` loop.
+
 Outputs under ``out`` (a *run directory*)::
 
     model/            the best checkpoint by the validation metric (save_checkpoint, atomic)
@@ -35,291 +39,24 @@ epoch), so ``resume=True`` continues to the same weights an uninterrupted run re
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
-import random
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import report
-
-TRAIN_PARTS = ("mask_decoder", "all")
-LOSS_RESOLUTIONS = ("patch", "low")
-SCHEDULES = ("constant", "cosine")
-OPTIMIZERS = ("adam", "adamw")
-SELECT_METRICS = ("auto", "val_loss", "val_patch_accuracy", "val_frame_accuracy")
-MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
-FROM_SCRATCH = ("tiny",)
-BASE_CONFIG_KEYS = ("hidden", "layers", "decoder_hidden")
-STATE_FILE = "state.pt"
-STATE_FORMAT = 1
-# Settings a resumed run must share with the run it continues (others may change).
-RESUME_LOCKED = (
-    "patches", "base", "base_config", "encoder_size", "train", "batch_size", "lr", "optimizer",
-    "weight_decay", "schedule", "warmup_steps", "seed", "loss_resolution", "augment",
+from .fit_config import (  # noqa: F401 (FitConfig, FitError, FitResult: this module's API)
+    TRAIN_PARTS,
+    FitConfig,
+    FitError,
+    FitResult,
 )
+from .patch_data import EpochPermutation, PatchDataset
+from .train_state import check_resume, load_training_state, rng_states, save_training_state, set_rng_states
+from .validation import auto_select, logits_for_loss, score, validate_frames, validate_patches
 
-
-class FitError(ValueError):
-    """A fit setting or input that cannot be used; the message names it."""
-
-
-@dataclass
-class FitConfig:
-    """Every setting of a training run (the CLI's ``fit`` options map 1:1 onto these)."""
-
-    patches: Any = ""  # patches directory (patches.json), or a list of them (e.g. one per size S)
-    out: str = ""  # run directory
-    val: Any = None  # patches directory/directories of the val split (loss + patch metrics)
-    val_frames: Optional[str] = None  # COCO dataset directory: frame metrics via the Detector
-    val_frames_split: str = "val"
-    base: str = "tiny"  # tiny | vit-b | builtin | checkpoint dir | hub id
-    base_config: Dict[str, int] = field(default_factory=dict)  # tiny only: hidden, layers, decoder_hidden
-    encoder_size: Optional[int] = None  # E; default 256 from scratch, the base's own otherwise
-    train: Optional[str] = None  # mask_decoder | all; default all from scratch, mask_decoder otherwise
-    epochs: int = 25
-    batch_size: int = 4
-    lr: float = 1e-5
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    clip_grad: float = 0.0  # max gradient norm; 0 = off
-    loss_resolution: str = "patch"
-    augment: bool = False
-    seed: int = 0
-    threshold: Optional[float] = None  # threshold for validation metrics and the saved meta
-    select: str = "auto"
-    mixed_precision: str = "auto"
-    cpu: bool = False
-    workers: int = 0
-    threads: Optional[int] = None  # torch CPU threads per process (None: torch's default)
-    resume: bool = False
-    progress: bool = True
-    command: Optional[str] = None  # recorded in provenance (the CLI passes the command line)
-
-    def resolved(self) -> FitConfig:
-        """A checked copy with the defaults that depend on the base filled in."""
-        cfg = copy.deepcopy(self)
-        cfg.patches = _dir_list(cfg.patches)
-        cfg.val = _dir_list(cfg.val) or None
-        if not cfg.patches:
-            raise FitError("fit: --patches DIR is required")
-        if not cfg.out:
-            raise FitError("fit: --out DIR is required")
-        scratch = cfg.base in FROM_SCRATCH
-        if cfg.train is None:
-            cfg.train = "all" if scratch else "mask_decoder"
-        if cfg.train not in TRAIN_PARTS:
-            raise FitError(f"fit: --train must be one of {', '.join(TRAIN_PARTS)}; got {cfg.train!r}")
-        if cfg.encoder_size is None and scratch:
-            cfg.encoder_size = 256
-        if cfg.encoder_size is not None and (cfg.encoder_size < 32 or cfg.encoder_size % 16):
-            raise FitError(f"fit: --encoder-size must be a multiple of 16 and >= 32; got {cfg.encoder_size}")
-        unknown = set(cfg.base_config) - set(BASE_CONFIG_KEYS)
-        if unknown:
-            raise FitError(f"fit: --base-config keys {sorted(unknown)} unknown; known: {', '.join(BASE_CONFIG_KEYS)}")
-        if cfg.base_config and not scratch:
-            raise FitError(f"fit: --base-config only applies to a from-scratch base (tiny), not {cfg.base!r}")
-        checks = [
-            (cfg.epochs >= 1, f"--epochs must be >= 1; got {cfg.epochs}"),
-            (cfg.batch_size >= 1, f"--batch-size must be >= 1; got {cfg.batch_size}"),
-            (cfg.lr > 0, f"--lr must be > 0; got {cfg.lr}"),
-            (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
-            (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {cfg.warmup_steps}"),
-            (cfg.clip_grad >= 0, f"--clip-grad must be >= 0; got {cfg.clip_grad}"),
-            (cfg.workers >= 0, f"--workers must be >= 0; got {cfg.workers}"),
-            (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1; got {cfg.threads}"),
-            (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}; got {cfg.optimizer!r}"),
-            (cfg.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}; got {cfg.schedule!r}"),
-            (cfg.loss_resolution in LOSS_RESOLUTIONS,
-             f"--loss-resolution must be one of {LOSS_RESOLUTIONS}; got {cfg.loss_resolution!r}"),
-            (cfg.select in SELECT_METRICS, f"--select must be one of {SELECT_METRICS}; got {cfg.select!r}"),
-            (cfg.mixed_precision in MIXED_PRECISION,
-             f"--mixed-precision must be one of {MIXED_PRECISION}; got {cfg.mixed_precision!r}"),
-            (cfg.threshold is None or 0.0 <= cfg.threshold <= 1.0,
-             f"--threshold must be in [0, 1]; got {cfg.threshold}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise FitError("fit: " + message)
-        if cfg.select == "val_frame_accuracy" and not cfg.val_frames:
-            raise FitError("fit: --select val_frame_accuracy needs --val-frames DIR")
-        if cfg.select in ("val_loss", "val_patch_accuracy") and not cfg.val:
-            raise FitError(f"fit: --select {cfg.select} needs --val DIR (validation patches)")
-        return cfg
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` returns: where things went, the history, and the best model."""
-
-    out: Path
-    checkpoint: Path
-    best_epoch: int
-    best_metric: Dict[str, Any]
-    history: List[Dict[str, Any]]
-    model: Any  # the SamModel with the best weights, in memory (eval mode, CPU or the training device)
-    meta: Any  # its SatsamMeta (as written to checkpoint/satsam.json)
-    steps: int
-
-
-# --------------------------------------------------------------------------- the data
-
-
-def _dir_list(value) -> List[str]:
-    """A directory or a list of them -> list of str (empty for None / "")."""
-    if not value:
-        return []
-    if isinstance(value, (str, os.PathLike)):
-        return [str(value)]
-    return [str(v) for v in value]
-
-
-def read_patch_index(directory) -> Dict[str, Any]:
-    """``DIR/patches.json`` read and checked by ``satsam_training.patches``; FitError if unusable."""
-    from .patches import read_patch_index as _read
-
-    if not (Path(directory) / "patches.json").is_file():
-        raise FitError(f"{directory}: no patches.json (make one with `satsam-train patches`)")
-    try:
-        index = _read(directory)
-    except ValueError as exc:
-        raise FitError(str(exc)) from exc
-    if not index["items"]:
-        raise FitError(f"{directory}/patches.json: no patches listed")
-    return index
-
-
-class PatchDataset:
-    """The patches of one or more ``patches.json`` directories as model inputs and loss
-    targets (several directories, e.g. one per S, are concatenated in the given order;
-    their patch sizes must agree, ``size`` is None when their S differ).
-
-    ``dataset[i]`` -> ``(pixels 3 x E x E float32, target 1 x T x T float32 in [0, 1])``
-    with T = P (``loss_resolution="patch"``) or E / 4 (``"low"``, area-averaged, so a
-    target pixel holds the satellite's coverage fraction). Images and masks are read
-    once and kept in memory (P x P uint8 each). Augmentation, when on, draws from a
-    generator seeded by (seed, epoch, index), so it is the same in every run and on
-    every process; set :attr:`epoch` before each epoch.
-    """
-
-    def __init__(
-        self,
-        directory,
-        encoder_size: int,
-        loss_resolution: str = "patch",
-        augment: bool = False,
-        seed: int = 0,
-    ):
-        from .patches import load_patch
-
-        self.directories = [Path(d) for d in _dir_list(directory)]
-        if not self.directories:
-            raise FitError("fit: no patches directory given")
-        self.indexes = [read_patch_index(d) for d in self.directories]
-        self.index = self.indexes[0]
-        sizes = {int(ix["patch_size"]) for ix in self.indexes}
-        if len(sizes) > 1:
-            raise FitError(f"fit: the patches directories mix patch sizes {sorted(sizes)}")
-        self.patch_size = sizes.pop()
-        frame_sizes = {ix.get("size") for ix in self.indexes}
-        self.size = frame_sizes.pop() if len(frame_sizes) == 1 else None
-        self.sizes = [ix.get("size") for ix in self.indexes]
-        self.encoder_size = int(encoder_size)
-        self.loss_resolution = loss_resolution
-        self.augment = bool(augment)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.images: List[np.ndarray] = []
-        self.masks: List[np.ndarray] = []
-        p = self.patch_size
-        for directory, index in zip(self.directories, self.indexes):
-            for item in index["items"]:
-                try:
-                    img, mask = load_patch(directory, item, p)
-                except (OSError, ValueError) as exc:
-                    raise FitError(f"fit: {exc}") from exc
-                self.images.append(img)
-                self.masks.append(mask)
-        self.positive = np.array([bool(np.any(m)) for m in self.masks])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def _augmented(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
-        img, mask = self.images[index], self.masks[index]
-        if not self.augment:
-            return img, mask
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        k = int(rng.integers(4))
-        flip = bool(rng.integers(2))
-        gain = float(rng.uniform(0.8, 1.2))
-        offset = float(rng.uniform(-20.0, 20.0))
-        img = np.rot90(img, k)
-        mask = np.rot90(mask, k)
-        if flip:
-            img, mask = img[:, ::-1], mask[:, ::-1]
-        img = np.clip(img.astype(np.float32) * gain + offset, 0, 255).round().astype(np.uint8)
-        return np.ascontiguousarray(img), np.ascontiguousarray(mask)
-
-    def pixels(self, img: np.ndarray) -> np.ndarray:
-        """P x P uint8 patch -> 3 x E x E float32: the Detector's pre-processing of that
-        patch (:func:`satsam_ros.core.preprocess.patch_pixels`)."""
-        from satsam_ros.core.preprocess import patch_pixels
-
-        return patch_pixels(img, self.encoder_size)
-
-    def target(self, mask: np.ndarray) -> np.ndarray:
-        """P x P 0/255 mask -> 1 x T x T float32 in [0, 1]."""
-        import cv2
-
-        t = (mask > 0).astype(np.float32)
-        if self.loss_resolution == "low":
-            m = self.encoder_size // 4
-            t = cv2.resize(t, (m, m), interpolation=cv2.INTER_AREA)
-        return t[None]
-
-    def __getitem__(self, index: int):
-        import torch
-
-        img, mask = self._augmented(int(index))
-        return torch.from_numpy(self.pixels(img)), torch.from_numpy(self.target(mask))
-
-
-class EpochPermutation:
-    """A sampler whose order is a permutation drawn from (seed, epoch): reproducible
-    across runs, resumes and process counts (accelerate shards it per process)."""
-
-    def __init__(self, length: int, seed: int, shuffle: bool = True):
-        self.length = int(length)
-        self.seed = int(seed)
-        self.shuffle = shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self):
-        import torch
-
-        if not self.shuffle:
-            return iter(range(self.length))
-        gen = torch.Generator()
-        gen.manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=gen).tolist())
+Say = Callable[[str], None]
 
 
 # -------------------------------------------------------------------------- the model
@@ -369,187 +106,6 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
     return 1.0
 
 
-def logits_for_loss(logits, target_size: int):
-    """N x m x m logits -> N x 1 x T x T (bilinear, as the Detector upsamples them)."""
-    import torch.nn.functional as F
-
-    x = logits[:, None].float()
-    if x.shape[-1] != target_size:
-        x = F.interpolate(x, size=(target_size, target_size), mode="bilinear", align_corners=False)
-    return x
-
-
-def detector_for(model, meta, size: int, threshold: float, device: str = "cpu"):
-    """A Detector around an in-memory SamModel (the node's code path, no file round trip)."""
-    from satsam_ros.core.detector import DetectorConfig
-    from satsam_ros.runtime import detector_for_model
-
-    cfg = DetectorConfig(size=int(size), patch_size=int(meta.patch_size), threshold=float(threshold))
-    return detector_for_model(model, meta, device, cfg)
-
-
-# ---------------------------------------------------------------------- validation
-
-
-def validate_patches(module, dataset: PatchDataset, loss_fn, threshold: float, batch_size: int, device) -> Dict:
-    """Loss and patch-level metrics on the validation patches (no augmentation).
-
-    Each patch is scored like a frame (IoU > 0.5 on the P x P probability map
-    thresholded at ``threshold``; an empty patch is correct only if nothing is predicted).
-    """
-    import torch
-
-    from satsam_ros.core import postprocess
-    from satsam_ros.core.metrics import MetricAccumulator
-
-    acc = MetricAccumulator()
-    total, count = 0.0, 0
-    p = dataset.patch_size
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            idx = range(start, min(start + batch_size, len(dataset)))
-            x = torch.stack([dataset[i][0] for i in idx]).to(device)
-            y = torch.stack([dataset[i][1] for i in idx]).to(device)
-            logits = module(x)
-            loss = loss_fn(logits_for_loss(logits, y.shape[-1]), y)
-            total += float(loss) * len(idx)
-            count += len(idx)
-            prob = postprocess.sigmoid(logits_for_loss(logits, p)[:, 0].cpu().numpy())
-            for j, i in enumerate(idx):
-                acc.add(postprocess.threshold(prob[j], threshold), dataset.masks[i], frame_id=i)
-    module.train(was_training)
-    s = acc.summary()
-    return {
-        "val_loss": total / max(1, count),
-        "val_patch_accuracy": s["accuracy"],
-        "val_patch_mean_iou": s["mean_iou"],
-        "val_patch_false_alarm_rate": s["false_alarm_rate"],
-    }
-
-
-def validate_frames(model, meta, frames, size: int, threshold: float, device, progress: bool = False) -> Dict:
-    """Frame metrics on COCO frames through the Detector built around ``model``."""
-    from tqdm import tqdm
-
-    from satsam_ros.core.metrics import MetricAccumulator
-
-    was_training = model.training
-    detector = detector_for(model, meta, size, threshold, device)
-    acc = MetricAccumulator()
-    for frame in tqdm(frames, desc="val frames", unit="frame", leave=False, disable=not progress):
-        res = detector.detect(frame.image())
-        acc.add(res.mask, frame.mask(), seconds=res.timings["total"], frame_id=frame.id)
-    model.train(was_training)
-    s = acc.summary()
-    return {
-        "val_frame_accuracy": s["accuracy"],
-        "val_frame_mean_iou": s["mean_iou"],
-        "val_frame_false_alarm_rate": s["false_alarm_rate"],
-        "val_frame_miss_rate": s["miss_rate"],
-    }
-
-
-def _score(entry: Dict[str, Any], select: str) -> Tuple[float, float, float]:
-    """Sort key (higher is better) for choosing the best epoch: the selected accuracy,
-    then the mean IoU of the same validation (frames or patches), then the lower loss."""
-    loss = entry.get("val_loss")
-    loss_key = -loss if loss is not None else -entry["train_loss"]
-    if select == "val_loss":
-        return (loss_key, 0.0, 0.0)
-    value = entry.get(select)
-    miou = entry.get(select.replace("_accuracy", "_mean_iou"))
-    return (-1.0 if value is None else float(value), -1.0 if miou is None else float(miou), loss_key)
-
-
-def _auto_select(cfg: FitConfig) -> str:
-    if cfg.select != "auto":
-        return cfg.select
-    if cfg.val_frames:
-        return "val_frame_accuracy"
-    if cfg.val:
-        # Not patch accuracy: most validation patches are empty, so early in a from-scratch
-        # run the model that predicts nothing everywhere scores best and would be kept.
-        return "val_loss"
-    return "train_loss"
-
-
-# ------------------------------------------------------------------ training state
-
-
-def _rng_states() -> Dict[str, Any]:
-    import torch
-
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: Dict[str, Any]) -> None:
-    import torch
-
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def save_training_state(directory: Path, state: Dict[str, Any]) -> Path:
-    """Write ``state`` (torch-serialisable) to ``directory/state.pt`` atomically: a fresh
-    directory is built beside it, then renamed over the old one."""
-    import tempfile
-
-    import torch
-
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=str(directory.parent)))
-    old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-    try:
-        torch.save(state, tmp / STATE_FILE)
-        summary = {k: state[k] for k in ("epoch", "step", "step_in_epoch", "complete_epochs", "format")}
-        (tmp / "trainer.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
-    return directory
-
-
-def load_training_state(directory: Path) -> Dict[str, Any]:
-    import torch
-
-    path = Path(directory) / STATE_FILE
-    if not path.is_file():
-        raise FitError(f"--resume: no training state at {path} (nothing to resume)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if int(state.get("format", 0)) != STATE_FORMAT:
-        raise FitError(f"--resume: {path} has state format {state.get('format')}, expected {STATE_FORMAT}")
-    return state
-
-
-def _check_resume(saved: Dict[str, Any], cfg: FitConfig, processes: int) -> None:
-    config = saved["config"]
-    diffs = [
-        f"{key}: saved {config.get(key)!r}, now {getattr(cfg, key)!r}"
-        for key in RESUME_LOCKED
-        if config.get(key) != getattr(cfg, key)
-    ]
-    if cfg.schedule == "cosine" and config.get("epochs") != cfg.epochs:
-        diffs.append(f"epochs: saved {config.get('epochs')}, now {cfg.epochs} (the cosine schedule depends on it)")
-    if saved.get("processes", processes) != processes:
-        diffs.append(f"processes: saved {saved.get('processes')}, now {processes} (the global batch depends on it)")
-    if diffs:
-        raise FitError("--resume: the run's settings changed: " + "; ".join(diffs))
-
-
 # ----------------------------------------------------------------------------- fit
 
 
@@ -572,10 +128,10 @@ def _tensorboard(directory: Path, log: Callable[[str], None]):
 
 def fit(
     config: FitConfig,
-    log: Optional[Callable[[str], None]] = None,
+    log: Optional[Say] = None,
     on_step: Optional[Callable[[int], None]] = None,
 ) -> FitResult:
-    """Train a SamModel on patches; see the module docstring for what is written.
+    """Train a model on patches; see the module docstring for what is written.
 
     ``log`` receives one-line progress messages (main process only); ``on_step`` is
     called after every optimizer step with the global step number (tests use it to
@@ -583,134 +139,286 @@ def fit(
     Raises FitError for unusable settings or data, KeyboardInterrupt after saving
     ``last/`` when interrupted.
     """
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-    from monai.losses import DiceCELoss
-    from tqdm import tqdm
+    trainer = Trainer(config.resolved(), log)
+    trainer.train(on_step)
+    return trainer.finish()
 
-    from satsam_ros.core.meta import DEFAULT_THRESHOLD
-    from satsam_ros.model import make_patch_module, save_checkpoint
 
-    cfg = config.resolved()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    accelerator = Accelerator(
-        mixed_precision=_mixed_precision(cfg),
-        # without a GPU, processes started by `accelerate launch` / torchrun join as MULTI_CPU (gloo)
-        cpu=cfg.cpu or not torch.cuda.is_available(),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    main = accelerator.is_main_process
+class Trainer:
+    """One training run, in the order it happens: set up (:meth:`__init__`: the
+    accelerator, the run directory, a resumed state, the model, the data, the
+    optimiser), :meth:`train` (epochs of :meth:`_train_epoch` and :meth:`_end_epoch`),
+    :meth:`finish` (the best weights, ``fit.json``)."""
 
-    def say(message: str) -> None:
-        if main and log is not None:
-            log(message)
+    def __init__(self, cfg: FitConfig, log: Optional[Say] = None):
+        import torch
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
 
-    out = Path(cfg.out)
-    ckpt_dir, last_dir = out / "model", out / "last"
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    saved = None
-    if cfg.resume:
-        saved = load_training_state(last_dir)
-        _check_resume(saved, cfg, accelerator.num_processes)
-    elif last_dir.exists():
-        raise FitError(f"fit: {out} already holds a training run (last/); use --resume, or a new --out")
-    accelerator.wait_for_everyone()
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        self.accelerator = Accelerator(
+            mixed_precision=_mixed_precision(cfg),
+            # without a GPU, processes started by `accelerate launch` / torchrun join as MULTI_CPU (gloo)
+            cpu=cfg.cpu or not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        self.main = self.accelerator.is_main_process
+        self._log = log
+        self.out = Path(cfg.out)
+        self.ckpt_dir, self.last_dir = self.out / "model", self.out / "last"
+        self.saved = self._saved_state()
+        self.model, self.meta = build_model(cfg)
+        self._load_data()
+        self.select = auto_select(cfg)
+        self._prepare_optimisation()
+        self._restore_progress()
 
-    model, meta = build_model(cfg)
-    from satsam_ros.model import encoder_input_size
+    def say(self, message: str) -> None:
+        if self.main and self._log is not None:
+            self._log(message)
 
-    e = encoder_input_size(model)
-    train_set = PatchDataset(cfg.patches, e, cfg.loss_resolution, cfg.augment, cfg.seed)
-    val_set = PatchDataset(cfg.val, e, cfg.loss_resolution, False, cfg.seed) if cfg.val else None
-    size = train_set.size
-    if val_set is not None and val_set.patch_size != train_set.patch_size:
-        raise FitError(f"fit: train patches are {train_set.patch_size} px, val patches {val_set.patch_size} px")
-    meta.size = int(size) if size else None
-    meta.patch_size = train_set.patch_size
-    meta.threshold = float(cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD)
-    val_frames = None
-    if cfg.val_frames:
-        if not size:
-            raise FitError(f"fit: --val-frames needs one frame size S; the patches have S = {train_set.sizes}")
-        from .coco import load_split
+    # ---- set-up ---------------------------------------------------------------------
+    def _saved_state(self) -> Optional[Dict[str, Any]]:
+        """The state to resume (checked against these settings), or None for a new run."""
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        saved = None
+        if self.cfg.resume:
+            saved = load_training_state(self.last_dir)
+            check_resume(saved, self.cfg, self.accelerator.num_processes)
+        elif self.last_dir.exists():
+            raise FitError(f"fit: {self.out} already holds a training run (last/); use --resume, or a new --out")
+        self.accelerator.wait_for_everyone()
+        return saved
 
-        val_frames = load_split(cfg.val_frames, cfg.val_frames_split)
-    select = _auto_select(cfg)
+    def _load_data(self) -> None:
+        """Train and val patches, val frames; the checkpoint metadata they imply."""
+        from satsam_ros.core.meta import DEFAULT_THRESHOLD
+        from satsam_ros.model import encoder_input_size
 
-    params = set_trainable(model, cfg.train)
-    module = make_patch_module(model, meta.prompt_policy)
-    if cfg.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = EpochPermutation(len(train_set), cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=False
-    )
-    history: List[Dict[str, Any]] = []
-    start_epoch, step, step_in_epoch, loss_sum, loss_count = 0, 0, 0, 0.0, 0
-    best: Optional[Dict[str, Any]] = None
-    best_state: Optional[Dict[str, Any]] = None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        start_epoch, step, step_in_epoch = saved["epoch"], saved["step"], saved["step_in_epoch"]
-        loss_sum, loss_count = saved["loss_sum"], saved["loss_count"]
+        cfg = self.cfg
+        e = encoder_input_size(self.model)
+        self.encoder_size = e
+        self.train_set = PatchDataset(cfg.patches, e, cfg.loss_resolution, cfg.augment, cfg.seed)
+        self.val_set = PatchDataset(cfg.val, e, cfg.loss_resolution, False, cfg.seed) if cfg.val else None
+        size = self.train_set.size
+        if self.val_set is not None and self.val_set.patch_size != self.train_set.patch_size:
+            raise FitError(f"fit: train patches are {self.train_set.patch_size} px, val patches "
+                           f"{self.val_set.patch_size} px")
+        self.size = size
+        self.meta.size = int(size) if size else None
+        self.meta.patch_size = self.train_set.patch_size
+        self.meta.threshold = float(cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD)
+        self.val_frames = None
+        if cfg.val_frames:
+            if not size:
+                raise FitError(f"fit: --val-frames needs one frame size S; the patches have S = "
+                               f"{self.train_set.sizes}")
+            from .coco import load_split
+
+            self.val_frames = load_split(cfg.val_frames, cfg.val_frames_split)
+
+    def _prepare_optimisation(self) -> None:
+        """Trainable parameters, the patch module, optimiser, loader, schedule, loss."""
+        import torch
+        from monai.losses import DiceCELoss
+
+        from satsam_ros.model import make_patch_module
+
+        cfg = self.cfg
+        self.params = set_trainable(self.model, cfg.train)
+        module = make_patch_module(self.model, self.meta.prompt_policy)
+        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=cfg.batch_size, sampler=EpochPermutation(len(self.train_set), cfg.seed),
+            num_workers=cfg.workers, drop_last=False,
+        )
+        if self.saved is not None:  # weights and random state before prepare, as when they were saved
+            self.model.load_state_dict(self.saved["model"])
+            set_rng_states(self.saved["rng"])
+        self.module, self.optimizer, self.loader = self.accelerator.prepare(module, optimizer, loader)
+        self.steps_per_epoch = len(self.loader)
+        total_steps = self.steps_per_epoch * cfg.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
+            lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.schedule),
+        )
+        self.loss_fn = DiceCELoss(sigmoid=True, squared_pred=True)
+        self.raw = self.accelerator.unwrap_model(self.module)
+
+    def _restore_progress(self) -> None:
+        """Where training stands: from the saved state, or at the start."""
+        self.history: List[Dict[str, Any]] = []
+        self.epoch = self.start_epoch = self.step = self.step_in_epoch = 0
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.best: Optional[Dict[str, Any]] = None
+        self.best_state: Optional[Dict[str, Any]] = None
+        saved = self.saved
+        if saved is None:
+            return
+        self.start_epoch, self.step, self.step_in_epoch = saved["epoch"], saved["step"], saved["step_in_epoch"]
+        self.loss_sum, self.loss_count = saved["loss_sum"], saved["loss_count"]
         # epochs after the saved position (interrupted between validation and saving) run again
-        history = [h for h in saved["history"] if h["epoch"] <= start_epoch]
-        best = saved["best"]
-        best_state = saved.get("best_state")
-        _set_rng_states(saved["rng"])
-        say(f"fit: resuming at epoch {start_epoch + 1}, step {step} ({step_in_epoch} into the epoch)")
-
-    module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-        lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.schedule),
-    )
-    if saved is not None:
+        self.history = [h for h in saved["history"] if h["epoch"] <= self.start_epoch]
+        self.best, self.best_state = saved["best"], saved.get("best_state")
         # after the scheduler exists: its constructor rewrites the lr, the optimizer state restores it
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-    loss_fn = DiceCELoss(sigmoid=True, squared_pred=True)
-    writer = _tensorboard(out / "tensorboard", say) if main else None
-    raw = accelerator.unwrap_model(module)
-    device = accelerator.device
-    started = time.time()
-    say(
-        f"fit: {len(train_set)} train patches ({int(train_set.positive.sum())} with satellite), "
-        f"{len(val_set) if val_set else 0} val patches, {steps_per_epoch} steps/epoch on "
-        f"{accelerator.num_processes} process(es), device {device}, E={e}, train={cfg.train}, "
-        f"{sum(p.numel() for p in params) / 1e6:.2f} M trainable parameters, select by {select}"
-    )
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.say(f"fit: resuming at epoch {self.start_epoch + 1}, step {self.step} ({self.step_in_epoch} "
+                 "into the epoch)")
 
-    def state_dict(epoch: int, in_epoch: int) -> Dict[str, Any]:
+    # ---- training ---------------------------------------------------------------------
+    def train(self, on_step: Optional[Callable[[int], None]] = None) -> None:
+        """Every remaining epoch; on KeyboardInterrupt the state is saved, then re-raised."""
+        cfg, acc = self.cfg, self.accelerator
+        writer = _tensorboard(self.out / "tensorboard", self.say) if self.main else None
+        self.started = time.time()
+        self.say(
+            f"fit: {len(self.train_set)} train patches ({int(self.train_set.positive.sum())} with satellite), "
+            f"{len(self.val_set) if self.val_set else 0} val patches, {self.steps_per_epoch} steps/epoch on "
+            f"{acc.num_processes} process(es), device {acc.device}, E={self.encoder_size}, train={cfg.train}, "
+            f"{sum(p.numel() for p in self.params) / 1e6:.2f} M trainable parameters, select by {self.select}"
+        )
+        self.epoch = self.start_epoch
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                self.epoch = epoch
+                t_epoch = time.time()
+                self._train_epoch(writer, on_step)
+                self._end_epoch(t_epoch, writer)
+        except KeyboardInterrupt:
+            if acc.num_processes == 1:
+                save_training_state(self.last_dir, self.state_dict(self.epoch, self.step_in_epoch))
+                self.say(f"fit: interrupted at step {self.step}; state saved to {self.last_dir}; continue with "
+                         "--resume")
+            else:
+                self.say("fit: interrupted; the last complete epoch's state is in last/; continue with --resume")
+            raise
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _train_epoch(self, writer, on_step: Optional[Callable[[int], None]]) -> None:
+        """The optimizer steps of one epoch (from where an interrupted epoch stopped)."""
+        from tqdm import tqdm
+
+        cfg, acc = self.cfg, self.accelerator
+        self.loader.set_epoch(self.epoch)
+        self.train_set.set_epoch(self.epoch)
+        self.module.train()
+        batches = acc.skip_first_batches(self.loader, self.step_in_epoch) if self.step_in_epoch else self.loader
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch,
+                   initial=self.step_in_epoch, unit="step", disable=not (self.main and cfg.progress), leave=False)
+        for x, y in bar:
+            value = self._step(x, y)
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            if writer is not None:
+                writer.add_scalar("train/loss_step", value, self.step)
+            if on_step is not None:
+                on_step(self.step)
+        bar.close()
+
+    def _step(self, x, y) -> float:
+        """One optimizer step on a batch; the loss averaged over processes."""
+        cfg, acc = self.cfg, self.accelerator
+        logits = self.module(x)
+        loss = self.loss_fn(logits_for_loss(logits, y.shape[-1]), y.float())
+        self.optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if cfg.clip_grad > 0:
+            acc.clip_grad_norm_(self.params, cfg.clip_grad)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.step_in_epoch += 1
+        value = float(acc.reduce(loss.detach(), reduction="mean"))
+        if not math.isfinite(value):
+            raise FitError(f"fit: the loss became {value} at step {self.step} (epoch {self.epoch + 1}); lower "
+                           "--lr, add --warmup-steps and --clip-grad")
+        self.loss_sum += value
+        self.loss_count += 1
+        return value
+
+    def _end_epoch(self, t_epoch: float, writer) -> None:
+        """Validate (main process), keep the best checkpoint, write logs and last/."""
+        acc = self.accelerator
+        entry: Dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "lr": self.scheduler.get_last_lr()[0],
+            "train_loss": self.loss_sum / max(1, self.loss_count),
+            "seconds_per_step": (time.time() - t_epoch) / max(1, self.loss_count),
+        }
+        acc.wait_for_everyone()
+        if self.main:
+            entry.update(self._validate())
+            entry["seconds"] = time.time() - t_epoch
+            self.history.append(entry)
+            improved = self.best is None or score(entry, self.select) > score(self.best, self.select)
+            if improved:
+                self._keep_best(entry)
+            _write_logs(self.out, self.history, writer, entry)
+            self.say(_epoch_line(entry, self.cfg.epochs, improved))
+        self.step_in_epoch, self.loss_sum, self.loss_count = 0, 0.0, 0
+        acc.wait_for_everyone()
+        if self.main:
+            save_training_state(self.last_dir, self.state_dict(self.epoch + 1, 0))
+        acc.wait_for_everyone()
+
+    def _validate(self) -> Dict[str, Any]:
+        """Validation metrics of this epoch: patches and/or frames, as configured."""
+        out: Dict[str, Any] = {}
+        threshold, device = self.meta.threshold, self.accelerator.device
+        if self.val_set is not None:
+            out.update(validate_patches(self.raw, self.val_set, self.loss_fn, threshold, self.cfg.batch_size,
+                                        device))
+        if self.val_frames is not None:
+            out.update(validate_frames(self.raw.sam, self.meta, self.val_frames, int(self.size), threshold,
+                                       str(device), self.cfg.progress))
+        return out
+
+    def _keep_best(self, entry: Dict[str, Any]) -> None:
+        """Remember this epoch's trainable weights and write the checkpoint."""
+        from satsam_ros.model import save_checkpoint
+
+        self.best = dict(entry)
+        self.best_state = {n: p.detach().cpu().clone() for n, p in self.raw.sam.named_parameters()
+                           if p.requires_grad}
+        self.meta.provenance = self.provenance(entry)
+        save_checkpoint(self.raw.sam, self.meta, self.ckpt_dir)
+
+    # ---- records ------------------------------------------------------------------------
+    def state_dict(self, epoch: int, in_epoch: int) -> Dict[str, Any]:
+        """Everything ``last/state.pt`` holds to continue at (``epoch``, ``in_epoch``)."""
+        from .train_state import STATE_FORMAT
+
         return {
             "format": STATE_FORMAT,
-            "config": asdict(cfg),
-            "processes": accelerator.num_processes,
-            "model": {k: v.detach().cpu().clone() for k, v in raw.sam.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_states(),
+            "config": asdict(self.cfg),
+            "processes": self.accelerator.num_processes,
+            "model": {k: v.detach().cpu().clone() for k, v in self.raw.sam.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_states(),
             "epoch": epoch,
-            "step": step,
+            "step": self.step,
             "step_in_epoch": in_epoch,
             "complete_epochs": epoch,
-            "loss_sum": loss_sum,
-            "loss_count": loss_count,
-            "history": history,
-            "best": best,
-            "best_state": best_state,
+            "loss_sum": self.loss_sum,
+            "loss_count": self.loss_count,
+            "history": self.history,
+            "best": self.best,
+            "best_state": self.best_state,
         }
 
-    def provenance(entry: Dict[str, Any]) -> Dict[str, Any]:
+    def provenance(self, entry: Dict[str, Any]) -> Dict[str, Any]:
+        """The checkpoint's ``satsam.json`` provenance for the epoch ``entry``."""
+        cfg, train_set = self.cfg, self.train_set
         return {
-            "command": cfg.command or report.command_line(),
+            "command": cfg.command,
             "seed": cfg.seed,
             "base": cfg.base,
             "base_config": cfg.base_config,
@@ -726,129 +434,46 @@ def fit(
             },
             "settings": {k: v for k, v in asdict(cfg).items() if k not in ("command", "progress", "resume")},
             "epoch": entry["epoch"],
-            "steps": step,
+            "steps": self.step,
             "validation": {k: v for k, v in entry.items() if k.startswith("val_")},
-            "selected_by": select,
+            "selected_by": self.select,
             "git_commit": report.git_commit(),
             "versions": report.versions(),
             "saved": report.now_iso(),
         }
 
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            t_epoch = time.time()
-            loader.set_epoch(epoch)
-            train_set.set_epoch(epoch)
-            module.train()
-            batches = loader
-            if step_in_epoch:
-                batches = accelerator.skip_first_batches(loader, step_in_epoch)
-            bar = tqdm(
-                batches,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                total=steps_per_epoch,
-                initial=step_in_epoch,
-                unit="step",
-                disable=not (main and cfg.progress),
-                leave=False,
-            )
-            for x, y in bar:
-                logits = module(x)
-                loss = loss_fn(logits_for_loss(logits, y.shape[-1]), y.float())
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                if cfg.clip_grad > 0:
-                    accelerator.clip_grad_norm_(params, cfg.clip_grad)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                step_in_epoch += 1
-                value = float(accelerator.reduce(loss.detach(), reduction="mean"))
-                if not math.isfinite(value):
-                    raise FitError(
-                        f"fit: the loss became {value} at step {step} (epoch {epoch + 1}); lower --lr, "
-                        "add --warmup-steps and --clip-grad"
-                    )
-                loss_sum += value
-                loss_count += 1
-                bar.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                if writer is not None:
-                    writer.add_scalar("train/loss_step", value, step)
-                if on_step is not None:
-                    on_step(step)
-            bar.close()
-            train_seconds = time.time() - t_epoch
+    def finish(self) -> FitResult:
+        """The model with the best epoch's weights, ``fit.json``, and the result."""
+        import torch
 
-            entry: Dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": step,
-                "lr": scheduler.get_last_lr()[0],
-                "train_loss": loss_sum / max(1, loss_count),
-                "seconds_per_step": train_seconds / max(1, loss_count),
-            }
-            accelerator.wait_for_everyone()
-            if main:
-                threshold = meta.threshold
-                if val_set is not None:
-                    entry.update(validate_patches(raw, val_set, loss_fn, threshold, cfg.batch_size, device))
-                if val_frames is not None:
-                    entry.update(validate_frames(raw.sam, meta, val_frames, int(size), threshold, str(device),
-                                                 cfg.progress))
-                entry["seconds"] = time.time() - t_epoch
-                history.append(entry)
-                improved = best is None or _score(entry, select) > _score(best, select)
-                if improved:
-                    best = dict(entry)
-                    best_state = {n: p.detach().cpu().clone() for n, p in raw.sam.named_parameters()
-                                  if p.requires_grad}
-                    meta.provenance = provenance(entry)
-                    save_checkpoint(raw.sam, meta, ckpt_dir)
-                _write_logs(out, history, writer, entry)
-                say(_epoch_line(entry, cfg.epochs, improved))
-            step_in_epoch, loss_sum, loss_count = 0, 0.0, 0
-            accelerator.wait_for_everyone()
-            if main:
-                save_training_state(last_dir, state_dict(epoch + 1, 0))
-            accelerator.wait_for_everyone()
-    except KeyboardInterrupt:
-        if accelerator.num_processes == 1:
-            save_training_state(last_dir, state_dict(epoch, step_in_epoch))
-            say(f"fit: interrupted at step {step}; state saved to {last_dir}; continue with --resume")
-        else:
-            say("fit: interrupted; the last complete epoch's state is in last/; continue with --resume")
-        raise
-    finally:
-        if writer is not None:
-            writer.close()
-
-    accelerator.wait_for_everyone()
-    sam = raw.sam
-    if best_state is not None:
-        with torch.no_grad():
-            named = dict(sam.named_parameters())
-            for name, value in best_state.items():
-                named[name].copy_(value.to(named[name].device))
-    sam.eval()
-    if best is not None:
-        meta.provenance = provenance(best)
-    summary = {
-        "checkpoint": str(ckpt_dir),
-        "best_epoch": best["epoch"] if best else None,
-        "best": best,
-        "selected_by": select,
-        "epochs": cfg.epochs,
-        "steps": step,
-        "steps_per_epoch": steps_per_epoch,
-        "processes": accelerator.num_processes,
-        "seconds": time.time() - started,
-        "history": history,
-        "provenance": meta.provenance,
-    }
-    if main:
-        report.write_json(out / "fit.json", summary)
-        say(f"fit: done; best epoch {summary['best_epoch']} ({select}); checkpoint {ckpt_dir}")
-    return FitResult(out, ckpt_dir, summary["best_epoch"] or 0, best or {}, history, sam, meta, step)
+        self.accelerator.wait_for_everyone()
+        sam = self.raw.sam
+        if self.best_state is not None:
+            with torch.no_grad():
+                named = dict(sam.named_parameters())
+                for name, value in self.best_state.items():
+                    named[name].copy_(value.to(named[name].device))
+        sam.eval()
+        if self.best is not None:
+            self.meta.provenance = self.provenance(self.best)
+        summary = {
+            "checkpoint": str(self.ckpt_dir),
+            "best_epoch": self.best["epoch"] if self.best else None,
+            "best": self.best,
+            "selected_by": self.select,
+            "epochs": self.cfg.epochs,
+            "steps": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "processes": self.accelerator.num_processes,
+            "seconds": time.time() - self.started,
+            "history": self.history,
+            "provenance": self.meta.provenance,
+        }
+        if self.main:
+            report.write_json(self.out / "fit.json", summary)
+            self.say(f"fit: done; best epoch {summary['best_epoch']} ({self.select}); checkpoint {self.ckpt_dir}")
+        return FitResult(self.out, self.ckpt_dir, summary["best_epoch"] or 0, self.best or {}, self.history, sam,
+                         self.meta, self.step)
 
 
 def _write_logs(out: Path, history: Sequence[Dict[str, Any]], writer, entry: Dict[str, Any]) -> None:
@@ -878,25 +503,3 @@ def _epoch_line(entry: Dict[str, Any], epochs: int, improved: bool) -> str:
     if improved:
         parts.append("(best, saved)")
     return ", ".join(parts)
-
-
-def parse_base_config(items: Optional[Sequence[str]]) -> Dict[str, int]:
-    """``["hidden=192", "layers=6"]`` -> ``{"hidden": 192, "layers": 6}`` (FitError if malformed)."""
-    out: Dict[str, int] = {}
-    for item in items or []:
-        for part in item.split(","):
-            if not part:
-                continue
-            key, sep, value = part.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or key not in BASE_CONFIG_KEYS:
-                raise FitError(
-                    f"fit: --base-config {part!r}: expected KEY=INT with KEY in {', '.join(BASE_CONFIG_KEYS)}"
-                )
-            try:
-                out[key] = int(value)
-            except ValueError as exc:
-                raise FitError(f"fit: --base-config {part!r}: {value!r} is not an integer") from exc
-            if out[key] <= 0:
-                raise FitError(f"fit: --base-config {part!r}: must be positive")
-    return out

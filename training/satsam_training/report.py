@@ -13,7 +13,6 @@ import os
 import platform
 import shlex
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -128,15 +127,9 @@ def versions() -> Dict[str, str]:
     return out
 
 
-#: The argv of the running ``satsam-train`` command when it was called as a function
-#: (``cli.main([...])``, as the pipeline and tests do); None: take ``sys.argv``.
-CURRENT_ARGV: Optional[List[str]] = None
-
-
-def command_line(argv: Optional[Sequence[str]] = None) -> str:
-    """The command as the user typed it (``satsam-train ...``), shell-quoted."""
-    if argv is None:
-        argv = sys.argv if CURRENT_ARGV is None else ["satsam-train", *CURRENT_ARGV]
+def command_line(argv: Sequence[str]) -> str:
+    """``argv`` as the user typed it (``satsam-train ...``), shell-quoted; the program
+    name is shown as ``satsam-train`` whatever path ran it."""
     argv = list(argv)
     if argv and argv[0].endswith(("cli.py", "satsam-train")):
         argv[0] = "satsam-train"

@@ -16,11 +16,12 @@ the chosen min_area).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from . import report
-from .evaluate import EvaluationError, checkpoint_dir, default_size, load_frames, resolve_model
+from .evaluate import DetectorChoice, EvaluationError, checkpoint_dir, load_frames
 
 
 def default_grid(step: float = 0.05) -> List[float]:
@@ -83,60 +84,56 @@ def choose(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return tied[(len(tied) - 1) // 2]
 
 
+@dataclass
+class Grid:
+    """What a threshold tuning sweeps: thresholds (None: :func:`default_grid`) and
+    min_area values (input pixels, as the node's ``min_area``)."""
+
+    thresholds: Optional[Sequence[float]] = None
+    min_areas: Sequence[int] = (0,)
+
+    def threshold_values(self) -> List[float]:
+        return list(self.thresholds) if self.thresholds is not None else default_grid()
+
+
 def tune_threshold(
-    model: str,
+    choice: DetectorChoice,
     data,
     split: str = "val",
-    size: Optional[int] = None,
-    thresholds: Optional[Sequence[float]] = None,
+    grid: Optional[Grid] = None,
     out=None,
-    device: str = "auto",
-    min_area: Union[int, Sequence[int]] = 0,
     write: bool = True,
     progress: bool = True,
     log: Optional[Callable[[str], None]] = None,
+    command: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """Sweep thresholds (and ``min_area`` values) for a checkpoint on ``data``/``split``
-    and store the best pair.
+    """Sweep thresholds and ``min_area`` values for a checkpoint on ``data``/``split``
+    and store the best pair in its satsam.json.
 
-    ``model``: a checkpoint directory (or a ``fit`` run directory, or ``builtin``).
+    ``choice.model``: a checkpoint directory (or a ``fit`` run directory, or
+    ``builtin``); its threshold and min_area are what is tuned, so they are ignored.
     ``out``: where the CSV/PNG go (default: the checkpoint directory). With
-    ``write=False`` satsam.json is left unchanged. Returns a dict with ``threshold``
-    (the chosen one), ``best`` (its metrics row), ``rows`` and the paths written.
+    ``write=False`` satsam.json is left unchanged. ``command`` is recorded in the
+    provenance. Returns a dict with ``threshold`` (the chosen one), ``best`` (its
+    metrics row), ``rows`` and the paths written.
     """
-    from tqdm import tqdm
-
-    from satsam_ros.model import META_FILE, SatsamMeta
-    from satsam_ros.runtime import open_detector
-
-    spec = resolve_model(model)
-    ckpt = checkpoint_dir(spec)
+    grid = grid or Grid()
+    ckpt = checkpoint_dir(choice.spec)
     if write and (ckpt is None or not (ckpt / "config.json").is_file()):
         raise EvaluationError(
-            f"tune-threshold: {model!r} is not a checkpoint directory (it needs one to store the threshold in "
-            "satsam.json); pass a directory written by `satsam-train fit`"
+            f"tune-threshold: {choice.model!r} is not a checkpoint directory (it needs one to store the threshold "
+            "in satsam.json); pass a directory written by `satsam-train fit`"
         )
-    grid = list(thresholds) if thresholds is not None else default_grid()
-    s = default_size(spec, size)
+    thresholds, areas = grid.threshold_values(), _min_areas(grid.min_areas)
     frames = load_frames(data, split)
-    try:
-        areas = _min_areas(min_area)
-        detector = open_detector(spec, backend="torch", device=device, size=s, min_area=0)  # raw maps; the sweep clears
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"tune-threshold: model {model!r}: {exc}") from exc
-
-    def triples():
-        for frame in tqdm(frames, desc=f"threshold sweep S={s}", unit="frame", disable=not progress):
-            res = detector.detect(frame.image())
-            yield res.probability, frame.mask(), res.timings["total"]
-
-    rows = sweep(triples(), grid, min_area=areas)
+    detector = replace(choice, min_area=0).open()  # raw maps: the sweep clears small components itself
+    rows = sweep(_probability_maps(detector, frames, progress), thresholds, min_area=areas)
     best = choose(rows)
     result: Dict[str, Any] = {
-        "model": str(model),
+        "model": str(choice.model),
         "data": str(Path(data).resolve()),
         "split": split,
-        "size": s,
+        "size": detector.config.size,
         "frames": len(frames),
         "threshold": best["threshold"],
         "min_area": best["min_area"],
@@ -147,40 +144,63 @@ def tune_threshold(
     }
     out_dir = Path(out) if out is not None else ckpt
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        columns = ["threshold", "min_area", "accuracy", "mean_iou", "false_alarm_rate", "miss_rate", "correct",
-                   "frames", "false_alarms", "misses"]
-        result["csv"] = str(report.write_csv(out_dir / "threshold_curve.csv", rows, columns))
-        result["png"] = str(report.plot_threshold_curve(
-            [r for r in rows if r["min_area"] == best["min_area"]], best["threshold"], out_dir / "threshold_curve.png",
-            title=f"{Path(str(model)).name}: {split} split of {Path(data).name}, S = {s}, {len(frames)} frames, "
-                  f"min_area {best['min_area']}",
-        ))
+        result.update(_write_curve(out_dir, rows, best, f"{Path(str(choice.model)).name}: {split} split of "
+                                   f"{Path(data).name}, S = {detector.config.size}, {len(frames)} frames"))
     if write and ckpt is not None:
-        meta = SatsamMeta.read(ckpt)
-        meta.threshold = float(best["threshold"])
-        meta.min_area = int(best["min_area"])
-        meta.provenance = dict(meta.provenance or {})
-        meta.provenance["threshold_tuning"] = {
-            "data": result["data"],
-            "split": split,
-            "size": s,
-            "frames": len(frames),
-            "grid": [float(t) for t in grid],
-            "min_area_grid": areas,
-            "min_area": int(best["min_area"]),
-            "accuracy": best["accuracy"],
-            "mean_iou": best["mean_iou"],
-            "false_alarm_rate": best["false_alarm_rate"],
-            "previous_threshold": result["previous_threshold"],
-            "command": report.command_line(),
-            "tuned": report.now_iso(),
-        }
-        meta.validate()
-        report.atomic_write_text(ckpt / META_FILE, meta.to_json())
-        result["satsam_json"] = str(ckpt / META_FILE)
+        tuning = {"grid": [float(t) for t in thresholds], "min_area_grid": areas, "command": command}
+        result["satsam_json"] = str(_store(ckpt, result, tuning))
         if log is not None:
             log(f"tune-threshold: stored threshold {best['threshold']:.3f} and min_area {best['min_area']} in "
-                f"{ckpt / META_FILE}")
+                f"{result['satsam_json']}")
     return result
 
+
+def _probability_maps(detector, frames, progress: bool):
+    """(H x W probability, true mask or None, seconds) per frame, as the sweep takes them."""
+    from tqdm import tqdm
+
+    for frame in tqdm(frames, desc=f"threshold sweep S={detector.config.size}", unit="frame",
+                      disable=not progress):
+        res = detector.detect(frame.image())
+        yield res.probability, frame.mask(), res.timings["total"]
+
+
+def _write_curve(out_dir: Path, rows: Sequence[Dict[str, Any]], best: Dict[str, Any], title: str) -> Dict[str, str]:
+    """threshold_curve.csv (every pair) and .png (the thresholds at the chosen min_area)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = ["threshold", "min_area", "accuracy", "mean_iou", "false_alarm_rate", "miss_rate", "correct",
+               "frames", "false_alarms", "misses"]
+    csv_path = report.write_csv(out_dir / "threshold_curve.csv", rows, columns)
+    png_path = report.plot_threshold_curve(
+        [r for r in rows if r["min_area"] == best["min_area"]], best["threshold"], out_dir / "threshold_curve.png",
+        title=f"{title}, min_area {best['min_area']}",
+    )
+    return {"csv": str(csv_path), "png": str(png_path)}
+
+
+def _store(ckpt: Path, result: Dict[str, Any], tuning: Dict[str, Any]) -> Path:
+    """Write the chosen pair and ``provenance.threshold_tuning`` into ckpt/satsam.json, atomically."""
+    from satsam_ros.core.meta import META_FILE, SatsamMeta
+
+    best = result["best"]
+    meta = SatsamMeta.read(ckpt)
+    meta.threshold = float(best["threshold"])
+    meta.min_area = int(best["min_area"])
+    meta.provenance = dict(meta.provenance or {})
+    meta.provenance["threshold_tuning"] = {
+        "data": result["data"],
+        "split": result["split"],
+        "size": result["size"],
+        "frames": result["frames"],
+        "grid": tuning["grid"],
+        "min_area_grid": tuning["min_area_grid"],
+        "min_area": int(best["min_area"]),
+        "accuracy": best["accuracy"],
+        "mean_iou": best["mean_iou"],
+        "false_alarm_rate": best["false_alarm_rate"],
+        "previous_threshold": result["previous_threshold"],
+        "command": tuning["command"],
+        "tuned": report.now_iso(),
+    }
+    meta.validate()
+    return report.atomic_write_text(ckpt / META_FILE, meta.to_json())

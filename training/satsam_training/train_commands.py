@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _err(message: str) -> None:
@@ -20,7 +21,7 @@ def _sizes():
 
 def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> None:
     """The training options shared by ``fit`` and ``pipeline``."""
-    from .fit import LOSS_RESOLUTIONS, MIXED_PRECISION, OPTIMIZERS, SCHEDULES, SELECT_METRICS, TRAIN_PARTS
+    from .fit_config import LOSS_RESOLUTIONS, MIXED_PRECISION, OPTIMIZERS, SCHEDULES, SELECT_METRICS, TRAIN_PARTS
 
     g = p.add_argument_group("model and training")
     g.add_argument("--base", default="tiny",
@@ -63,9 +64,9 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _fit_config(args, patches: str, val, val_frames, out: str):
-    from . import report
-    from .fit import FitConfig, parse_base_config
+def _fit_config(args, patches, val=None, val_frames=None, out: str = ""):
+    """The FitConfig of the training options (``fit`` and ``pipeline``)."""
+    from .fit_config import FitConfig, parse_base_config
 
     return FitConfig(
         patches=patches, out=out, val=val, val_frames=val_frames,
@@ -76,7 +77,7 @@ def _fit_config(args, patches: str, val, val_frames, out: str):
         clip_grad=args.clip_grad, loss_resolution=args.loss_resolution, augment=args.augment, seed=args.seed,
         threshold=args.threshold, select=args.select, mixed_precision=args.mixed_precision, cpu=args.cpu,
         workers=args.workers, threads=args.threads, resume=getattr(args, "resume", False),
-        progress=not args.no_progress, command=report.command_line(),
+        progress=not args.no_progress, command=args.command_line,
     )
 
 
@@ -105,7 +106,8 @@ def add_fit(sub) -> None:
 
 
 def cmd_fit(args) -> int:
-    from .fit import FitError, fit
+    from .fit import fit
+    from .fit_config import FitError
 
     try:
         cfg = _fit_config(args, args.patches, args.val, args.val_frames, args.out)
@@ -124,6 +126,8 @@ def cmd_fit(args) -> int:
 
 
 def add_tune_threshold(sub) -> None:
+    from satsam_ros.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEVICES
+
     p = sub.add_parser(
         "tune-threshold",
         help="choose the probability threshold on validation frames and store it in satsam.json",
@@ -141,7 +145,9 @@ def add_tune_threshold(sub) -> None:
     p.add_argument("--min-area", type=int, nargs="+", default=[0], metavar="PIXELS",
                    help="min_area values to sweep with the thresholds (as the node's min_area: components smaller "
                         "than this are dropped); the best pair is stored (default 0)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help=f"default {DEFAULT_BACKEND}: the engine the node would pick")
+    p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
     p.add_argument("--out", metavar="DIR", default=None, help="where the curve goes (default: CKPT)")
     p.add_argument("--dry-run", action="store_true", help="do not change satsam.json")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -150,14 +156,15 @@ def add_tune_threshold(sub) -> None:
 
 
 def cmd_tune_threshold(args) -> int:
-    from .evaluate import EvaluationError
-    from .threshold import tune_threshold
+    from .evaluate import DetectorChoice, EvaluationError
+    from .threshold import Grid, tune_threshold
 
     try:
         result = tune_threshold(
-            args.checkpoint, args.data, split=args.split, size=args.size, thresholds=args.thresholds,
-            out=args.out, device=args.device, min_area=args.min_area, write=not args.dry_run,
-            progress=not args.no_progress, log=_err,
+            DetectorChoice(args.checkpoint, size=args.size, backend=args.backend, device=args.device), args.data,
+            split=args.split,
+            grid=Grid(args.thresholds, args.min_area), out=args.out, write=not args.dry_run,
+            progress=not args.no_progress, log=_err, command=args.command_line,
         )
     except (EvaluationError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"satsam-train tune-threshold: {exc}") from exc
@@ -176,6 +183,9 @@ def cmd_tune_threshold(args) -> int:
 
 
 def add_evaluate(sub) -> None:
+    from satsam_ros.core.detector import MODES
+    from satsam_ros.runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEVICES
+
     p = sub.add_parser(
         "evaluate",
         help="accuracy, mean IoU, false alarms, misses and runtime on labelled frames",
@@ -193,9 +203,10 @@ def add_evaluate(sub) -> None:
     p.add_argument("--min-area", type=int, default=None,
                    help="as the node's min_area (default: the checkpoint's tuned value)")
     p.add_argument("--overlap", type=int, default=0, help="patch overlap in pixels (default 0)")
-    p.add_argument("--mode", default="fast", choices=("fast", "faithful"))
-    p.add_argument("--backend", default="torch")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--mode", default="fast", choices=MODES)
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help=f"default {DEFAULT_BACKEND}: the engine the node would pick")
+    p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output directory (default runs/evaluate/<model>-<split>-<S>)")
     p.add_argument("--examples", type=int, default=8, help="frames in examples.png (default 8)")
@@ -205,21 +216,17 @@ def add_evaluate(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from pathlib import Path
+    from .evaluate import DetectorChoice, EvaluationError, evaluate, summary_line
 
-    from .evaluate import EvaluationError, default_size, evaluate, resolve_model, summary_line
-
+    choice = DetectorChoice(args.checkpoint, size=args.size, threshold=args.threshold, min_area=args.min_area,
+                            mode=args.mode, overlap=args.overlap, backend=args.backend, device=args.device)
     try:
-        size = default_size(resolve_model(args.checkpoint), args.size)
         out = args.out
         if out is None:
             name = Path(args.checkpoint.rstrip("/")).name or "model"
-            out = str(Path("runs") / "evaluate" / f"{name}-{args.split}-{size}")
-        result = evaluate(
-            args.checkpoint, args.data, split=args.split, size=size, threshold=args.threshold, out=out,
-            device=args.device, backend=args.backend, mode=args.mode, overlap=args.overlap,
-            min_area=args.min_area, examples=args.examples, progress=not args.no_progress, log=_err,
-        )
+            out = str(Path("runs") / "evaluate" / f"{name}-{args.split}-{choice.frame_size()}")
+        result = evaluate(choice, args.data, split=args.split, out=out, examples=args.examples,
+                          progress=not args.no_progress, log=_err)
     except (EvaluationError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"satsam-train evaluate: {exc}") from exc
     _err("satsam-train evaluate: " + summary_line(result))
@@ -266,11 +273,11 @@ def add_pipeline(sub) -> None:
 
 def cmd_pipeline(args) -> int:
     from .evaluate import EvaluationError
-    from .fit import FitError
+    from .fit_config import FitError
     from .pipeline import PipelineError, run_pipeline
 
     try:
-        result = run_pipeline(args, log=_err)
+        result = run_pipeline(pipeline_config(args), log=_err)
     except (PipelineError, FitError, EvaluationError, FileNotFoundError) as exc:
         raise SystemExit(f"satsam-train pipeline: {exc}") from exc
     except KeyboardInterrupt:
@@ -278,3 +285,28 @@ def cmd_pipeline(args) -> int:
         return 130
     _err(f"satsam-train pipeline: report {result['report']}")
     return 0
+
+
+def pipeline_config(args):
+    """The PipelineConfig of the parsed ``pipeline`` arguments (``--synth-args`` parsed
+    with the ``synth`` command's own options)."""
+    from .pipeline import PipelineConfig, SynthPlan
+
+    synth = None
+    if not args.data:
+        from .data_commands import add_synth_options, synth_config, synth_counts
+
+        sp = argparse.ArgumentParser(prog="satsam-train pipeline --synth-args")
+        add_synth_options(sp)
+        given = ["--n-train", str(args.synth_train), "--n-val", str(args.synth_val), "--n-test",
+                 str(args.synth_test), "--seed", str(args.synth_seed)] + list(args.synth_args or [])
+        sargs = sp.parse_args(given)
+        out = str(Path(args.out) / "data")
+        synth = SynthPlan(synth_counts(sargs), sargs.seed, synth_config(sargs),
+                          command=" ".join(["satsam-train", "synth", "--out", out] + given))
+    return PipelineConfig(
+        out=args.out, sizes=args.sizes, fit=_fit_config(args, patches=[]), data=args.data, synth=synth,
+        pseudo_label=args.pseudo_label, patch_size=args.patch_size, keep_empty=args.keep_empty,
+        val_frames=args.val_frames, eval_split=args.eval_split, resume=args.resume,
+        progress=not args.no_progress, command=args.command_line,
+    )

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from _fitdata import make_patch_dir, one_torch_thread  # noqa: F401 (autouse fixture)
-from satsam_training.fit import FitConfig, fit, load_training_state
+from satsam_training.fit import fit
+from satsam_training.fit_config import FitConfig
+from satsam_training.train_state import load_training_state
 
 from satsam_ros.runtime import open_detector
 

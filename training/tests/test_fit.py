@@ -11,17 +11,11 @@ import numpy as np
 import pytest
 import torch
 from _fitdata import make_coco_dir, make_patch_dir, one_torch_thread  # noqa: F401 (autouse fixture)
-from satsam_training.fit import (
-    FitConfig,
-    FitError,
-    PatchDataset,
-    detector_for,
-    fit,
-    load_training_state,
-    lr_factor,
-    parse_base_config,
-    save_training_state,
-)
+from satsam_training.fit import fit, lr_factor
+from satsam_training.fit_config import FitConfig, FitError, parse_base_config
+from satsam_training.patch_data import PatchDataset
+from satsam_training.train_state import load_training_state, save_training_state
+from satsam_training.validation import auto_select, detector_for, score
 
 from satsam_ros.core.backend import Backend
 from satsam_ros.core.detector import Detector
@@ -50,7 +44,8 @@ def _cfg(data, out, **kw):
 def test_smoke_loss_decreases_and_checkpoint_matches_memory(data, tmp_path):
     out = tmp_path / "run"
     lines = []
-    res = fit(_cfg(data, out, epochs=3, val_frames=str(data["frames"])), log=lines.append)
+    res = fit(_cfg(data, out, epochs=3, val_frames=str(data["frames"]), command="satsam-train fit (smoke test)"),
+              log=lines.append)
     losses = [h["train_loss"] for h in res.history]
     assert len(losses) == 3 and losses[-1] < losses[0], losses
     assert res.history[-1]["val_loss"] < res.history[0]["val_loss"]
@@ -68,7 +63,7 @@ def test_smoke_loss_decreases_and_checkpoint_matches_memory(data, tmp_path):
     prov = meta["provenance"]
     assert prov["seed"] == 0 and prov["epoch"] == res.best_epoch and prov["data"]["patches_count"] == 16
     assert prov["data"]["patches"] == [str(data["train"].resolve())] and prov["data"]["patches_size"] == [512]
-    assert "torch" in prov["versions"] and prov["command"]
+    assert "torch" in prov["versions"] and prov["command"] == "satsam-train fit (smoke test)"
 
     # The saved checkpoint, loaded the way the node loads it, gives what the in-memory model gives.
     frame, _ = synthetic_frame(7, 200, 240)
@@ -263,23 +258,19 @@ def test_several_patch_directories_are_concatenated(data, tmp_path):
 
 
 def test_best_epoch_rule():
-    from satsam_training.fit import _score
-
     a = {"train_loss": 1.0, "val_loss": 0.9, "val_frame_accuracy": 0.1, "val_frame_mean_iou": 0.0}
     b = {"train_loss": 1.0, "val_loss": 1.2, "val_frame_accuracy": 0.1, "val_frame_mean_iou": 0.2}
     c = {"train_loss": 1.0, "val_loss": 1.5, "val_frame_accuracy": 0.2, "val_frame_mean_iou": 0.1}
-    assert max([a, b, c], key=lambda e: _score(e, "val_frame_accuracy")) is c
-    assert max([a, b], key=lambda e: _score(e, "val_frame_accuracy")) is b  # tie: higher mean IoU
-    assert max([a, b, c], key=lambda e: _score(e, "val_loss")) is a
+    assert max([a, b, c], key=lambda e: score(e, "val_frame_accuracy")) is c
+    assert max([a, b], key=lambda e: score(e, "val_frame_accuracy")) is b  # tie: higher mean IoU
+    assert max([a, b, c], key=lambda e: score(e, "val_loss")) is a
 
 
 def test_auto_selection_does_not_reward_predicting_nothing():
-    from satsam_training.fit import FitConfig, _auto_select, _score
-
-    assert _auto_select(FitConfig(patches=["p"], out="o", val=["v"])) == "val_loss"
-    assert _auto_select(FitConfig(patches=["p"], out="o", val=["v"], val_frames="f")) == "val_frame_accuracy"
+    assert auto_select(FitConfig(patches=["p"], out="o", val=["v"])) == "val_loss"
+    assert auto_select(FitConfig(patches=["p"], out="o", val=["v"], val_frames="f")) == "val_frame_accuracy"
     # a real run's epochs 1 and 12 (docs/training.md): "all empty" wins on patch accuracy only
     empty = {"train_loss": 1.18, "val_loss": 1.085, "val_patch_accuracy": 0.368, "val_patch_mean_iou": 0.0}
     learnt = {"train_loss": 0.73, "val_loss": 0.722, "val_patch_accuracy": 0.287, "val_patch_mean_iou": 0.319}
-    assert max([empty, learnt], key=lambda e: _score(e, "val_patch_accuracy")) is empty
-    assert max([empty, learnt], key=lambda e: _score(e, "val_loss")) is learnt
+    assert max([empty, learnt], key=lambda e: score(e, "val_patch_accuracy")) is empty
+    assert max([empty, learnt], key=lambda e: score(e, "val_loss")) is learnt

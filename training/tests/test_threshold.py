@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from _fitdata import make_coco_dir, one_torch_thread  # noqa: F401 (autouse fixture)
 from satsam_training.cli import main
-from satsam_training.evaluate import evaluate
+from satsam_training.evaluate import DetectorChoice, evaluate
 from satsam_training.threshold import choose, default_grid, sweep
 
 from satsam_ros.model import SatsamMeta, random_model, save_checkpoint, tiny_config
@@ -87,12 +87,12 @@ def test_tune_threshold_end_to_end(tmp_path, capsys):
 
     # Same code path as the node: evaluating with the Detector at each threshold gives the sweep's rows.
     for row in (rows[0], rows[2], rows[-1]):
-        ev = evaluate(str(ckpt), data, split="val", threshold=row["threshold"], min_area=row["min_area"],
-                      progress=False, device="cpu")
+        choice = DetectorChoice(str(ckpt), threshold=row["threshold"], min_area=row["min_area"], device="cpu")
+        ev = evaluate(choice, data, split="val", progress=False)
         assert ev["accuracy"] == row["accuracy"] and ev["false_alarm_rate"] == row["false_alarm_rate"]
         assert ev["mean_iou"] == pytest.approx(row["mean_iou"])
     # the checkpoint now carries the tuned pair, and the Detector uses it by default
-    ev = evaluate(str(ckpt), data, split="val", progress=False, device="cpu")
+    ev = evaluate(DetectorChoice(str(ckpt), device="cpu"), data, split="val", progress=False)
     assert (ev["threshold"], ev["min_area"]) == (best, result["min_area"])
     assert ev["accuracy"] == choose(rows)["accuracy"]
 

@@ -1,0 +1,153 @@
+"""The settings of a training run (:class:`FitConfig`, checked by ``resolved``) and its result."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+TRAIN_PARTS = ("mask_decoder", "all")
+LOSS_RESOLUTIONS = ("patch", "low")
+SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "adamw")
+SELECT_METRICS = ("auto", "val_loss", "val_patch_accuracy", "val_frame_accuracy")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+FROM_SCRATCH = ("tiny",)
+BASE_CONFIG_KEYS = ("hidden", "layers", "decoder_hidden")
+
+
+class FitError(ValueError):
+    """A fit setting or input that cannot be used; the message names it."""
+
+
+@dataclass
+class FitConfig:
+    """Every setting of a training run (the CLI's ``fit`` options map 1:1 onto these)."""
+
+    patches: Any = ""  # patches directory (patches.json), or a list of them (e.g. one per size S)
+    out: str = ""  # run directory
+    val: Any = None  # patches directory/directories of the val split (loss + patch metrics)
+    val_frames: Optional[str] = None  # COCO dataset directory: frame metrics via the Detector
+    val_frames_split: str = "val"
+    base: str = "tiny"  # tiny | vit-b | builtin | checkpoint dir | hub id
+    base_config: Dict[str, int] = field(default_factory=dict)  # tiny only: hidden, layers, decoder_hidden
+    encoder_size: Optional[int] = None  # E; default 256 from scratch, the base's own otherwise
+    train: Optional[str] = None  # mask_decoder | all; default all from scratch, mask_decoder otherwise
+    epochs: int = 25
+    batch_size: int = 4
+    lr: float = 1e-5
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    clip_grad: float = 0.0  # max gradient norm; 0 = off
+    loss_resolution: str = "patch"
+    augment: bool = False
+    seed: int = 0
+    threshold: Optional[float] = None  # threshold for validation metrics and the saved meta
+    select: str = "auto"
+    mixed_precision: str = "auto"
+    cpu: bool = False
+    workers: int = 0
+    threads: Optional[int] = None  # torch CPU threads per process (None: torch's default)
+    resume: bool = False
+    progress: bool = True
+    command: Optional[str] = None  # recorded in provenance (the CLI passes the command line)
+
+    def resolved(self) -> FitConfig:
+        """A checked copy with the defaults that depend on the base filled in."""
+        cfg = copy.deepcopy(self)
+        cfg.patches = dir_list(cfg.patches)
+        cfg.val = dir_list(cfg.val) or None
+        if not cfg.patches:
+            raise FitError("fit: --patches DIR is required")
+        if not cfg.out:
+            raise FitError("fit: --out DIR is required")
+        scratch = cfg.base in FROM_SCRATCH
+        if cfg.train is None:
+            cfg.train = "all" if scratch else "mask_decoder"
+        if cfg.train not in TRAIN_PARTS:
+            raise FitError(f"fit: --train must be one of {', '.join(TRAIN_PARTS)}; got {cfg.train!r}")
+        if cfg.encoder_size is None and scratch:
+            cfg.encoder_size = 256
+        if cfg.encoder_size is not None and (cfg.encoder_size < 32 or cfg.encoder_size % 16):
+            raise FitError(f"fit: --encoder-size must be a multiple of 16 and >= 32; got {cfg.encoder_size}")
+        unknown = set(cfg.base_config) - set(BASE_CONFIG_KEYS)
+        if unknown:
+            raise FitError(f"fit: --base-config keys {sorted(unknown)} unknown; known: {', '.join(BASE_CONFIG_KEYS)}")
+        if cfg.base_config and not scratch:
+            raise FitError(f"fit: --base-config only applies to a from-scratch base (tiny), not {cfg.base!r}")
+        checks = [
+            (cfg.epochs >= 1, f"--epochs must be >= 1; got {cfg.epochs}"),
+            (cfg.batch_size >= 1, f"--batch-size must be >= 1; got {cfg.batch_size}"),
+            (cfg.lr > 0, f"--lr must be > 0; got {cfg.lr}"),
+            (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
+            (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {cfg.warmup_steps}"),
+            (cfg.clip_grad >= 0, f"--clip-grad must be >= 0; got {cfg.clip_grad}"),
+            (cfg.workers >= 0, f"--workers must be >= 0; got {cfg.workers}"),
+            (cfg.threads is None or cfg.threads >= 1, f"--threads must be >= 1; got {cfg.threads}"),
+            (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}; got {cfg.optimizer!r}"),
+            (cfg.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}; got {cfg.schedule!r}"),
+            (cfg.loss_resolution in LOSS_RESOLUTIONS,
+             f"--loss-resolution must be one of {LOSS_RESOLUTIONS}; got {cfg.loss_resolution!r}"),
+            (cfg.select in SELECT_METRICS, f"--select must be one of {SELECT_METRICS}; got {cfg.select!r}"),
+            (cfg.mixed_precision in MIXED_PRECISION,
+             f"--mixed-precision must be one of {MIXED_PRECISION}; got {cfg.mixed_precision!r}"),
+            (cfg.threshold is None or 0.0 <= cfg.threshold <= 1.0,
+             f"--threshold must be in [0, 1]; got {cfg.threshold}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FitError("fit: " + message)
+        if cfg.select == "val_frame_accuracy" and not cfg.val_frames:
+            raise FitError("fit: --select val_frame_accuracy needs --val-frames DIR")
+        if cfg.select in ("val_loss", "val_patch_accuracy") and not cfg.val:
+            raise FitError(f"fit: --select {cfg.select} needs --val DIR (validation patches)")
+        return cfg
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: where things went, the history, and the best model."""
+
+    out: Path
+    checkpoint: Path
+    best_epoch: int
+    best_metric: Dict[str, Any]
+    history: List[Dict[str, Any]]
+    model: Any  # the SamModel with the best weights, in memory (eval mode, CPU or the training device)
+    meta: Any  # its SatsamMeta (as written to checkpoint/satsam.json)
+    steps: int
+
+
+def dir_list(value) -> List[str]:
+    """A directory or a list of them -> list of str (empty for None / "")."""
+    if not value:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+def parse_base_config(items: Optional[Sequence[str]]) -> Dict[str, int]:
+    """``["hidden=192", "layers=6"]`` -> ``{"hidden": 192, "layers": 6}`` (FitError if malformed)."""
+    out: Dict[str, int] = {}
+    for item in items or []:
+        for part in item.split(","):
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in BASE_CONFIG_KEYS:
+                raise FitError(
+                    f"fit: --base-config {part!r}: expected KEY=INT with KEY in {', '.join(BASE_CONFIG_KEYS)}"
+                )
+            try:
+                out[key] = int(value)
+            except ValueError as exc:
+                raise FitError(f"fit: --base-config {part!r}: {value!r} is not an integer") from exc
+            if out[key] <= 0:
+                raise FitError(f"fit: --base-config {part!r}: must be positive")
+    return out
