@@ -56,13 +56,14 @@ OPTIMIZERS = ("adam", "adamw")
 SELECT_METRICS = ("auto", "val_loss", "val_patch_accuracy", "val_frame_accuracy")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 FROM_SCRATCH = ("tiny",)
-BASE_CONFIG_KEYS = ("hidden", "layers", "decoder_hidden")
+BASE_CONFIG_KEYS = ("hidden", "layers", "decoder_hidden", "patch")
+LOSSES = ("dicece", "dicefocal")
 STATE_FILE = "state.pt"
 STATE_FORMAT = 1
 # Settings a resumed run must share with the run it continues (others may change).
 RESUME_LOCKED = (
     "patches", "base", "base_config", "encoder_size", "train", "batch_size", "lr", "optimizer",
-    "weight_decay", "schedule", "warmup_steps", "seed", "loss_resolution", "augment",
+    "weight_decay", "schedule", "warmup_steps", "seed", "loss_resolution", "augment", "steps_per_epoch", "loss",
 )
 
 
@@ -84,6 +85,7 @@ class FitConfig:
     encoder_size: Optional[int] = None  # E; default 256 from scratch, the base's own otherwise
     train: Optional[str] = None  # mask_decoder | all; default all from scratch, mask_decoder otherwise
     epochs: int = 25
+    steps_per_epoch: Optional[int] = None  # None: an epoch is one pass over the patches; N: N steps (a stream)
     batch_size: int = 4
     lr: float = 1e-5
     optimizer: str = "adam"
@@ -92,6 +94,7 @@ class FitConfig:
     warmup_steps: int = 0
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     loss_resolution: str = "patch"
+    loss: str = "dicece"  # dicece: monai DiceCELoss; dicefocal: monai DiceFocalLoss
     augment: bool = False
     seed: int = 0
     threshold: Optional[float] = None  # threshold for validation metrics and the saved meta
@@ -100,6 +103,7 @@ class FitConfig:
     cpu: bool = False
     workers: int = 0
     threads: Optional[int] = None  # torch CPU threads per process (None: torch's default)
+    compile: bool = False  # torch.compile the training module (a one-off compile; faster steps)
     resume: bool = False
     progress: bool = True
     command: Optional[str] = None  # recorded in provenance (the CLI passes the command line)
@@ -129,6 +133,9 @@ class FitConfig:
             raise FitError(f"fit: --base-config only applies to a from-scratch base (tiny), not {cfg.base!r}")
         checks = [
             (cfg.epochs >= 1, f"--epochs must be >= 1; got {cfg.epochs}"),
+            (cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,
+             f"--steps-per-epoch must be >= 1; got {cfg.steps_per_epoch}"),
+            (cfg.loss in LOSSES, f"--loss must be one of {LOSSES}; got {cfg.loss!r}"),
             (cfg.batch_size >= 1, f"--batch-size must be >= 1; got {cfg.batch_size}"),
             (cfg.lr > 0, f"--lr must be > 0; got {cfg.lr}"),
             (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
@@ -331,6 +338,42 @@ class EpochPermutation:
         return iter(torch.randperm(self.length, generator=gen).tolist())
 
 
+class StreamPermutation:
+    """A sampler for epochs of a fixed number of samples, drawn from an endless stream:
+    the concatenation of permutations of the dataset, one per pass, each drawn from
+    (seed, pass). Epoch ``e`` is samples ``[e * n, (e + 1) * n)`` of the stream, so an
+    epoch can be shorter or longer than the dataset, and the order is reproducible
+    across runs and resumes."""
+
+    def __init__(self, length: int, seed: int, samples_per_epoch: int):
+        self.length = int(length)
+        self.seed = int(seed)
+        self.samples = int(samples_per_epoch)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def _pass(self, k: int) -> List[int]:
+        import torch
+
+        gen = torch.Generator()
+        gen.manual_seed(self.seed * 1_000_003 + 7_919 * k + 1)
+        return torch.randperm(self.length, generator=gen).tolist()
+
+    def __iter__(self):
+        start = self.epoch * self.samples
+        k, offset = divmod(start, self.length)
+        out: List[int] = []
+        while len(out) < self.samples:
+            out.extend(self._pass(k)[offset:])
+            k, offset = k + 1, 0
+        return iter(out[: self.samples])
+
+
 # -------------------------------------------------------------------------- the model
 
 
@@ -394,6 +437,23 @@ def detector_for(model, meta, size: int, threshold: float, device: str = "cpu"):
 
     cfg = DetectorConfig(size=int(size), patch_size=int(meta.patch_size), threshold=float(threshold))
     return Detector(TorchBackend(model, meta.prompt_policy, device), cfg, meta)
+
+
+def make_loss(name: str):
+    """The training loss on (logits N x 1 x T x T, target N x 1 x T x T in [0, 1]):
+    ``dicece``: monai DiceCELoss (sigmoid, squared denominator), the reference's loss;
+    ``dicefocal``: monai DiceFocalLoss (sigmoid, squared denominator, focal gamma 2), which
+    weights the hard pixels (thin panels, edges, bright distractors) over the easy
+    background."""
+    if name == "dicece":
+        from monai.losses import DiceCELoss
+
+        return DiceCELoss(sigmoid=True, squared_pred=True)
+    if name == "dicefocal":
+        from monai.losses import DiceFocalLoss
+
+        return DiceFocalLoss(sigmoid=True, squared_pred=True, gamma=2.0)
+    raise FitError(f"fit: --loss must be one of {LOSSES}; got {name!r}")
 
 
 # ---------------------------------------------------------------------- validation
@@ -594,7 +654,6 @@ def fit(
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
-    from monai.losses import DiceCELoss
     from tqdm import tqdm
 
     from satsam_ros.backends.torch_backend import make_patch_module
@@ -654,7 +713,10 @@ def fit(
         optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = EpochPermutation(len(train_set), cfg.seed)
+    if cfg.steps_per_epoch:
+        sampler = StreamPermutation(len(train_set), cfg.seed, cfg.steps_per_epoch * cfg.batch_size)
+    else:
+        sampler = EpochPermutation(len(train_set), cfg.seed)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=False
     )
@@ -673,6 +735,9 @@ def fit(
         _set_rng_states(saved["rng"])
         say(f"fit: resuming at epoch {start_epoch + 1}, step {step} ({step_in_epoch} into the epoch)")
 
+    if cfg.compile:
+        say("fit: compiling the training module (a one-off wait of a few minutes)")
+        module.compile()
     module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs
@@ -684,7 +749,7 @@ def fit(
         # after the scheduler exists: its constructor rewrites the lr, the optimizer state restores it
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-    loss_fn = DiceCELoss(sigmoid=True, squared_pred=True)
+    loss_fn = make_loss(cfg.loss)
     writer = _tensorboard(out / "tensorboard", say) if main else None
     raw = accelerator.unwrap_model(module)
     device = accelerator.device
