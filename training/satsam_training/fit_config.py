@@ -15,7 +15,8 @@ OPTIMIZERS = ("adam", "adamw")
 SELECT_METRICS = ("auto", "val_loss", "val_patch_accuracy", "val_frame_accuracy")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 FROM_SCRATCH = ("tiny",)
-BASE_CONFIG_KEYS = ("hidden", "layers", "decoder_hidden")
+BASE_CONFIG_KEYS = ("hidden", "layers", "decoder_hidden", "patch")
+LOSSES = ("dicece", "dicefocal")
 
 
 class FitError(ValueError):
@@ -36,6 +37,7 @@ class FitConfig:
     encoder_size: Optional[int] = None  # E; default 256 from scratch, the base's own otherwise
     train: Optional[str] = None  # mask_decoder | all; default all from scratch, mask_decoder otherwise
     epochs: int = 25
+    steps_per_epoch: Optional[int] = None  # None: an epoch is one pass over the patches; N: N steps (a stream)
     batch_size: int = 4
     lr: float = 1e-5
     optimizer: str = "adam"
@@ -44,6 +46,7 @@ class FitConfig:
     warmup_steps: int = 0
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     loss_resolution: str = "patch"
+    loss: str = "dicece"  # dicece: monai DiceCELoss; dicefocal: monai DiceFocalLoss
     augment: bool = False
     seed: int = 0
     threshold: Optional[float] = None  # threshold for validation metrics and the saved meta
@@ -52,6 +55,7 @@ class FitConfig:
     cpu: bool = False
     workers: int = 0
     threads: Optional[int] = None  # torch CPU threads per process (None: torch's default)
+    compile: bool = False  # torch.compile the training module (a one-off compile; faster steps)
     resume: bool = False
     progress: bool = True
     command: Optional[str] = None  # recorded in provenance (the CLI passes the command line)
@@ -81,6 +85,9 @@ class FitConfig:
             raise FitError(f"fit: --base-config only applies to a from-scratch base (tiny), not {cfg.base!r}")
         checks = [
             (cfg.epochs >= 1, f"--epochs must be >= 1; got {cfg.epochs}"),
+            (cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,
+             f"--steps-per-epoch must be >= 1; got {cfg.steps_per_epoch}"),
+            (cfg.loss in LOSSES, f"--loss must be one of {LOSSES}; got {cfg.loss!r}"),
             (cfg.batch_size >= 1, f"--batch-size must be >= 1; got {cfg.batch_size}"),
             (cfg.lr > 0, f"--lr must be > 0; got {cfg.lr}"),
             (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),

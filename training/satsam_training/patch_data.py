@@ -1,4 +1,6 @@
-"""The training data: patches as model inputs and loss targets, in a reproducible order.
+"""The training data: patches as model inputs and loss targets, in a reproducible order
+(one pass per epoch, :class:`EpochPermutation`, or epochs of a fixed number of steps
+from an endless stream, :class:`StreamPermutation`).
 
 A patch goes through exactly the Detector's pre-processing
 (:func:`satsam_ros.core.preprocess.patch_pixels`); its target is the P x P mask (or its
@@ -154,3 +156,39 @@ class EpochPermutation:
         gen = torch.Generator()
         gen.manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(self.length, generator=gen).tolist())
+
+
+class StreamPermutation:
+    """A sampler for epochs of a fixed number of samples, drawn from an endless stream:
+    the concatenation of permutations of the dataset, one per pass, each drawn from
+    (seed, pass). Epoch ``e`` is samples ``[e * n, (e + 1) * n)`` of the stream, so an
+    epoch can be shorter or longer than the dataset, and the order is reproducible
+    across runs and resumes."""
+
+    def __init__(self, length: int, seed: int, samples_per_epoch: int):
+        self.length = int(length)
+        self.seed = int(seed)
+        self.samples = int(samples_per_epoch)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def _pass(self, k: int) -> List[int]:
+        import torch
+
+        gen = torch.Generator()
+        gen.manual_seed(self.seed * 1_000_003 + 7_919 * k + 1)
+        return torch.randperm(self.length, generator=gen).tolist()
+
+    def __iter__(self):
+        start = self.epoch * self.samples
+        k, offset = divmod(start, self.length)
+        out: List[int] = []
+        while len(out) < self.samples:
+            out.extend(self._pass(k)[offset:])
+            k, offset = k + 1, 0
+        return iter(out[: self.samples])

@@ -47,6 +47,7 @@ class SynthPlan:
     seed: int
     config: Any  # satsam_training.synth.SynthConfig
     command: str = ""  # the equivalent `satsam-train synth` command (provenance)
+    workers: int = 1  # processes generating frames (the frames do not depend on it)
 
 
 @dataclass
@@ -139,7 +140,7 @@ def _data(cfg: PipelineConfig, out: Path, steps: _Steps):
 
         plan = cfg.synth
         steps.run("synth", generate_dataset, data, plan.counts, seed=plan.seed, config=plan.config,
-              progress=cfg.progress)
+                  progress=cfg.progress, workers=plan.workers)
     return data, {"command": cfg.synth.command}
 
 

@@ -21,14 +21,23 @@ def _sizes():
 
 def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> None:
     """The training options shared by ``fit`` and ``pipeline``."""
-    from .fit_config import LOSS_RESOLUTIONS, MIXED_PRECISION, OPTIMIZERS, SCHEDULES, SELECT_METRICS, TRAIN_PARTS
+    from .fit_config import (
+        LOSS_RESOLUTIONS,
+        LOSSES,
+        MIXED_PRECISION,
+        OPTIMIZERS,
+        SCHEDULES,
+        SELECT_METRICS,
+        TRAIN_PARTS,
+    )
 
     g = p.add_argument_group("model and training")
     g.add_argument("--base", default="tiny",
                    help="tiny (random small SAM, trained from scratch), vit-b, builtin, a checkpoint or "
                         "transformers SAM directory, or a hub id (default tiny)")
     g.add_argument("--base-config", nargs="*", default=None, metavar="KEY=INT",
-                   help="from-scratch architecture: hidden=96 layers=4 decoder_hidden=64 (tiny's defaults)")
+                   help="from-scratch architecture: hidden=96 layers=4 decoder_hidden=64 patch=16 (tiny's defaults; "
+                        "patch = encoder token size, 8 for a finer mask grid)")
     g.add_argument("--encoder-size", type=int, default=None, metavar="E",
                    help="encoder input E (patches are resized to E x E); default 256 from scratch, the base's own "
                         "otherwise (a pretrained encoder is resized to E)")
@@ -36,6 +45,9 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
                    help="which parameters train: mask_decoder (default for pretrained bases) or all "
                         "(default for tiny)")
     g.add_argument("--epochs", type=int, default=25, help="default 25 (the reference)")
+    g.add_argument("--steps-per-epoch", type=int, default=None, metavar="N",
+                   help="an epoch is N steps drawn from an endless shuffled stream of the patches (default: one "
+                        "pass over them); a budget of epochs x N steps independent of the data's size")
     g.add_argument("--batch-size", type=int, default=4, help="patches per step and process (default 4)")
     g.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default 1e-5, the reference)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
@@ -47,6 +59,10 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
     g.add_argument("--loss-resolution", choices=LOSS_RESOLUTIONS, default="patch",
                    help="patch: loss on logits upsampled to P x P as the Detector does (default); low: on the "
                         "E/4 logits against an area-downsampled soft mask")
+    g.add_argument("--loss", choices=LOSSES, default="dicece",
+                   help="dicece: monai DiceCELoss, the reference's (default); dicefocal: Dice + focal")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for training (a one-off compile of minutes; faster steps)")
     g.add_argument("--augment", action="store_true", help="random flips / 90-degree rotations / brightness gain")
     g.add_argument("--seed", type=int, default=0, help="model init, data order and augmentation (default 0)")
     g.add_argument("--threshold", type=float, default=None,
@@ -72,9 +88,11 @@ def _fit_config(args, patches, val=None, val_frames=None, out: str = ""):
         patches=patches, out=out, val=val, val_frames=val_frames,
         val_frames_split=getattr(args, "val_frames_split", "val"),
         base=args.base, base_config=parse_base_config(args.base_config), encoder_size=args.encoder_size,
-        train=args.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        train=args.train, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup_steps,
-        clip_grad=args.clip_grad, loss_resolution=args.loss_resolution, augment=args.augment, seed=args.seed,
+        clip_grad=args.clip_grad, loss_resolution=args.loss_resolution, loss=args.loss, compile=args.compile,
+        augment=args.augment, seed=args.seed,
         threshold=args.threshold, select=args.select, mixed_precision=args.mixed_precision, cpu=args.cpu,
         workers=args.workers, threads=args.threads, resume=getattr(args, "resume", False),
         progress=not args.no_progress, command=args.command_line,
@@ -303,7 +321,7 @@ def pipeline_config(args):
         sargs = sp.parse_args(given)
         out = str(Path(args.out) / "data")
         synth = SynthPlan(synth_counts(sargs), sargs.seed, synth_config(sargs),
-                          command=" ".join(["satsam-train", "synth", "--out", out] + given))
+                          command=" ".join(["satsam-train", "synth", "--out", out] + given), workers=sargs.workers)
     return PipelineConfig(
         out=args.out, sizes=args.sizes, fit=_fit_config(args, patches=[]), data=args.data, synth=synth,
         pseudo_label=args.pseudo_label, patch_size=args.patch_size, keep_empty=args.keep_empty,

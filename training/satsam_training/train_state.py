@@ -19,7 +19,7 @@ STATE_FORMAT = 1
 # Settings a resumed run must share with the run it continues (others may change).
 RESUME_LOCKED = (
     "patches", "base", "base_config", "encoder_size", "train", "batch_size", "lr", "optimizer",
-    "weight_decay", "schedule", "warmup_steps", "seed", "loss_resolution", "augment",
+    "weight_decay", "schedule", "warmup_steps", "seed", "loss_resolution", "augment", "steps_per_epoch", "loss",
 )
 
 

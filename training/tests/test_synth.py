@@ -98,17 +98,21 @@ def test_empty_frames_have_no_annotation(tmp_path):
 
 
 def test_backgrounds_directory_is_used(tmp_path):
-    bg = tmp_path / "bg"
-    bg.mkdir()
-    cv2.imwrite(str(bg / "flat.png"), np.full((300, 300), 120, np.uint8))
-    config = SynthConfig(height=96, width=120, min_extent=12.0, empty_fraction=1.0, backgrounds=str(bg))
-    procedural = SynthConfig(height=96, width=120, min_extent=12.0, empty_fraction=1.0)
-    flat = [generate_frame(config, 0, "train", i)[0].astype(np.float32) for i in range(4)]
-    proc = [generate_frame(procedural, 0, "train", i)[0].astype(np.float32) for i in range(4)]
-    # a flat user image stays nearly flat (only vignetting and noise); procedural Earth has structure
-    flat_std = np.mean([cv2.GaussianBlur(f, (0, 0), 2).std() for f in flat])
-    proc_std = np.mean([cv2.GaussianBlur(f, (0, 0), 2).std() for f in proc])
-    assert flat_std < 0.3 * proc_std
+    """Frames drawn over a dark user image are darker than the same frames over a bright one
+    (same seed and index: the same random choices), and neither is the procedural scene."""
+    dirs = {}
+    for name, level in (("dark", 15), ("bright", 235)):
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir()
+        cv2.imwrite(str(dirs[name] / "bg.png"), np.full((300, 300), level, np.uint8))
+    common = dict(height=96, width=120, min_extent=12.0, empty_fraction=1.0, hard_negatives=0.0)
+    for i in range(6):
+        dark, _, info = generate_frame(SynthConfig(backgrounds=str(dirs["dark"]), **common), 0, "train", i)
+        bright, _, _ = generate_frame(SynthConfig(backgrounds=str(dirs["bright"]), **common), 0, "train", i)
+        procedural, _, proc_info = generate_frame(SynthConfig(**common), 0, "train", i)
+        assert info["background"] == "files" and proc_info["background"] != "files"
+        assert np.median(bright) > np.median(dark) + 40, f"frame {i}"
+        assert not np.array_equal(procedural, dark)
     (tmp_path / "bg2").mkdir()
     with pytest.raises(FileNotFoundError, match="has no images"):
         generate_dataset(tmp_path / "o", {"train": 1}, config=SynthConfig(backgrounds=str(tmp_path / "bg2")))
@@ -128,6 +132,9 @@ def test_sixteen_bit_frames(tmp_path):
         (dict(empty_fraction=1.5), "empty fraction"),
         (dict(min_extent=1000.0), "min extent"),
         (dict(bit_depth=12), "bit depth"),
+        (dict(style="c"), "style"),
+        (dict(hard_negatives=1.5), "hard-negative"),
+        (dict(style="b", backgrounds="somewhere"), "style a only"),
     ],
 )
 def test_bad_config_is_rejected(kwargs, expected):
