@@ -49,7 +49,8 @@ def test_end_to_end_json_has_every_field(report):
         faithful["latency_s"]["median"] / fast["latency_s"]["median"])
     # different encoder inputs: logits not comparable, masks are
     cmp_ = fast["vs_reference"]
-    assert cmp_["max_abs_logit_diff"] is None and 0 <= cmp_["mask_iou"] <= 1 and 0 <= cmp_["mask_iou_at_median"] <= 1
+    assert fast["reference"] == "builtin/512/torch/faithful" and faithful["vs_reference"] is None
+    assert cmp_["max_abs_logit_diff"] is None and cmp_["masks_equal"] == (cmp_["mask_iou"] == 1.0)
     names = [t["target"] for t in data["targets"]]
     assert any("pre + post" in n for n in names) and any("live node" in n for n in names)
     share = next(t for t in data["targets"] if "pre + post" in t["target"])
@@ -274,3 +275,25 @@ def test_pre_post_share_is_judged_on_every_backend():
     share = next(t for t in bench_run.evaluate_targets(report) if t["target"].startswith("pre + post"))
     assert share["measured"] == pytest.approx(20.0) and share["passed"] is False
     assert "torch: 5.0 %" in share["detail"] and "onnxruntime: 20.0 %" in share["detail"]
+
+
+def test_row_comparison_with_the_reference():
+    """The agreement figures of a row against the reference row, on known outputs."""
+    prob = np.linspace(0.0, 1.0, 100, dtype=np.float32).reshape(10, 10)
+    ref = {"prob": prob, "mask": np.where(prob > 0.65, 255, 0).astype(np.uint8), "logits": np.zeros((2, 4, 4))}
+    shifted = prob.copy()
+    shifted[:5] = 0.0  # the top half loses everything
+    got = {"prob": shifted, "mask": np.where(shifted > 0.65, 255, 0).astype(np.uint8),
+           "logits": np.full((2, 4, 4), 0.25)}
+    same = detector._compare(ref, ref)
+    assert same["masks_equal"] and same["mask_iou"] == 1.0 and same["max_abs_prob_diff"] == 0.0
+    assert same["max_abs_logit_diff"] == 0.0 and same["mask_iou_at_median"] == 1.0
+    cmp_ = detector._compare(ref, got)
+    assert cmp_["reference_mask_fraction"] == pytest.approx(0.35)  # 35 of 100 values over 0.65
+    assert cmp_["mask_iou"] == 1.0  # every masked pixel (> 0.65) is in the bottom half, which did not move
+    median = float(np.median(prob))  # half the pixels on: 50 of them, all in the bottom half
+    assert cmp_["mask_iou_at_median"] == pytest.approx(np.count_nonzero(shifted > median) / 50)
+    assert cmp_["max_abs_prob_diff"] == pytest.approx(float(prob[:5].max()))
+    assert cmp_["max_abs_logit_diff"] == pytest.approx(0.25) and cmp_["logit_scale"] == 0.0
+    other = dict(got, logits=np.zeros((2, 8, 8)))  # other encoder input: logits not comparable
+    assert detector._compare(ref, other)["max_abs_logit_diff"] is None

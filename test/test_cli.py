@@ -32,6 +32,7 @@ def test_detect_directory_writes_four_files_per_image(image_dir, tmp_path, capsy
     assert rc == 0
     err = capsys.readouterr().err
     assert "broken.png" in err and "not a readable image" in err
+    boxes_seen = 0
     for stem in ("a", "b", "c16"):
         mask = cv2.imread(str(out / f"{stem}.mask.png"), cv2.IMREAD_UNCHANGED)
         prob = cv2.imread(str(out / f"{stem}.prob.png"), cv2.IMREAD_UNCHANGED)
@@ -41,10 +42,18 @@ def test_detect_directory_writes_four_files_per_image(image_dir, tmp_path, capsy
         assert prob.shape == (512, 641) and prob.dtype == np.uint16
         assert overlay.shape == (512, 641, 3)
         assert info["threshold"] == 0.5 and info["patches"] == 4 and "total" in info["timings"]
-        assert isinstance(info["boxes"], list)
+        assert info["backend"] == "onnxruntime"  # the default backend, auto, on a CPU
         # the mask on disk is the probability on disk thresholded (up to 16-bit rounding)
         agree = (mask > 0) == (prob.astype(np.float64) / 65535.0 > 0.5)
         assert agree.mean() > 0.999
+        # the boxes are the mask's connected components (8-connectivity), best score first
+        count, _labels, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
+        components = sorted((int(x), int(y), int(x + w), int(y + h), int(a)) for x, y, w, h, a in stats[1:count])
+        assert sorted((b["x0"], b["y0"], b["x1"], b["y1"], b["area"]) for b in info["boxes"]) == components
+        scores = [b["score"] for b in info["boxes"]]
+        assert scores == sorted(scores, reverse=True) and all(0.5 < s <= 1.0 for s in scores)
+        boxes_seen += len(components)
+    assert boxes_seen > 0, "the check above compared no boxes"
     assert not (out / "broken.mask.png").exists()
 
 
