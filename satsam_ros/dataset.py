@@ -227,11 +227,16 @@ def load_coco(json_path, category: str = CATEGORY_NAME) -> List[Frame]:
     annotations = data.get("annotations", [])
     if not isinstance(annotations, list):
         raise DatasetError(f"{path}: 'annotations' must be a list")
-    cat_id = _pick_category(data, str(path), category)
-    root = path.parent.resolve()
+    frames = _read_images(path, data["images"])
+    _add_annotations(path, annotations, frames, _pick_category(data, str(path), category))
+    return [frames[k] for k in sorted(frames)]
 
+
+def _read_images(path: Path, entries: List[Any]) -> Dict[int, Frame]:
+    """The ``images`` of a COCO file as frames by id (no annotations yet), checked."""
+    root = path.parent.resolve()
     frames: Dict[int, Frame] = {}
-    for i, entry in enumerate(data["images"]):
+    for i, entry in enumerate(entries):
         where = f"{path}: {_entry_name('images', i, entry)}"
         if not isinstance(entry, dict):
             raise DatasetError(f"{where}: must be an object")
@@ -253,7 +258,11 @@ def load_coco(json_path, category: str = CATEGORY_NAME) -> List[Frame]:
             id=image_id, path=(root / file_name).resolve(), width=width, height=height,
             file_name=file_name, source=str(path),
         )
+    return frames
 
+
+def _add_annotations(path: Path, annotations: List[Any], frames: Dict[int, Frame], cat_id: Optional[int]) -> None:
+    """Attach each annotation of category ``cat_id`` (None: all) to its frame, checked."""
     seen_ann: set = set()
     for i, ann in enumerate(annotations):
         where = f"{path}: {_entry_name('annotations', i, ann)}"
@@ -288,7 +297,6 @@ def load_coco(json_path, category: str = CATEGORY_NAME) -> List[Frame]:
         frame.boxes.append((x, y, w, h))
         frame.segmentations.append(seg)
         frame.annotation_ids.append(ann_id)
-    return [frames[k] for k in sorted(frames)]
 
 
 def load_split(dataset_dir, split: str, category: str = CATEGORY_NAME) -> List[Frame]:

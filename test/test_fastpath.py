@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from satsam_ros.backends.fused_attention import with_fused_attention
 from satsam_ros.backends.torch_backend import (
     TorchBackend,
     check_precision,
     configure_threads,
     cpu_batch,
-    with_fused_attention,
 )
 from satsam_ros.core import imaging, postprocess, tiling
 from satsam_ros.core.backend import Backend
@@ -70,11 +70,11 @@ def test_fused_attention_is_the_same_function_and_shares_weights(tiny_loud):
 
 def test_fused_attention_splits_big_biases_into_blocks(tiny_loud, monkeypatch):
     """Force one query block per few tokens: the blocked result is still the same."""
-    import satsam_ros.backends.torch_backend as tb
+    import satsam_ros.backends.fused_attention as fa
 
     x = np.random.default_rng(1).standard_normal((2, 3, 256, 256)).astype(np.float32)
     want = TorchBackend(tiny_loud).infer(x)
-    monkeypatch.setattr(tb, "ATTENTION_BIAS_BUDGET", 256 * 256 * 4 // 3)  # < one head of the global layers
+    monkeypatch.setattr(fa, "ATTENTION_BIAS_BUDGET", 256 * 256 * 4 // 3)  # < one head of the global layers
     got = TorchBackend(tiny_loud, fused_attention=True).infer(x)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 

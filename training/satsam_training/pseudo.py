@@ -502,15 +502,8 @@ def pseudo_label_dataset(
     ``out_dir`` and a ``boxfill`` baseline row gives the IoU of the filled boxes.
     ``pseudo_iou.json`` and ``pseudo_iou.md`` in ``out_dir`` hold the same.
     """
-    from tqdm import tqdm
-
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     checkpoints = [str(c) for c in checkpoints]
-    if method in SAM_METHODS and not checkpoints:
-        raise ValueError(f"method {method!r} needs at least one SAM checkpoint (--checkpoints)")
-    if method not in SAM_METHODS and checkpoints:
-        raise ValueError(f"method {method!r} uses no SAM checkpoint; got --checkpoints {' '.join(checkpoints)}")
+    _check_method(method, checkpoints)
     rule = rule.validate()
     auto = (auto or AutoMaskConfig()).validate()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -520,78 +513,24 @@ def pseudo_label_dataset(
     if not splits:
         raise FileNotFoundError(f"{data_dir}: no train.json, val.json or test.json found")
     frames = {s: load_split(data_dir, s) for s in splits}
-
-    # picks[source][(split, frame id)] -> list of _Pick per annotation
-    sources = checkpoints if method in SAM_METHODS else [method]
-    picks: dict = {src: {} for src in sources}
     labelled = [(s, f) for s in splits for f in frames[s] if not f.is_empty]
+    # picks[source][(split, frame id)] -> list of _Pick per annotation
     if method in SAM_METHODS:
-        for ckpt in checkpoints:
-            prompter = SamPrompter(ckpt, device)
-            for split, frame in tqdm(labelled, desc=f"{method} {Path(ckpt).name}", unit="frame",
-                                     disable=not progress):
-                image = frame.image()
-                if method == "auto":
-                    res = prompter.auto_select(image, frame.boxes, auto, rule)
-                else:
-                    res = prompter.box_select(image, frame.boxes, rule)
-                picks[ckpt][(split, frame.id)] = [
-                    _Pick(encode_mask(m) if m is not None else None, sel.box_iou) for m, sel in res
-                ]
-            del prompter
+        sources = checkpoints
+        picks = {ckpt: _sam_picks(ckpt, method, labelled, device, auto, rule, progress) for ckpt in checkpoints}
     else:
-        for split, frame in tqdm(labelled, desc=method, unit="frame", disable=not progress):
-            image = frame.image() if method == "grabcut" else None
-            res = []
-            for box in frame.boxes:
-                if method == "grabcut":
-                    mask = grabcut_mask(image, box) > 0
-                else:
-                    mask = boxfill_mask(frame.height, frame.width, box) > 0
-                sel = select_candidate(mask[None], box, rule) if method == "grabcut" else Selection(0, 1.0, 1.0)
-                res.append(_Pick(encode_mask(mask) if sel.index is not None else None, sel.box_iou))
-            picks[method][(split, frame.id)] = res
-
-    # combine the sources: per annotation the accepted pick with the highest box IoU
-    combined: dict = {}
-    for split, frame in labelled:
-        chosen = []
-        for a in range(len(frame.boxes)):
-            cands = [picks[src][(split, frame.id)][a] for src in sources]
-            cands = [p for p in cands if p.rle is not None]
-            chosen.append(max(cands, key=lambda p: p.box_iou) if cands else None)
-        combined[(split, frame.id)] = chosen
+        sources = [method]
+        picks = {method: _classic_picks(method, labelled, rule, progress)}
+    combined = _combine(labelled, picks, sources)
 
     report = PseudoLabelReport(method=method, checkpoints=checkpoints, out_dir=str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in splits:
-        kept_frames = []
-        stats = {"frames": len(frames[split]), "empty": 0, "kept": 0, "dropped": 0}
-        for frame in frames[split]:
-            if frame.is_empty:
-                stats["empty"] += 1
-                new_segs = []
-            else:
-                chosen = combined[(split, frame.id)]
-                if any(p is None for p in chosen):
-                    stats["dropped"] += 1
-                    continue
-                new_segs = [p.rle for p in chosen]
-            stats["kept"] += 1
-            rel = frame.file_name or Path(frame.path).name
-            if Path(rel).is_absolute() or ".." in Path(rel).parts:
-                rel = f"images/{split}/{Path(frame.path).name}"
-            dst = out_dir / rel
-            place_image(frame.path, dst, link=link)
-            kept_frames.append(Frame(id=frame.id, path=dst.resolve(), width=frame.width, height=frame.height,
-                                     boxes=list(frame.boxes), segmentations=new_segs, file_name=rel))
         info = {"description": "satsam_training pseudo-masks", "source": str(data_dir), "method": method,
                 "checkpoints": checkpoints, "rule": asdict(rule), "split": split}
         if method == "auto":
             info["auto"] = asdict(auto)
-        write_coco(out_dir / f"{split}.json", kept_frames, info=info)
-        report.splits[split] = stats
-
+        report.splits[split] = _write_split(out_dir, split, frames[split], combined, link, info)
     _iou_rows(report, frames, labelled, picks, combined, sources, progress)
     if report.has_truth:
         write_json_atomic(out_dir / "pseudo_iou.json", report.to_dict(), indent=1)
@@ -600,6 +539,90 @@ def pseudo_label_dataset(
         for name in ("pseudo_iou.json", "pseudo_iou.md"):
             (out_dir / name).unlink(missing_ok=True)
     return report
+
+
+def _check_method(method: str, checkpoints: Sequence[str]) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method in SAM_METHODS and not checkpoints:
+        raise ValueError(f"method {method!r} needs at least one SAM checkpoint (--checkpoints)")
+    if method not in SAM_METHODS and checkpoints:
+        raise ValueError(f"method {method!r} uses no SAM checkpoint; got --checkpoints {' '.join(checkpoints)}")
+
+
+def _sam_picks(ckpt: str, method: str, labelled, device: str, auto: AutoMaskConfig, rule: SelectionRule,
+               progress: bool) -> dict:
+    """One SAM checkpoint's pick for every annotation of the labelled frames."""
+    from tqdm import tqdm
+
+    prompter = SamPrompter(ckpt, device)
+    picks = {}
+    for split, frame in tqdm(labelled, desc=f"{method} {Path(ckpt).name}", unit="frame", disable=not progress):
+        image = frame.image()
+        if method == "auto":
+            res = prompter.auto_select(image, frame.boxes, auto, rule)
+        else:
+            res = prompter.box_select(image, frame.boxes, rule)
+        picks[(split, frame.id)] = [_Pick(encode_mask(m) if m is not None else None, sel.box_iou) for m, sel in res]
+    return picks
+
+
+def _classic_picks(method: str, labelled, rule: SelectionRule, progress: bool) -> dict:
+    """GrabCut's (judged by the rule) or the filled box's mask for every annotation."""
+    from tqdm import tqdm
+
+    picks = {}
+    for split, frame in tqdm(labelled, desc=method, unit="frame", disable=not progress):
+        image = frame.image() if method == "grabcut" else None
+        res = []
+        for box in frame.boxes:
+            if method == "grabcut":
+                mask = grabcut_mask(image, box) > 0
+            else:
+                mask = boxfill_mask(frame.height, frame.width, box) > 0
+            sel = select_candidate(mask[None], box, rule) if method == "grabcut" else Selection(0, 1.0, 1.0)
+            res.append(_Pick(encode_mask(mask) if sel.index is not None else None, sel.box_iou))
+        picks[(split, frame.id)] = res
+    return picks
+
+
+def _combine(labelled, picks: dict, sources: Sequence[str]) -> dict:
+    """Per annotation, the accepted pick with the highest box IoU over the sources (None: no match)."""
+    combined: dict = {}
+    for split, frame in labelled:
+        chosen = []
+        for a in range(len(frame.boxes)):
+            cands = [picks[src][(split, frame.id)][a] for src in sources]
+            cands = [p for p in cands if p.rle is not None]
+            chosen.append(max(cands, key=lambda p: p.box_iou) if cands else None)
+        combined[(split, frame.id)] = chosen
+    return combined
+
+
+def _write_split(out_dir: Path, split: str, frames, combined: dict, link: bool, info: dict) -> dict:
+    """``out_dir/<split>.json`` with the kept frames (images linked or copied); the split's counts."""
+    kept_frames = []
+    stats = {"frames": len(frames), "empty": 0, "kept": 0, "dropped": 0}
+    for frame in frames:
+        if frame.is_empty:
+            stats["empty"] += 1
+            new_segs = []
+        else:
+            chosen = combined[(split, frame.id)]
+            if any(p is None for p in chosen):
+                stats["dropped"] += 1
+                continue
+            new_segs = [p.rle for p in chosen]
+        stats["kept"] += 1
+        rel = frame.file_name or Path(frame.path).name
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            rel = f"images/{split}/{Path(frame.path).name}"
+        dst = out_dir / rel
+        place_image(frame.path, dst, link=link)
+        kept_frames.append(Frame(id=frame.id, path=dst.resolve(), width=frame.width, height=frame.height,
+                                 boxes=list(frame.boxes), segmentations=new_segs, file_name=rel))
+    write_coco(out_dir / f"{split}.json", kept_frames, info=info)
+    return stats
 
 
 def _iou_rows(report, frames, labelled, picks, combined, sources, progress) -> None:

@@ -45,6 +45,14 @@ def _md_table(head: List[str], rows: List[List[str]]) -> str:
 
 def to_markdown(report: Dict[str, Any]) -> str:
     """The report as a markdown page (what BENCHMARKS.md is made of)."""
+    out: List[str] = []
+    for section in (_md_head, _md_targets, _md_latency, _md_ablation, _md_roi, _md_skipped_and_node):
+        out += section(report)
+    return "\n".join(out)
+
+
+def _md_head(report: Dict[str, Any]) -> List[str]:
+    """Title, machine, threads, load and the shipped model; the targets heading."""
     m = report["machine"]
     t = report["threads"]
     out = [
@@ -68,11 +76,23 @@ def to_markdown(report: Dict[str, Any]) -> str:
         "## Targets",
         "",
     ]
+    return out
+
+
+def _md_targets(report: Dict[str, Any]) -> List[str]:
+    """The targets table."""
+    out: List[str] = []
     trows = []
     for tg in report["targets"]:
         verdict = {True: "PASS", False: "MISS", None: "not measured"}[tg["passed"]]
         trows.append([tg["target"], tg["goal"], _fmt(tg["measured"], ".2f"), verdict, tg["detail"]])
     out += [_md_table(["target", "goal", "measured", "verdict", "detail"], trows), ""]
+    return out
+
+
+def _md_latency(report: Dict[str, Any]) -> List[str]:
+    """The latency table, what each row is, cut and resumed groups."""
+    out: List[str] = []
     head, rows = table_rows(report)
     out += [
         "## Latency per frame",
@@ -103,6 +123,12 @@ def to_markdown(report: Dict[str, Any]) -> str:
         out += [f"Groups taken over from the earlier run of {src.get('started')} (`--resume`): "
                 f"{', '.join(resumed)}. Ratios within a group come from one run; comparisons across groups "
                 "mix the two runs.", ""]
+    return out
+
+
+def _md_ablation(report: Dict[str, Any]) -> List[str]:
+    """Pre/post styles, no_grad vs inference_mode, thread settings."""
+    out: List[str] = []
     ab = report.get("ablation") or {}
     if ab.get("prepost"):
         out += ["## Pre/post-processing: reference style vs the Detector", "",
@@ -129,6 +155,12 @@ def to_markdown(report: Dict[str, Any]) -> str:
                                str(r["size"]), r["setting"], _fmt(r["median_ms"], ".1f"), _fmt(r["p95_ms"], ".1f"),
                                str(r["frames"])] for r in ab["threads"]]))
         out.append("")
+    return out
+
+
+def _md_roi(report: Dict[str, Any]) -> List[str]:
+    """The ROI tracking table."""
+    out: List[str] = []
     if report.get("roi"):
         out += ["## ROI tracking", "",
                 "A replayed synthetic sequence (one satellite drifting over fixed terrain); each frame is run "
@@ -146,13 +178,19 @@ def to_markdown(report: Dict[str, Any]) -> str:
               ", ".join(f"{k} {v}" for k, v in r["scans"].items() if k in ("full", "roi", "rescan"))]
              for r in report["roi"]]))
         out.append("")
+    return out
+
+
+def _md_skipped_and_node(report: Dict[str, Any]) -> List[str]:
+    """Rows skipped (with the reason) and the live-node section."""
+    out: List[str] = []
     if report["skipped"]:
         out += ["## Skipped", "", _md_table(["model", "S", "row", "why"],
                                            [[s["model"], s["size"], s["row"], s["reason"]] for s in report["skipped"]]),
                 ""]
     if report.get("node"):
         out += node_markdown(report["node"])
-    return "\n".join(out)
+    return out
 
 
 def _loads(values: Optional[Sequence[float]]) -> str:
