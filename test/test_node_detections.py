@@ -9,8 +9,8 @@ message is compared with ``detections_json`` of the same frame and with the Dete
 run in this process.
 
 Layouts (from the vision_msgs sources, see test/interfaces/*/package.xml):
-``4``: vision_msgs 4.x, the release of Humble (4.0.0, 4.1.1), Iron, Jazzy, Kilted and
-Rolling (4.1.1): ``BoundingBox2D.center`` is a vision_msgs/Pose2D
+``4``: vision_msgs 4.0.0 and 4.1.1, the releases of Humble, Iron and Jazzy (Kilted and
+Rolling ship 4.2.0): ``BoundingBox2D.center`` is a vision_msgs/Pose2D
 (``position.x``, ``position.y``, ``theta``); ``3``: vision_msgs 3.0.x (Galactic):
 ``center`` is a geometry_msgs/Pose2D (``x``, ``y``, ``theta``); ``2``: vision_msgs
 2.0.x (Foxy): as 3.0.x, and ObjectHypothesisWithPose carries ``id``/``score`` itself
