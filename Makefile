@@ -13,10 +13,11 @@ export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
 export ROS_DOMAIN_ID ?= $(shell echo $$(( $$$$ % 100 + 1 )))
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup build demo test lint bench clean help
+.PHONY: setup build demo test lint check-reqs bench clean help
 help:
 	@echo "make demo   - set up everything, run the detector demo"
-	@echo "make test   - set up everything, run lint + the whole test suite"
+	@echo "make test   - set up everything, run lint + check-reqs + the whole test suite"
+	@echo "make check-reqs - resolve requirements-ros.txt for Python 3.8-3.12 (needs the package index)"
 	@echo "make bench  - set up everything, run the benchmark"
 	@echo "make clean  - remove the venv and colcon build/install/log"
 
@@ -40,11 +41,17 @@ demo: build
 	$(BIN)/satsam demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check satsam_ros training test launch setup.py
+	$(BIN)/ruff check satsam_ros training test launch scripts setup.py
 	$(BIN)/vermin --target=3.8- --violations --no-tips --eval-annotations --backport dataclasses satsam_ros launch
 	@if ls docker/Dockerfile.* >/dev/null 2>&1; then $(BIN)/hadolint docker/Dockerfile.*; fi
 
-test: build lint
+# requirements-ros.txt (real ROS 2 workspaces): no ROS wheels, numpy or dev tools, and it
+# resolves for Python 3.8 to 3.12 with Humble's and Jazzy's numpy held (pip dry runs
+# against the package index, so it lives here and not in pytest, which stays offline).
+check-reqs: $(STAMP)
+	$(BIN)/python scripts/check_ros_requirements.py
+
+test: build lint check-reqs
 	$(BIN)/python -m pytest -q test training/tests
 
 bench: build

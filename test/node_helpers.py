@@ -50,13 +50,13 @@ class NodeProcess:
     """``detect_node`` as colcon installed it, in its own process.
 
     ``params`` become ``-p name:=value`` (bools as true/false), ``remaps`` ``-r a:=b``,
-    ``params_file`` ``--params-file PATH``.
+    ``params_file`` ``--params-file PATH``; ``env`` replaces :func:`conftest.node_env`.
     stdout/stderr go to files (no pipe can fill up and block the node).
     """
 
     def __init__(self, executable: Path, params: Optional[Dict[str, object]] = None,
                  namespace: str = "/satsam", remaps: Optional[Dict[str, str]] = None,
-                 params_file: Optional[Path] = None):
+                 params_file: Optional[Path] = None, env: Optional[Dict[str, str]] = None):
         self.args: List[str] = [str(executable), "--ros-args", "-r", f"__ns:={namespace}"]
         if params_file is not None:  # first, so the -p values win (as in the launch file)
             self.args += ["--params-file", str(params_file)]
@@ -70,8 +70,8 @@ class NodeProcess:
         self._dir = tempfile.TemporaryDirectory(prefix="satsam_node_")
         self._out = open(Path(self._dir.name) / "stdout", "w+")
         self._err = open(Path(self._dir.name) / "stderr", "w+")
-        self.proc = subprocess.Popen(self.args, env=node_env(), stdout=self._out, stderr=self._err,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.args, env=env if env is not None else node_env(), stdout=self._out,
+                                     stderr=self._err, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
 
     def output(self) -> Tuple[str, str]:

@@ -329,12 +329,13 @@ class _Msg(SimpleNamespace):
 def _fake_vision_msgs(layout: str):
     """Classes with the field layout of vision_msgs in one distro family.
 
-    humble: BoundingBox2D.center is geometry_msgs/Pose2D (x, y, theta);
-    iron+: vision_msgs/Pose2D (position.x, position.y, theta);
-    foxy: additionally ObjectHypothesisWithPose has id/score directly.
+    humble+ (vision_msgs 4.x): BoundingBox2D.center is vision_msgs/Pose2D (position.x,
+    position.y, theta); galactic (3.0.x): geometry_msgs/Pose2D (x, y, theta); foxy (2.0.x):
+    as galactic, and ObjectHypothesisWithPose has id/score directly, Detection2D no id.
+    test_node_detections.py runs the same three layouts as real message builds.
     """
     def center():
-        if layout == "iron+":
+        if layout == "humble+":
             return _Msg(position=_Msg(x=0.0, y=0.0), theta=0.0)
         return _Msg(x=0.0, y=0.0, theta=0.0)
 
@@ -376,7 +377,7 @@ def _check_detection_array(msgs):
     assert build_detection_array(header, [], msgs).detections == []
 
 
-@pytest.mark.parametrize("layout", ["humble", "iron+", "foxy"])
+@pytest.mark.parametrize("layout", ["humble+", "galactic", "foxy"])
 def test_detection_array_for_each_vision_msgs_layout(layout):
     _check_detection_array(_fake_vision_msgs(layout))
 

@@ -43,7 +43,7 @@ def test_package_manifest():
     assert root.findtext("name") == "satsam_ros"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.findall("exec_depend")}
-    assert {"rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "vision_msgs", "cv_bridge"} <= deps
+    assert {"rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "vision_msgs"} <= deps
 
 
 def test_runtime_supports_python_38():

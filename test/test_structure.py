@@ -161,12 +161,7 @@ GRAPH = import_graph(PACKAGES)
 
 #: cycles known and left on purpose, with the reason and the way out; a listed cycle
 #: that no longer exists fails the test too, so the list only shrinks
-KNOWN_CYCLES = {
-    frozenset({"satsam_training.synth", "satsam_training.synth.style_b"}):
-        "the synthetic-data generator package, kept as its author wrote it in a parallel change: "
-        "synth/style_b.py takes is_empty_frame from synth/__init__.py, which dispatches style b to style_b; "
-        "moving is_empty_frame (and frame_rng) into a module of their own (synth/split.py) ends it",
-}
+KNOWN_CYCLES: dict = {}
 
 
 def test_no_import_cycles():

@@ -12,8 +12,9 @@ installable from PyPI).
 * :func:`detections_json`: header + boxes -> the JSON text published on
   ``detections_json`` (std_msgs/String).
 * :func:`build_detection_array`: header + boxes -> ``vision_msgs/Detection2DArray``,
-  for both the Humble layout of ``BoundingBox2D.center`` (``geometry_msgs/Pose2D``:
-  ``center.x``) and the newer one (``vision_msgs/Pose2D``: ``center.position.x``).
+  for every layout of ``BoundingBox2D.center``: vision_msgs 4.x (Humble, Iron, Jazzy
+  and newer: ``vision_msgs/Pose2D``, ``center.position.x``) and 3.0.x / 2.0.x
+  (Galactic, Foxy: ``geometry_msgs/Pose2D``, ``center.x``).
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ def detections_json(
 def _set_center(center, cx: float, cy: float) -> None:
     """Fill a BoundingBox2D.center of either layout.
 
-    Humble: ``geometry_msgs/Pose2D`` (``x``, ``y``, ``theta``). Iron and newer:
-    ``vision_msgs/Pose2D`` (``position.x``, ``position.y``, ``theta``).
+    vision_msgs 4.x (Humble and newer): ``vision_msgs/Pose2D`` (``position.x``,
+    ``position.y``, ``theta``). 3.0.x and 2.0.x (Galactic, Foxy):
+    ``geometry_msgs/Pose2D`` (``x``, ``y``, ``theta``).
     """
     if hasattr(center, "position"):
         center.position.x = float(cx)

@@ -57,13 +57,13 @@ def test_style_a_satellites_are_bright_or_dark_against_their_surroundings():
 
 
 def test_style_b_shares_no_code_with_style_a():
-    """style_b imports nothing from style a's modules (only the shared empty-frame rule)."""
+    """style_b imports nothing from style a's modules (only the shared empty-frame rule in split)."""
     tree = ast.parse((SYNTH_DIR / "style_b.py").read_text())
     local = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level > 0:
             local.add((node.module or "", tuple(a.name for a in node.names)))
-    assert local == {("", ("is_empty_frame",))}, local
+    assert local == {("split", ("is_empty_frame",))}, local
     for name in ("noise", "scenes", "satellites", "camera"):
         assert f"from .{name}" not in (SYNTH_DIR / "style_b.py").read_text()
 

@@ -33,8 +33,6 @@ offset ``u``), so every prefix of a split has ``n * f`` empty frames, give or ta
 
 from __future__ import annotations
 
-import math
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -46,6 +44,7 @@ from ..coco import IMAGE_SUFFIXES, Frame, encode_mask, mask_bbox, write_coco
 from . import scenes
 from .camera import camera
 from .satellites import render_satellite
+from .split import frame_rng, is_empty_frame
 
 DEFAULT_HEIGHT = 512
 DEFAULT_WIDTH = 641
@@ -87,21 +86,6 @@ class SynthConfig:
         if self.style == "b" and self.backgrounds:
             raise ValueError("backgrounds (user images) apply to style a only; style b draws its own scenes")
         return self
-
-
-def frame_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """The generator of frame ``index`` of ``split``: independent of any other frame."""
-    return np.random.default_rng([int(seed), zlib.crc32(split.encode()), int(index)])
-
-
-def is_empty_frame(seed: int, split: str, index: int, fraction: float) -> bool:
-    """Whether frame ``index`` has no satellite (low-discrepancy rule, see module docstring)."""
-    if fraction <= 0.0:
-        return False
-    if fraction >= 1.0:
-        return True
-    u = np.random.default_rng([int(seed), zlib.crc32(split.encode()), 0x5EED]).random()
-    return math.floor((index + 1) * fraction + u) > math.floor(index * fraction + u)
 
 
 # --------------------------------------------------------------------------- frames

@@ -31,6 +31,8 @@ import zlib
 import cv2
 import numpy as np
 
+from .split import is_empty_frame
+
 SALT = 0xB5EED  # mixed into every frame's seed: style b frames never equal style a frames
 
 
@@ -410,8 +412,6 @@ def _visible(rng: np.random.Generator, rad: np.ndarray, cov: np.ndarray, behind:
 
 def generate_frame(config, seed: int, split: str, index: int) -> tuple:
     """One style-b frame: (H x W uint8/uint16 image, H x W uint8 0/255 mask, info)."""
-    from . import is_empty_frame
-
     rng = frame_rng(seed, split, index)
     h, w = config.height, config.width
     radiance, name = scene(rng, h, w)
