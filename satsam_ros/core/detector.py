@@ -28,7 +28,7 @@ encoder input E, low-res logits m = E / 4):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -36,7 +36,7 @@ import numpy as np
 from . import postprocess, preprocess, tiling
 from .backend import AUTOCAST_PRECISIONS, Backend
 from .meta import SatsamMeta
-from .postprocess import Box
+from .postprocess import Box, PostConfig
 
 MODES = ("fast", "faithful")
 FAITHFUL_ENCODER_SIZE = 1024  # SamProcessor resizes every input to 1024 on its long side
@@ -82,6 +82,9 @@ class DetectorConfig:
     mode: str = "fast"
     threshold: Optional[float] = None  # None: the checkpoint's tuned threshold
     min_area: Optional[int] = None  # None: the checkpoint's tuned value (satsam.json min_area)
+    max_objects: Optional[int] = None  # None: the checkpoint's value for this size (0 = keep all)
+    min_score: Optional[float] = None  # None: the checkpoint's value for this size
+    group_gap: Optional[int] = None  # None: the checkpoint's value for this size
     max_batch: int = 16
     precision: str = "fp32"  # torch backend autocast: fp32, bf16, fp16 (CUDA); fast mode only
     encoder_size: Optional[int] = None  # fast mode: run the encoder at this E (None: the model's own)
@@ -98,6 +101,12 @@ class DetectorConfig:
             raise ValueError(f"threshold must be in [0, 1]; got {self.threshold}")
         if self.min_area is not None and int(self.min_area) < 0:
             raise ValueError(f"min_area must be >= 0; got {self.min_area}")
+        if self.max_objects is not None and int(self.max_objects) < 0:
+            raise ValueError(f"max_objects must be >= 0 (0 = all); got {self.max_objects}")
+        if self.min_score is not None and not 0.0 <= float(self.min_score) <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1]; got {self.min_score}")
+        if self.group_gap is not None and int(self.group_gap) < 0:
+            raise ValueError(f"group_gap must be >= 0 pixels; got {self.group_gap}")
         if int(self.max_batch) < 1:
             raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
         if self.precision not in AUTOCAST_PRECISIONS:
@@ -129,13 +138,54 @@ class Detector:
                 f"faithful mode needs an encoder input of {FAITHFUL_ENCODER_SIZE}, the backend has "
                 f"{backend.input_size} (satsam_ros.runtime.open_detector resizes the encoder for you)"
             )
-        self.threshold = float(self.config.threshold if self.config.threshold is not None else self.meta.threshold)
-        self.min_area = int(self.config.min_area if self.config.min_area is not None else self.meta.min_area)
+        self.post = self._resolve_post()
         self.grid = tiling.PatchGrid(self.config.size, self.config.patch_size, self.config.overlap)
         self.batch = 1 if self.config.mode == "faithful" else int(self.config.max_batch)
         if self.config.mode == "fast":  # e.g. smaller batches on a CPU
             self.batch = max(1, min(self.batch, int(backend.preferred_batch(self.batch))))
         self.backend_reason = f"{backend.name} given directly"  # open_detector: which engine and why
+
+    POST_FIELDS = ("threshold", "min_area", "max_objects", "min_score", "group_gap")
+
+    def _resolve_post(self) -> PostConfig:
+        """The checkpoint's post-processing for this size, with the config's overrides."""
+        tuned = self.meta.post_for(self.config.size).to_dict()
+        for name in self.POST_FIELDS:
+            value = getattr(self.config, name)
+            if value is not None:
+                tuned[name] = value
+        return PostConfig(**tuned).validate()
+
+    def set_post(self, **values) -> PostConfig:
+        """Change post-processing settings live (``None``: back to the checkpoint's value).
+        Raises ValueError naming a bad value; nothing changes then."""
+        unknown = set(values) - set(self.POST_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown post-processing settings {sorted(unknown)}; known: {self.POST_FIELDS}")
+        config = replace(self.config, **values).validate()
+        old, self.config = self.config, config
+        try:
+            self.post = self._resolve_post()
+        except ValueError:
+            self.config = old
+            raise
+        return self.post
+
+    @property
+    def threshold(self) -> float:
+        return self.post.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.post = replace(self.post, threshold=float(value)).validate()
+
+    @property
+    def min_area(self) -> int:
+        return self.post.min_area
+
+    @min_area.setter
+    def min_area(self, value: int) -> None:
+        self.post = replace(self.post, min_area=int(value)).validate()
 
     def detect(self, frame: np.ndarray, order: str = "rgb", only_patches: Optional[Sequence[int]] = None) -> Result:
         """Run the detector on one frame (see :mod:`satsam_ros.imaging` for formats).
@@ -173,8 +223,8 @@ class Detector:
         prob = postprocess.sigmoid(postprocess.stitch_logits(self.grid, logits, chosen))
         prob = tiling.resize(prob, height, width)
         np.clip(prob, 0.0, 1.0, out=prob)
-        mask = postprocess.threshold(prob, self.threshold)
-        boxes = postprocess.boxes_from_mask(mask, prob, self.min_area)
+        mask = postprocess.threshold(prob, self.post.threshold)
+        boxes = postprocess.apply_post(mask, prob, self.post)
         t3 = time.perf_counter()
         timings = {
             "pre": (t1 - t0) + prep,

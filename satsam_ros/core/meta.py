@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from .imaging import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from .postprocess import PostConfig
 
 META_FILE = "satsam.json"
 META_FORMAT = 1
@@ -32,6 +33,9 @@ class SatsamMeta:
     prompt_policy: str = "full_box"  # one box covering the whole patch
     threshold: float = DEFAULT_THRESHOLD
     min_area: int = 0  # tuned with the threshold: components smaller than this (input pixels) are dropped
+    # per frame size S ("512", ...): post-processing tuned at that size (PostConfig fields); sizes
+    # without an entry use threshold / min_area above and no other prior
+    postprocess: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     normalization: Dict[str, Any] = field(
         default_factory=lambda: {"scale": "0..255", "mean": list(SAM_PIXEL_MEAN), "std": list(SAM_PIXEL_STD)}
     )
@@ -48,9 +52,26 @@ class SatsamMeta:
             raise ValueError(f"satsam.json: min_area must be >= 0, got {self.min_area}")
         if int(self.patch_size) <= 0 or int(self.encoder_input_size) <= 0:
             raise ValueError("satsam.json: patch_size and encoder_input_size must be positive")
+        for size, values in (self.postprocess or {}).items():
+            if not str(size).isdigit():
+                raise ValueError(f"satsam.json: postprocess keys are frame sizes S, got {size!r}")
+            unknown = set(values) - set(PostConfig.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f"satsam.json: postprocess[{size!r}] has unknown keys {sorted(unknown)}")
+            try:
+                self.post_for(int(size))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"satsam.json: postprocess[{size!r}]: {exc}") from exc
         if int(self.format) > META_FORMAT:
             raise ValueError(f"satsam.json: format {self.format} is newer than this satsam_ros ({META_FORMAT})")
         return self
+
+    def post_for(self, size: Optional[int]) -> PostConfig:
+        """The post-processing tuned for frame size ``size`` (validated): its
+        ``postprocess`` entry, else ``threshold`` / ``min_area`` with no other prior."""
+        values: Dict[str, Any] = {"threshold": float(self.threshold), "min_area": int(self.min_area)}
+        values.update((self.postprocess or {}).get(str(size), {}) if size is not None else {})
+        return PostConfig(**values).validate()
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> SatsamMeta:

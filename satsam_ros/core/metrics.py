@@ -32,7 +32,6 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .postprocess import mask_iou
 from .stats import percentile
 
 IOU_THRESHOLD = 0.5
@@ -52,21 +51,32 @@ def _as_mask(mask: Optional[np.ndarray], like: Optional[np.ndarray] = None) -> n
     return arr > 0
 
 
+def score_counts(intersection: int, true_area: int, pred_area: int,
+                 iou_threshold: float = IOU_THRESHOLD) -> Tuple[float, bool]:
+    """(IoU, correct) of one frame from pixel counts: the rule every evaluation applies.
+
+    IoU = intersection / union, 1.0 when both masks are empty. Correct: when the true
+    mask is empty, only an empty prediction; otherwise IoU > ``iou_threshold``
+    (strictly).
+    """
+    union = int(true_area) + int(pred_area) - int(intersection)
+    iou = 1.0 if union == 0 else float(intersection) / float(union)
+    correct = int(pred_area) == 0 if int(true_area) == 0 else iou > float(iou_threshold)
+    return iou, bool(correct)
+
+
 def frame_score(pred: np.ndarray, true: Optional[np.ndarray],
                 iou_threshold: float = IOU_THRESHOLD) -> Tuple[float, bool]:
-    """(IoU, correct) of one frame: the rule every evaluation applies.
+    """(IoU, correct) of one frame's H x W masks (see :func:`score_counts`).
 
-    IoU of the H x W masks, 1.0 when both are empty. Correct: when the true mask is
-    empty (or None), only an empty prediction; otherwise IoU > ``iou_threshold``
-    (strictly). Raises ValueError when the shapes differ.
+    ``true`` None means no satellite. Raises ValueError when the shapes differ.
     """
     p = _as_mask(pred)
     t = _as_mask(true, like=p)
     if p.shape != t.shape:
         raise ValueError(f"mask shapes differ: {p.shape} vs {t.shape}")
-    iou = mask_iou(p, t)
-    correct = (not p.any()) if not t.any() else iou > float(iou_threshold)
-    return iou, bool(correct)
+    return score_counts(int(np.count_nonzero(p & t)), int(np.count_nonzero(t)), int(np.count_nonzero(p)),
+                        iou_threshold)
 
 
 def frame_iou(pred: np.ndarray, true: Optional[np.ndarray]) -> float:
@@ -133,19 +143,23 @@ class MetricAccumulator:
         t = _as_mask(true, like=p)
         if p.shape != t.shape:
             raise ValueError(f"frame {frame_id}: mask shapes differ: pred {p.shape} vs true {t.shape}")
-        iou, correct = frame_score(p, t, self.iou_threshold)
-        true_area = int(np.count_nonzero(t))
-        pred_area = int(np.count_nonzero(p))
+        return self.add_counts(int(np.count_nonzero(p & t)), int(np.count_nonzero(t)), int(np.count_nonzero(p)),
+                               seconds, frame_id)
+
+    def add_counts(self, intersection: int, true_area: int, pred_area: int, seconds: Optional[float] = None,
+                   frame_id: Any = None) -> FrameRecord:
+        """Score one frame from its pixel counts (what :meth:`add` does after counting)."""
+        iou, correct = score_counts(intersection, true_area, pred_area, self.iou_threshold)
         if seconds is not None and not np.isfinite(seconds):
             raise ValueError(f"frame {frame_id}: seconds must be finite, got {seconds}")
         record = FrameRecord(
             frame_id=frame_id if frame_id is not None else len(self.records),
             iou=float(iou),
             correct=bool(correct),
-            true_empty=true_area == 0,
-            pred_empty=pred_area == 0,
-            true_area=true_area,
-            pred_area=pred_area,
+            true_empty=int(true_area) == 0,
+            pred_empty=int(pred_area) == 0,
+            true_area=int(true_area),
+            pred_area=int(pred_area),
             seconds=None if seconds is None else float(seconds),
         )
         self.records.append(record)

@@ -57,6 +57,66 @@ def threshold(prob: np.ndarray, thr: float) -> np.ndarray:
     return np.where(prob > np.float32(thr), np.uint8(255), np.uint8(0))
 
 
+@dataclass(frozen=True)
+class PostConfig:
+    """How a probability map becomes the published mask and boxes.
+
+    ``threshold``: probability above which a pixel is satellite. ``min_area``: objects
+    with fewer pixels are dropped. ``max_objects``: keep only this many objects, best
+    score first (0 = all; one satellite in view is the usual prior). ``min_score``:
+    drop objects whose mean probability is below it (weak, blurry responses on
+    clouds and coasts). ``group_gap``: connected components closer than this many
+    pixels form one object (a satellite whose thin booms were not segmented comes
+    out as a body and detached panels: one object, one box).
+    """
+
+    threshold: float = 0.65
+    min_area: int = 0
+    max_objects: int = 0
+    min_score: float = 0.0
+    group_gap: int = 0
+
+    def validate(self) -> PostConfig:
+        checks = [
+            (0.0 <= float(self.threshold) <= 1.0, f"threshold must be in [0, 1]; got {self.threshold}"),
+            (int(self.min_area) >= 0, f"min_area must be >= 0; got {self.min_area}"),
+            (int(self.max_objects) >= 0, f"max_objects must be >= 0 (0 = all); got {self.max_objects}"),
+            (0.0 <= float(self.min_score) <= 1.0, f"min_score must be in [0, 1]; got {self.min_score}"),
+            (int(self.group_gap) >= 0, f"group_gap must be >= 0 pixels; got {self.group_gap}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+    def to_dict(self) -> Dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class Objects:
+    """The objects of a thresholded mask (see :func:`find_objects`).
+
+    ``labels``: H x W int32 component labels of the mask (0 = background; 8-connected
+    components, before grouping). Per object ``k``: ``members[k]`` its component
+    labels, ``areas[k]`` its pixel count, ``sums[k]`` the sum of the probability over
+    its pixels, ``bounds[k]`` its XYXY half-open box.
+    """
+
+    labels: np.ndarray
+    members: List[List[int]]
+    areas: np.ndarray
+    sums: np.ndarray
+    bounds: np.ndarray  # K x 4 int (x0, y0, x1, y1)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.sums / np.maximum(self.areas, 1)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
 def _component_sums(labels: np.ndarray, prob: np.ndarray, stats: np.ndarray, count: int) -> np.ndarray:
     """Sum of ``prob`` over each labelled component 1..count-1 (float64).
 
@@ -74,35 +134,75 @@ def _component_sums(labels: np.ndarray, prob: np.ndarray, stats: np.ndarray, cou
     return sums
 
 
+def _groups(binary: np.ndarray, labels: np.ndarray, count: int, gap: int) -> List[List[int]]:
+    """Component labels 1..count-1 grouped: components within ``gap`` pixels share a group."""
+    if gap <= 0 or count <= 2:
+        return [[i] for i in range(1, count)]
+    radius = (int(gap) + 1) // 2
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    _, grouped = cv2.connectedComponents(cv2.dilate(binary, kernel), connectivity=8)
+    fg = labels > 0
+    pairs = np.unique(np.stack([labels[fg], grouped[fg]]), axis=1)  # 2 x M (component, group)
+    by_group: Dict[int, List[int]] = {}
+    for comp, group in pairs.T:
+        by_group.setdefault(int(group), []).append(int(comp))
+    return sorted(by_group.values(), key=lambda m: m[0])
+
+
+def find_objects(mask: np.ndarray, prob: np.ndarray, group_gap: int = 0) -> Objects:
+    """The objects of an H x W 0/255 mask with their areas, probability sums and boxes."""
+    binary = mask if mask.dtype == np.uint8 and mask.ndim == 2 else (mask > 0).astype(np.uint8)
+    empty = Objects(np.zeros(binary.shape, np.int32), [], np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4), int))
+    if cv2.countNonZero(binary) == 0:  # the common empty frame: labelling it costs ms
+        return empty
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count <= 1:
+        return empty
+    sums = _component_sums(labels, prob, stats, count)
+    members = _groups(binary, labels, count, group_gap)
+    areas = np.array([int(stats[m, cv2.CC_STAT_AREA].sum()) for m in members], dtype=np.int64)
+    psum = np.array([float(sums[np.asarray(m) - 1].sum()) for m in members])
+    bounds = np.array([[int(stats[m, 0].min()), int(stats[m, 1].min()),
+                        int((stats[m, 0] + stats[m, 2]).max()), int((stats[m, 1] + stats[m, 3]).max())]
+                       for m in members], dtype=int)
+    return Objects(labels, members, areas, psum, bounds)
+
+
+def select_objects(objects: Objects, post: PostConfig) -> List[int]:
+    """Indices of the objects ``post`` keeps, best score first."""
+    if not len(objects):
+        return []
+    scores = objects.scores
+    keep = [k for k in range(len(objects))
+            if objects.areas[k] >= post.min_area and scores[k] >= post.min_score]
+    keep.sort(key=lambda k: -scores[k])
+    return keep[: post.max_objects] if post.max_objects > 0 else keep
+
+
+def apply_post(mask: np.ndarray, prob: np.ndarray, post: PostConfig) -> List[Box]:
+    """Objects of the thresholded ``mask`` -> the kept ones as boxes, best score first.
+
+    The components of the objects ``post`` drops are cleared from ``mask`` in place,
+    so the published mask and boxes always agree.
+    """
+    objects = find_objects(mask, prob, post.group_gap)
+    keep = select_objects(objects, post)
+    if len(keep) < len(objects):
+        kept = set(keep)
+        dropped = [c for k in range(len(objects)) if k not in kept for c in objects.members[k]]
+        mask[np.isin(objects.labels, dropped)] = 0
+    scores = objects.scores
+    return [Box(*(int(v) for v in objects.bounds[k]), float(scores[k]), int(objects.areas[k])) for k in keep]
+
+
 def boxes_from_mask(mask: np.ndarray, prob: np.ndarray, min_area: int = 0) -> List[Box]:
     """Connected components (8-connectivity) of an H x W 0/255 mask -> boxes.
 
     Components with fewer than ``min_area`` pixels are dropped *and* cleared from
     ``mask`` in place, so the published mask and boxes always agree. Boxes are sorted
-    by score, best first.
+    by score, best first. (:func:`apply_post` with only ``min_area`` set.)
     """
-    # cv2 takes any nonzero uint8 as foreground: a 0/255 mask needs no conversion
-    binary = mask if mask.dtype == np.uint8 and mask.ndim == 2 else (mask > 0).astype(np.uint8)
-    if cv2.countNonZero(binary) == 0:  # the common empty frame: labelling it costs ms
-        return []
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if count <= 1:
-        return []
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    sums = _component_sums(labels, prob, stats, count)
-    boxes = []
-    small = []
-    for i in range(count - 1):
-        area = int(areas[i])
-        if area < min_area:
-            small.append(i + 1)
-            continue
-        x, y, w, h = (int(v) for v in stats[i + 1, :4])
-        boxes.append(Box(x, y, x + w, y + h, float(sums[i] / area), area))
-    if small:
-        mask[np.isin(labels, small)] = 0
-    boxes.sort(key=lambda b: -b.score)
-    return boxes
+    return apply_post(mask, prob, PostConfig(min_area=int(min_area)))
 
 
 def mask_iou(pred: np.ndarray, true: np.ndarray) -> float:

@@ -31,6 +31,12 @@ def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin
     p.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's tuned threshold")
     p.add_argument("--min-area", type=int, default=None,
                    help="drop components smaller than this (input pixels); default: the checkpoint's tuned value")
+    p.add_argument("--max-objects", type=int, default=None,
+                   help="keep the K best-scoring objects, 0 = all (default: the checkpoint's value for this size)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="drop objects with a mean probability under this (default: the checkpoint's value)")
+    p.add_argument("--group-gap", type=int, default=None,
+                   help="components closer than this (pixels) are one object (default: the checkpoint's value)")
 
 
 def build_detector(args):
@@ -48,6 +54,9 @@ def build_detector(args):
             overlap=args.overlap,
             threshold=args.threshold,
             min_area=args.min_area,
+            max_objects=args.max_objects,
+            min_score=args.min_score,
+            group_gap=args.group_gap,
         )
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         raise SystemExit(f"satsam: {exc}") from exc

@@ -93,14 +93,18 @@ class DetectorChoice:
 
     ``model``: a spec for :func:`satsam_ros.runtime.open_detector` (a training run
     directory stands for its ``model/``); ``size`` None: the size the checkpoint was
-    trained for, else 512; ``threshold`` / ``min_area`` None: the checkpoint's tuned
-    values; ``backend`` / ``device``: the runtime's defaults unless given.
+    trained for, else 512; ``threshold`` / ``min_area`` / ``max_objects`` /
+    ``min_score`` / ``group_gap`` None: the checkpoint's tuned values for that size;
+    ``backend`` / ``device``: the runtime's defaults unless given.
     """
 
     model: str
     size: Optional[int] = None
     threshold: Optional[float] = None
     min_area: Optional[int] = None
+    max_objects: Optional[int] = None
+    min_score: Optional[float] = None
+    group_gap: Optional[int] = None
     mode: str = "fast"
     overlap: int = 0
     backend: str = DEFAULT_BACKEND
@@ -122,7 +126,8 @@ class DetectorChoice:
         try:
             return open_detector(self.spec, backend=self.backend, device=self.device, size=self.frame_size(),
                                  threshold=self.threshold, mode=self.mode, overlap=self.overlap,
-                                 min_area=self.min_area)
+                                 min_area=self.min_area, max_objects=self.max_objects,
+                                 min_score=self.min_score, group_gap=self.group_gap)
         except (OSError, ValueError) as exc:
             raise EvaluationError(f"model {self.model!r}: {exc}") from exc
 
@@ -179,6 +184,7 @@ def _result(choice: DetectorChoice, data, split: str, detector, seconds: float) 
         "size": int(detector.config.size),
         "threshold": float(detector.threshold),
         "min_area": int(detector.min_area),
+        "postprocess": detector.post.to_dict(),
         "backend": detector.backend.name,
         "device": str(detector.backend.device),
         "encoder_input_size": int(detector.backend.input_size),

@@ -1,17 +1,20 @@
-"""Choosing the probability threshold on validation frames.
+"""Choosing the post-processing on validation frames: threshold, min_area and the priors.
 
 The Detector runs once per frame (the node's code path) and gives the H x W
-probability map; every threshold of the grid is then applied with
-``satsam_ros.postprocess.threshold`` (and ``boxes_from_mask`` with each ``min_area``
-of the grid, which clears the components the node would drop), and scored with
-``satsam_ros.metrics``. The chosen (threshold, min_area) pair maximises frame
-accuracy; ties go to the higher mean IoU, then the lower false-alarm rate, then the
-middle of the tied run (the most robust choice on a plateau).
+probability map. Every setting of the grid is then applied with the Detector's own
+post-processing (``satsam_ros.core.postprocess``: ``threshold``, ``find_objects``
+with each ``group_gap``, ``select_objects`` with each ``min_area``, ``max_objects``
+and ``min_score``) and scored with ``satsam_ros.core.metrics`` (from pixel counts of
+the kept objects, so a grid of thousands of settings costs milliseconds per frame).
+The chosen setting maximises frame accuracy; ties go to the higher mean IoU, then the
+lower false-alarm rate, then the middle of the tied run (the most robust choice on a
+plateau).
 
-The result is stored in the checkpoint's ``satsam.json`` (``threshold``, ``min_area``
-plus ``provenance.threshold_tuning``), rewritten atomically, and the sweep is written
-as ``threshold_curve.csv`` (every pair) and ``threshold_curve.png`` (the thresholds at
-the chosen min_area).
+The result is stored in the checkpoint's ``satsam.json`` for the frame size it was
+tuned at (``postprocess[S]``; and ``threshold`` / ``min_area`` at the top when S is
+the size the checkpoint was trained for) plus ``provenance.threshold_tuning[S]``,
+rewritten atomically, and the sweep is written as ``threshold_curve.csv`` (every
+setting) and ``threshold_curve.png`` (the thresholds at the chosen other settings).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from . import report
 from .evaluate import DetectorChoice, EvaluationError, checkpoint_dir, load_frames
+
+POST_KEYS = ("threshold", "min_area", "max_objects", "min_score", "group_gap")
 
 
 def default_grid(step: float = 0.05) -> List[float]:
@@ -46,11 +51,16 @@ def sweep(
     probabilities_and_truths,
     thresholds: Sequence[float],
     min_area: Union[int, Sequence[int]] = 0,
+    max_objects: Sequence[int] = (0,),
+    min_scores: Sequence[float] = (0.0,),
+    group_gaps: Sequence[int] = (0,),
 ) -> List[Dict[str, Any]]:
-    """Score every (min_area, threshold) pair on (probability H x W float32, true mask
-    H x W or None, seconds or None) triples; returns one row per pair: ``threshold``,
-    ``min_area`` + the :class:`satsam_ros.metrics.MetricAccumulator` summary, ordered by
-    min_area, then threshold."""
+    """Score every post-processing setting on (probability H x W float32, true mask
+    H x W or None, seconds or None) triples; returns one row per setting: its
+    ``threshold``, ``min_area``, ``max_objects``, ``min_score``, ``group_gap`` + the
+    :class:`satsam_ros.core.metrics.MetricAccumulator` summary."""
+    import numpy as np
+
     from satsam_ros.core import postprocess
     from satsam_ros.core.metrics import MetricAccumulator
 
@@ -58,15 +68,27 @@ def sweep(
     for t in thresholds:
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"threshold {t} is outside [0, 1]")
-    pairs = [(a, t) for a in _min_areas(min_area) for t in thresholds]
-    accs = [MetricAccumulator() for _ in pairs]
+    # thresholds innermost: each run of rows is one threshold curve (the tie rule picks its middle)
+    settings = [postprocess.PostConfig(t, a, k, m, g).validate()
+                for g in group_gaps for a in _min_areas(min_area) for k in max_objects for m in min_scores
+                for t in thresholds]
+    accs = [MetricAccumulator() for _ in settings]
+    by_mask: Dict[tuple, List[int]] = {}
+    for i, post in enumerate(settings):
+        by_mask.setdefault((post.group_gap, post.threshold), []).append(i)
     for prob, true, seconds in probabilities_and_truths:
-        for (area, t), acc in zip(pairs, accs):
-            mask = postprocess.threshold(prob, t)
-            if area > 0:
-                postprocess.boxes_from_mask(mask, prob, area)
-            acc.add(mask, true, seconds=seconds)
-    return [dict(threshold=t, min_area=a, **acc.summary()) for (a, t), acc in zip(pairs, accs)]
+        truth = None if true is None else np.asarray(true) > 0
+        true_area = 0 if truth is None else int(np.count_nonzero(truth))
+        for (gap, t), members in by_mask.items():
+            objects = postprocess.find_objects(postprocess.threshold(prob, t), prob, gap)
+            inter = np.zeros(len(objects), dtype=np.int64)
+            if true_area and len(objects):
+                per_label = np.bincount(objects.labels[truth], minlength=int(objects.labels.max()) + 1)
+                inter = np.array([int(per_label[m].sum()) for m in objects.members], dtype=np.int64)
+            for i in members:
+                keep = postprocess.select_objects(objects, settings[i])
+                accs[i].add_counts(int(inter[keep].sum()), true_area, int(objects.areas[keep].sum()), seconds)
+    return [dict(post.to_dict(), **acc.summary()) for post, acc in zip(settings, accs)]
 
 
 def choose(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
@@ -86,14 +108,24 @@ def choose(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 @dataclass
 class Grid:
-    """What a threshold tuning sweeps: thresholds (None: :func:`default_grid`) and
-    min_area values (input pixels, as the node's ``min_area``)."""
+    """What a tuning sweeps: thresholds (None: :func:`default_grid`), min_area values
+    (input pixels, as the node's ``min_area``) and the priors ``max_objects`` (0 = all),
+    ``min_score`` and ``group_gap`` (pixels). The defaults sweep the threshold alone."""
 
     thresholds: Optional[Sequence[float]] = None
     min_areas: Sequence[int] = (0,)
+    max_objects: Sequence[int] = (0,)
+    min_scores: Sequence[float] = (0.0,)
+    group_gaps: Sequence[int] = (0,)
 
     def threshold_values(self) -> List[float]:
         return list(self.thresholds) if self.thresholds is not None else default_grid()
+
+    def describe(self) -> Dict[str, List[Any]]:
+        return {"grid": [float(t) for t in self.threshold_values()], "min_area_grid": _min_areas(self.min_areas),
+                "max_objects_grid": [int(k) for k in self.max_objects],
+                "min_score_grid": [float(m) for m in self.min_scores],
+                "group_gap_grid": [int(g) for g in self.group_gaps]}
 
 
 def tune_threshold(
@@ -126,8 +158,9 @@ def tune_threshold(
         )
     thresholds, areas = grid.threshold_values(), _min_areas(grid.min_areas)
     frames = load_frames(data, split)
-    detector = replace(choice, min_area=0).open()  # raw maps: the sweep clears small components itself
-    rows = sweep(_probability_maps(detector, frames, progress), thresholds, min_area=areas)
+    detector = replace(choice, min_area=0).open()  # raw maps: the sweep applies each setting itself
+    rows = sweep(_probability_maps(detector, frames, progress), thresholds, min_area=areas,
+                 max_objects=grid.max_objects, min_scores=grid.min_scores, group_gaps=grid.group_gaps)
     best = choose(rows)
     result: Dict[str, Any] = {
         "model": str(choice.model),
@@ -137,8 +170,10 @@ def tune_threshold(
         "frames": len(frames),
         "threshold": best["threshold"],
         "min_area": best["min_area"],
+        "postprocess": {k: best[k] for k in POST_KEYS},
         "previous_threshold": float(detector.meta.threshold),
         "previous_min_area": int(detector.meta.min_area),
+        "previous_postprocess": detector.meta.post_for(detector.config.size).to_dict(),
         "best": best,
         "rows": rows,
     }
@@ -147,11 +182,10 @@ def tune_threshold(
         result.update(_write_curve(out_dir, rows, best, f"{Path(str(choice.model)).name}: {split} split of "
                                    f"{Path(data).name}, S = {detector.config.size}, {len(frames)} frames"))
     if write and ckpt is not None:
-        tuning = {"grid": [float(t) for t in thresholds], "min_area_grid": areas, "command": command}
+        tuning = dict(grid.describe(), command=command)
         result["satsam_json"] = str(_store(ckpt, result, tuning))
         if log is not None:
-            log(f"tune-threshold: stored threshold {best['threshold']:.3f} and min_area {best['min_area']} in "
-                f"{result['satsam_json']}")
+            log(f"tune-threshold: stored {_describe(best)} for S = {result['size']} in {result['satsam_json']}")
     return result
 
 
@@ -168,39 +202,56 @@ def _probability_maps(detector, frames, progress: bool):
 def _write_curve(out_dir: Path, rows: Sequence[Dict[str, Any]], best: Dict[str, Any], title: str) -> Dict[str, str]:
     """threshold_curve.csv (every pair) and .png (the thresholds at the chosen min_area)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["threshold", "min_area", "accuracy", "mean_iou", "false_alarm_rate", "miss_rate", "correct",
-               "frames", "false_alarms", "misses"]
+    columns = list(POST_KEYS) + ["accuracy", "mean_iou", "false_alarm_rate", "miss_rate", "correct", "frames",
+                                 "false_alarms", "misses"]
     csv_path = report.write_csv(out_dir / "threshold_curve.csv", rows, columns)
+    same = [r for r in rows if all(r[k] == best[k] for k in POST_KEYS if k != "threshold")]
     png_path = report.plot_threshold_curve(
-        [r for r in rows if r["min_area"] == best["min_area"]], best["threshold"], out_dir / "threshold_curve.png",
-        title=f"{title}, min_area {best['min_area']}",
+        same, best["threshold"], out_dir / "threshold_curve.png",
+        title=f"{title}, " + _describe(best, with_threshold=False),
     )
     return {"csv": str(csv_path), "png": str(png_path)}
 
 
+def _describe(row: Dict[str, Any], with_threshold: bool = True) -> str:
+    parts = [f"threshold {row['threshold']:.3f}"] if with_threshold else []
+    parts += [f"min_area {row['min_area']}", f"max_objects {row['max_objects']}", f"min_score {row['min_score']:g}",
+              f"group_gap {row['group_gap']}"]
+    return ", ".join(parts)
+
+
 def _store(ckpt: Path, result: Dict[str, Any], tuning: Dict[str, Any]) -> Path:
-    """Write the chosen pair and ``provenance.threshold_tuning`` into ckpt/satsam.json, atomically."""
+    """Write the chosen setting for this size and ``provenance.threshold_tuning`` into
+    ckpt/satsam.json, atomically."""
     from satsam_ros.core.meta import META_FILE, SatsamMeta
 
     best = result["best"]
+    size = int(result["size"])
     meta = SatsamMeta.read(ckpt)
-    meta.threshold = float(best["threshold"])
-    meta.min_area = int(best["min_area"])
+    meta.postprocess = dict(meta.postprocess or {})
+    meta.postprocess[str(size)] = {k: best[k] for k in POST_KEYS}
+    if meta.size is None or int(meta.size) == size:
+        meta.threshold = float(best["threshold"])
+        meta.min_area = int(best["min_area"])
     meta.provenance = dict(meta.provenance or {})
-    meta.provenance["threshold_tuning"] = {
+    record = {
         "data": result["data"],
         "split": result["split"],
-        "size": result["size"],
+        "size": size,
         "frames": result["frames"],
-        "grid": tuning["grid"],
-        "min_area_grid": tuning["min_area_grid"],
-        "min_area": int(best["min_area"]),
+        **{k: v for k, v in tuning.items() if k != "command"},
+        "chosen": {k: best[k] for k in POST_KEYS},
         "accuracy": best["accuracy"],
         "mean_iou": best["mean_iou"],
         "false_alarm_rate": best["false_alarm_rate"],
-        "previous_threshold": result["previous_threshold"],
+        "previous": result["previous_postprocess"],
         "command": tuning["command"],
         "tuned": report.now_iso(),
     }
+    tunings = meta.provenance.get("threshold_tuning")
+    if not isinstance(tunings, dict) or "size" in tunings:  # older single-size record: keep it under its size
+        tunings = {str(tunings["size"]): tunings} if isinstance(tunings, dict) else {}
+    tunings[str(size)] = record
+    meta.provenance["threshold_tuning"] = tunings
     meta.validate()
     return report.atomic_write_text(ckpt / META_FILE, meta.to_json())

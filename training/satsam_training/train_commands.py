@@ -163,6 +163,12 @@ def add_tune_threshold(sub) -> None:
     p.add_argument("--min-area", type=int, nargs="+", default=[0], metavar="PIXELS",
                    help="min_area values to sweep with the thresholds (as the node's min_area: components smaller "
                         "than this are dropped); the best pair is stored (default 0)")
+    p.add_argument("--max-objects", type=int, nargs="+", default=[0], metavar="K",
+                   help="keep only the K best-scoring objects (0 = all): values to sweep (default 0)")
+    p.add_argument("--min-score", type=float, nargs="+", default=[0.0], metavar="P",
+                   help="drop objects whose mean probability is under P: values to sweep (default 0)")
+    p.add_argument("--group-gap", type=int, nargs="+", default=[0], metavar="PIXELS",
+                   help="components closer than this form one object: values to sweep (default 0)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
                    help=f"default {DEFAULT_BACKEND}: the engine the node would pick")
     p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
@@ -181,17 +187,16 @@ def cmd_tune_threshold(args) -> int:
         result = tune_threshold(
             DetectorChoice(args.checkpoint, size=args.size, backend=args.backend, device=args.device), args.data,
             split=args.split,
-            grid=Grid(args.thresholds, args.min_area), out=args.out, write=not args.dry_run,
+            grid=Grid(args.thresholds, args.min_area, args.max_objects, args.min_score, args.group_gap), out=args.out,
+            write=not args.dry_run,
             progress=not args.no_progress, log=_err, command=args.command_line,
         )
     except (EvaluationError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"satsam-train tune-threshold: {exc}") from exc
     best = result["best"]
-    _err(
-        f"satsam-train tune-threshold: threshold {result['threshold']:.3f} (was {result['previous_threshold']:.3f}), "
-        f"min_area {result['min_area']} (was {result['previous_min_area']}): "
-        f"accuracy {100 * best['accuracy']:.1f} % on {result['frames']} frames"
-    )
+    chosen = ", ".join(f"{k} {v:g}" for k, v in result["postprocess"].items())
+    _err(f"satsam-train tune-threshold: S = {result['size']}: {chosen} (threshold was "
+         f"{result['previous_threshold']:.3f}): accuracy {100 * best['accuracy']:.1f} % on {result['frames']} frames")
     if args.json:
         print(json.dumps({k: v for k, v in result.items()}, indent=2))
     return 0
@@ -220,6 +225,12 @@ def add_evaluate(sub) -> None:
     p.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's tuned threshold")
     p.add_argument("--min-area", type=int, default=None,
                    help="as the node's min_area (default: the checkpoint's tuned value)")
+    p.add_argument("--max-objects", type=int, default=None,
+                   help="keep the K best objects, 0 = all (default: the checkpoint's value for this size)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="drop objects with a mean probability under this (default: the checkpoint's value)")
+    p.add_argument("--group-gap", type=int, default=None,
+                   help="components closer than this (pixels) are one object (default: the checkpoint's value)")
     p.add_argument("--overlap", type=int, default=0, help="patch overlap in pixels (default 0)")
     p.add_argument("--mode", default="fast", choices=MODES)
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
@@ -237,6 +248,7 @@ def cmd_evaluate(args) -> int:
     from .evaluate import DetectorChoice, EvaluationError, evaluate, summary_line
 
     choice = DetectorChoice(args.checkpoint, size=args.size, threshold=args.threshold, min_area=args.min_area,
+                            max_objects=args.max_objects, min_score=args.min_score, group_gap=args.group_gap,
                             mode=args.mode, overlap=args.overlap, backend=args.backend, device=args.device)
     try:
         out = args.out

@@ -78,12 +78,16 @@ def test_tune_threshold_end_to_end(tmp_path, capsys):
 
     meta = json.loads((ckpt / "satsam.json").read_text())
     assert meta["threshold"] == best and meta["min_area"] == result["min_area"]
-    tuning = meta["provenance"]["threshold_tuning"]
-    assert tuning["previous_threshold"] == 0.65 and tuning["frames"] == 4 and tuning["split"] == "val"
-    assert tuning["min_area_grid"] == [0, 30] and tuning["min_area"] == result["min_area"]
+    assert meta["postprocess"]["512"] == result["postprocess"]
+    assert result["postprocess"] == {"threshold": best, "min_area": result["min_area"], "max_objects": 0,
+                                     "min_score": 0.0, "group_gap": 0}
+    tuning = meta["provenance"]["threshold_tuning"]["512"]
+    assert tuning["previous"]["threshold"] == 0.65 and tuning["frames"] == 4 and tuning["split"] == "val"
+    assert tuning["min_area_grid"] == [0, 30] and tuning["chosen"]["min_area"] == result["min_area"]
     assert (ckpt / "threshold_curve.png").is_file()
     csv_lines = (ckpt / "threshold_curve.csv").read_text().strip().splitlines()
-    assert csv_lines[0].startswith("threshold,min_area,accuracy,mean_iou") and len(csv_lines) == 1 + 2 * len(grid)
+    assert csv_lines[0].startswith("threshold,min_area,max_objects,min_score,group_gap,accuracy,mean_iou")
+    assert len(csv_lines) == 1 + 2 * len(grid)
 
     # Same code path as the node: evaluating with the Detector at each threshold gives the sweep's rows.
     for row in (rows[0], rows[2], rows[-1]):
@@ -103,3 +107,68 @@ def test_tune_threshold_needs_a_checkpoint_directory(tmp_path):
         main(["tune-threshold", "tiny", "--data", str(data), "--no-progress"])
     with pytest.raises(SystemExit, match="no such split file"):
         main(["tune-threshold", "tiny", "--data", str(data), "--split", "test", "--dry-run", "--no-progress"])
+
+
+def _blob(mask, prob, y, x, h, w, p):
+    mask[y:y + h, x:x + w] = 255
+    prob[y:y + h, x:x + w] = p
+
+
+def test_priors_fix_what_the_threshold_cannot():
+    """A satellite (high probability) with a detached panel, a weaker blob elsewhere, and
+    an empty frame with a weak speck: max_objects, min_score and group_gap each help, and
+    the rows score exactly what the Detector's post-processing publishes."""
+    from satsam_ros.core import postprocess
+
+    h, w = 80, 100
+    true = np.zeros((h, w), np.uint8)
+    prob = np.zeros((h, w), np.float32)
+    _blob(true, prob, 20, 20, 10, 10, 0.95)  # body
+    _blob(true, prob, 20, 33, 10, 4, 0.9)  # panel, 3 px away
+    distractor = np.zeros((h, w), np.uint8)
+    _blob(distractor, prob, 60, 70, 12, 12, 0.85)  # a cloud edge, weaker than the satellite
+    empty_prob = np.zeros((h, w), np.float32)
+    empty_prob[5:9, 5:9] = 0.62
+    frames = [(prob, true, None), (empty_prob, None, None)]
+    rows = sweep(frames, [0.5], max_objects=[0, 1], min_scores=[0.0, 0.8], group_gaps=[0, 4])
+    get = {(r["max_objects"], r["min_score"], r["group_gap"]): r for r in rows}
+    assert get[(0, 0.0, 0)]["accuracy"] == 0.0  # distractor halves the IoU, speck is a false alarm
+    assert get[(1, 0.0, 0)]["mean_iou"] == pytest.approx(100 / 140)  # best object only: the panel is lost
+    assert get[(1, 0.0, 4)]["mean_iou"] == 1.0  # body + panel are one object
+    assert get[(1, 0.8, 4)]["accuracy"] == 1.0 and get[(1, 0.8, 4)]["false_alarms"] == 0
+    best = choose(rows)
+    assert (best["max_objects"], best["min_score"], best["group_gap"]) == (1, 0.8, 4)
+    # what the Detector publishes with that setting is what the row scored
+    post = postprocess.PostConfig(0.5, 0, 1, 0.8, 4)
+    mask = postprocess.threshold(prob, 0.5)
+    boxes = postprocess.apply_post(mask, prob, post)
+    assert np.array_equal(mask > 0, true > 0) and len(boxes) == 1
+    assert (boxes[0].x0, boxes[0].y0, boxes[0].x1, boxes[0].y1, boxes[0].area) == (20, 20, 37, 30, 140)
+    empty_mask = postprocess.threshold(empty_prob, 0.5)
+    assert postprocess.apply_post(empty_mask, empty_prob, post) == [] and not empty_mask.any()
+
+
+def test_detector_uses_the_postprocessing_tuned_for_its_size(tmp_path):
+    from satsam_ros.core.detector import Detector, DetectorConfig
+    from satsam_ros.runtime import open_detector
+
+    ckpt = tmp_path / "ckpt"
+    meta = SatsamMeta(size=512, threshold=0.6, min_area=3,
+                      postprocess={"1024": {"threshold": 0.7, "min_area": 9, "max_objects": 1, "min_score": 0.75,
+                                            "group_gap": 5}})
+    save_checkpoint(random_model(tiny_config(image_size=64), seed=1), meta, ckpt)
+    at512 = open_detector(str(ckpt), backend="torch", device="cpu", size=512)
+    at1024 = open_detector(str(ckpt), backend="torch", device="cpu", size=1024)
+    assert at512.post.to_dict() == {"threshold": 0.6, "min_area": 3, "max_objects": 0, "min_score": 0.0,
+                                    "group_gap": 0}
+    assert at1024.post.to_dict() == {"threshold": 0.7, "min_area": 9, "max_objects": 1, "min_score": 0.75,
+                                     "group_gap": 5}
+    override = Detector(at1024.backend, DetectorConfig(size=1024, max_objects=3, min_score=0.0), at1024.meta)
+    assert (override.post.max_objects, override.post.min_score, override.post.threshold) == (3, 0.0, 0.7)
+    override.set_post(max_objects=None)
+    assert override.post.max_objects == 1
+    with pytest.raises(ValueError, match="min_score must be in"):
+        override.set_post(min_score=2.0)
+    assert override.post.min_score == 0.0  # unchanged after a refused change
+    with pytest.raises(ValueError, match="postprocess"):
+        SatsamMeta(postprocess={"512": {"threshold": 0.5, "colour": 1}}).validate()
