@@ -18,7 +18,11 @@ WORK=${WORK:-runs}
 PY=${PY:-.venv/bin/python}
 export OMP_WAIT_POLICY=PASSIVE
 T="$PY -m satsam_training.cli"
-if [ -n "${SNAP:-}" ]; then export PYTHONPATH="$SNAP:$SNAP/training"; fi
+if [ -n "${SNAP:-}" ]; then  # run the code of that checkout (python -m puts the working directory first)
+  WORK=$(realpath -s "$WORK"); PY=$(realpath -s "$PY"); T="$PY -m satsam_training.cli"
+  export PYTHONPATH="$SNAP:$SNAP/training"
+  cd "$SNAP"
+fi
 
 # name | steps (30 quiet minutes) | fit arguments
 candidates() {
@@ -26,6 +30,9 @@ candidates() {
 c1-vit|4165|--base tiny --base-config hidden=128 layers=4 decoder_hidden=96
 c2-vit-p8|600|--base tiny --base-config hidden=128 layers=4 decoder_hidden=96 patch=8
 c3-vit-deep|2435|--base tiny --base-config hidden=128 layers=6 decoder_hidden=96
+c4-sam2|2994|--base tiny-sam2 --base-config widths=32,64,128,256 blocks=1,1,2,1 heads=1,1,2,4 fpn=64
+c5-sam2-wide|1870|--base tiny-sam2 --base-config widths=48,96,192,384 blocks=1,1,2,1 heads=1,2,4,8 fpn=96
+c6-sam2-focal|2994|--base tiny-sam2 --base-config widths=32,64,128,256 blocks=1,1,2,1 heads=1,1,2,4 fpn=64 --loss dicefocal
 EOF
 }
 

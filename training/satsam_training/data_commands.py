@@ -185,6 +185,7 @@ def add_patches(sub) -> None:
     p.add_argument("--keep-empty", type=float, default=0.0,
                    help="probability of keeping a patch without satellite pixels (default 0, as the reference)")
     p.add_argument("--seed", type=int, default=0, help="seed of the empty-patch draw (default 0)")
+    p.add_argument("--workers", type=int, default=1, help="processes cutting frames (default 1; same patches)")
     p.set_defaults(func=cmd_patches)
 
 
@@ -193,7 +194,7 @@ def cmd_patches(args) -> int:
 
     try:
         index = extract_patches(args.data, args.out, size=args.size, split=args.split, patch_size=args.patch_size,
-                                keep_empty=args.keep_empty, seed=args.seed, progress=True)
+                                keep_empty=args.keep_empty, seed=args.seed, progress=True, workers=args.workers)
     except (ValueError, FileNotFoundError) as exc:
         raise _fail("patches", exc) from exc
     st = index["stats"]

@@ -53,6 +53,34 @@ def frame_patches(image: np.ndarray, mask: np.ndarray, size: int, patch_size: in
     return grid.extract(img_s), grid.extract(mask_s), list(grid.origins)
 
 
+def _frame_job(job):
+    """The kept patches of one frame (a worker's job): (frame id, status, patches total,
+    [(image, mask, y, x, positive), ...]); status "no_mask", "empty" or "ok"."""
+    frame, size, patch_size, keep_empty, seed = job
+    mask = frame.mask()
+    if mask is None:
+        return frame.id, "no_mask", 0, []
+    imgs, masks, origins = frame_patches(frame.image(), mask, size, patch_size)
+    draws = np.random.default_rng([int(seed), int(frame.id)]).random(len(origins))
+    kept = []
+    for img, m, (y, x), draw in zip(imgs, masks, origins, draws):
+        positive = bool(m.any())
+        if positive or draw < keep_empty:
+            kept.append((img, m, int(y), int(x), positive))
+    return frame.id, "empty" if frame.is_empty else "ok", len(origins), kept
+
+
+def _frame_results(jobs, workers: int):
+    """Results of :func:`_frame_job` in the frames' order, from ``workers`` processes."""
+    if workers <= 1:
+        yield from map(_frame_job, jobs)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(_frame_job, jobs, chunksize=8)
+
+
 def extract_patches(
     data_dir,
     out_dir,
@@ -62,6 +90,7 @@ def extract_patches(
     keep_empty: float = 0.0,
     seed: int = 0,
     progress: bool = False,
+    workers: int = 1,
 ) -> dict:
     """Write the patches of one split of a COCO dataset to ``out_dir`` (layout above).
 
@@ -85,32 +114,28 @@ def extract_patches(
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
 
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     items = []
     stats = {"frames": len(frames), "skipped_no_mask": 0, "empty_frames": 0, "patches_total": 0,
              "positive": 0, "kept_empty": 0}
-    for frame in tqdm(frames, desc=f"patches {split} S={size}", unit="frame", disable=not progress):
-        mask = frame.mask()
-        if mask is None:
+    jobs = [(frame, size, patch_size, float(keep_empty), int(seed)) for frame in frames]
+    results = _frame_results(jobs, int(workers))
+    for frame_id, status, total, kept in tqdm(results, total=len(jobs), desc=f"patches {split} S={size}",
+                                              unit="frame", disable=not progress):
+        if status == "no_mask":
             stats["skipped_no_mask"] += 1
             continue
-        if frame.is_empty:
-            stats["empty_frames"] += 1
-        imgs, masks, origins = frame_patches(frame.image(), mask, size, patch_size)
-        rng = np.random.default_rng([int(seed), int(frame.id)])
-        draws = rng.random(len(origins))
-        stats["patches_total"] += len(origins)
-        for img, m, (y, x), draw in zip(imgs, masks, origins, draws):
-            positive = bool(m.any())
-            if not positive and not draw < keep_empty:
-                continue
-            n = len(items)
-            name = f"{n:06d}.png"
+        stats["empty_frames"] += status == "empty"
+        stats["patches_total"] += total
+        for img, m, y, x, positive in kept:
+            name = f"{len(items):06d}.png"
             for sub, arr in (("images", img), ("masks", m)):
                 path = out / sub / name
                 if not cv2.imwrite(str(path), arr):
                     raise OSError(f"could not write {path}")
-            items.append({"image": f"images/{name}", "mask": f"masks/{name}", "frame_id": int(frame.id),
-                          "y": int(y), "x": int(x), "positive": positive})
+            items.append({"image": f"images/{name}", "mask": f"masks/{name}", "frame_id": int(frame_id),
+                          "y": y, "x": x, "positive": positive})
             stats["positive" if positive else "kept_empty"] += 1
     index = {"size": size, "patch_size": patch_size, "source": str(data_dir), "split": split,
              "count": len(items), "keep_empty": keep_empty, "seed": int(seed), "stats": stats, "items": items}

@@ -109,3 +109,18 @@ def test_the_dataset_written_for_patches_loads_with_pycocotools(tmp_path):
     _dataset(tmp_path)
     coco = COCO(str(tmp_path / "train.json"))
     assert len(coco.getImgIds()) == 4 and len(coco.getAnnIds()) == 3
+
+
+def test_workers_cut_the_same_patches(tmp_path):
+    from satsam_training.synth import SynthConfig, generate_dataset
+
+    generate_dataset(tmp_path / "data", {"train": 6}, seed=3,
+                     config=SynthConfig(height=160, width=200, min_extent=12.0, empty_fraction=0.2))
+    one = extract_patches(tmp_path / "data", tmp_path / "one", size=512, keep_empty=0.3, seed=1)
+    two = extract_patches(tmp_path / "data", tmp_path / "two", size=512, keep_empty=0.3, seed=1, workers=2)
+    assert one["items"] == two["items"] and one["stats"] == two["stats"] and one["count"] > 6
+    for item in one["items"]:
+        for key in ("image", "mask"):
+            assert (tmp_path / "one" / item[key]).read_bytes() == (tmp_path / "two" / item[key]).read_bytes()
+    with pytest.raises(ValueError, match="workers"):
+        extract_patches(tmp_path / "data", tmp_path / "bad", size=512, workers=0)
