@@ -57,5 +57,14 @@ test: build lint check-reqs
 bench: build
 	$(BIN)/satsam bench --ablation --frames 5 --budget 1800 --out bench-results
 
+# Wheels scripts/train_gpu.sh installs on the GPU trainer (Python 3.12, no network there):
+# transformers at our pin, monai and pycocotools. Carry .whl to that machine.
+GPU_WHEELS := transformers==5.23.0 monai==1.6.1 pycocotools==2.0.11
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+	    --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+	    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	@ls -1 .whl
+
 clean:
 	rm -rf $(VENV) build install log

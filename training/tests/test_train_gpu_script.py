@@ -1,0 +1,35 @@
+"""scripts/train_gpu.sh on the CPU with a tiny budget (SMOKE=1): every step of the GPU
+recipe runs (data on all cores, the step probe, training, per-size tuning, the latency
+bench) and OUT holds what the GPU run sends back, each file under 16 MiB."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from satsam_ros.core.meta import SatsamMeta
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_script_runs_end_to_end_with_a_tiny_budget(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, SMOKE="1", MINUTES="0.05", PY=sys.executable, WORK=str(tmp_path / "work"),
+               WHEELS=str(tmp_path / "no-wheels"), OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "train_gpu.sh"), str(out)], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["bench.json", "bench.md", "curves.png", "model/config.json", "model/model.safetensors",
+                     "model/satsam.json", "train_gpu.log", "train_log.csv"]
+    assert len(files) <= 8 and all((out / f).stat().st_size < 16 * 2**20 for f in files)
+    meta = SatsamMeta.read(out / "model")
+    assert sorted(meta.postprocess) == ["1024", "2048", "512"]  # tuned at every size
+    assert json.loads((out / "model" / "config.json").read_text())["model_type"] == "sam2"
+    log = (out / "train_gpu.log").read_text()
+    assert "training 20 steps" in log and "done:" in log
+    rows = (out / "train_log.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 8  # header + 8 epochs
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench  # the latency report of the bench command
