@@ -33,6 +33,9 @@ from .imaging import FrameError
 CODECS = ("jpeg", "png")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
+#: default limit on a compressed frame's width x height (8K UHD is 33.2 MP): the node's
+#: ``max_decoded_pixels`` and the bag tools
+DEFAULT_MAX_PIXELS = 40_000_000
 #: image_transport's defaults (compressed publisher parameters jpeg_quality / png_level)
 DEFAULT_JPEG_QUALITY = 95
 DEFAULT_PNG_LEVEL = 3
