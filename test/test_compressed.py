@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import array
 import struct
-import zlib
 
 import cv2
 import numpy as np
 import pytest
+from image_files import PNG_SIGNATURE, png_bomb, png_chunk
 
-from satsam_ros.core import compressed
 from satsam_ros.core.compressed import (
     CompressedFormat,
     decode_compressed,
@@ -46,10 +45,6 @@ def _png(arr: np.ndarray) -> bytes:
 
 def _jpeg(arr: np.ndarray, quality: int = 95) -> bytes:
     return cv2.imencode(".jpg", arr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 # ---- format strings ------------------------------------------------------------------
@@ -207,9 +202,9 @@ def test_truncated_and_corrupt_files_are_refused():
 
 def test_broken_headers_are_refused():
     ihdr = struct.pack(">IIBBBBB", 64, 48, 12, 0, 0, 0, 0)  # bit depth 12 does not exist
-    bad = compressed.PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr)
+    bad = PNG_SIGNATURE + png_chunk(b"IHDR", ihdr)
     _refused("png", bad + b"\0" * 20, "bit depth 12")
-    empty = compressed.PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 48, 8, 0, 0, 0, 0))
+    empty = PNG_SIGNATURE + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 48, 8, 0, 0, 0, 0))
     _refused("png", empty + b"\0" * 20, "empty PNG")
     jpg = bytearray(_jpeg(_gray()))
     sof = _sof_offset(bytes(jpg))
@@ -226,20 +221,9 @@ def _sof_offset(jpg: bytes) -> int:
     return jpg.index(b"\xff\xc0") + 2
 
 
-def _png_bomb(width: int, height: int) -> bytes:
-    """A valid 8-bit gray PNG of width x height zeros: tens of kilobytes that decode to
-    width x height bytes."""
-    rows = zlib.compressobj(9)
-    row = b"\0" * (width + 1)  # filter byte + pixels
-    body = b"".join(rows.compress(row) for _ in range(height)) + rows.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (compressed.PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", body)
-            + _png_chunk(b"IEND", b""))
-
-
 def test_decompression_bombs_are_refused_before_decoding(monkeypatch):
     """The size comes from the header; the decoder is never called on an oversized file."""
-    bomb = _png_bomb(10_000, 5_000)  # 50 MP of zeros in a small file
+    bomb = png_bomb(10_000, 5_000)  # 50 MP of zeros in a small file
     assert len(bomb) < 200_000 and png_size(bomb) == (10_000, 5_000)
     deep = bytearray(_jpeg(_gray()))
     sof = _sof_offset(bytes(deep))
@@ -252,7 +236,7 @@ def test_decompression_bombs_are_refused_before_decoding(monkeypatch):
     _refused("jpeg", bytes(deep), "60000 x 60000", "limit of 1000", limit=1000)
     assert calls == [], "the decoder ran on a file over the limit"
     # under the limit the same kind of file decodes (so the refusal above is the limit's doing)
-    small = _png_bomb(300, 200)
+    small = png_bomb(300, 200)
     out, order = decode_compressed("png", small, LIMIT)
     assert out.shape == (200, 300) and not out.any() and len(calls) == 1
     assert "pixels" in msg
