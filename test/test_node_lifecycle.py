@@ -201,3 +201,41 @@ def test_cleanup_releases_the_model_in_process():
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_live_minus_one_restores_the_checkpoints_value_for_the_size(tmp_path):
+    """threshold / min_area -1 go back to the checkpoint's post-processing *for the node's
+    size* (satsam.json ``postprocess``), not to its size-independent defaults."""
+    import json
+
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
+
+    from satsam_ros.ros.node import DetectorNode
+
+    model = make_responsive_model(tmp_path / "model")
+    meta = json.loads((model / "satsam.json").read_text())
+    meta.update(threshold=0.3, min_area=5, postprocess={"512": {"threshold": 0.61, "min_area": 77}})
+    (model / "satsam.json").write_text(json.dumps(meta))
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = None
+    try:
+        args = ["--ros-args", "-p", f"model:={model}", "-p", "backend:=torch", "-p", "device:=cpu",
+                "-p", "size:=512", "-p", "autostart:=false"]
+        node = DetectorNode(context=context, cli_args=args)
+        node.trigger_configure()
+        det = node._detector
+        assert (det.threshold, det.min_area) == (0.61, 77)
+        assert all(r.successful for r in node.set_parameters([Parameter("threshold", value=0.2),
+                                                              Parameter("min_area", value=3)]))
+        assert (det.threshold, det.min_area) == (0.2, 3)
+        assert all(r.successful for r in node.set_parameters([Parameter("threshold", value=-1.0),
+                                                              Parameter("min_area", value=-1)]))
+        assert (det.threshold, det.min_area) == (0.61, 77)
+        node.finish()
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)

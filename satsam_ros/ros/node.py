@@ -133,13 +133,11 @@ class DetectorNode(LifecycleNode):
             return
         self.settings[name] = value
         det = self._detector
-        if name == "threshold" and det is not None:
-            det.config.threshold = None if value == -1.0 else float(value)
-            det.threshold = float(det.meta.threshold if value == -1.0 else value)
+        if name == "threshold" and det is not None:  # -1: the checkpoint's value for this size
+            det.set_post(threshold=None if value == -1.0 else float(value))
             self.get_logger().info(f"threshold now {det.threshold}")
         elif name == "min_area" and det is not None:
-            det.config.min_area = None if value == -1 else int(value)
-            det.min_area = int(det.meta.min_area if value == -1 else value)
+            det.set_post(min_area=None if value == -1 else int(value))
             self.get_logger().info(f"min_area now {det.min_area}")
         elif name in ("roi_tracking", "roi_margin", "roi_full_scan_every") and det is not None:
             self._tracker = self._make_tracker()
