@@ -26,7 +26,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "detect_node = satsam_ros.ros.node:main",
+            "detect_node = satsam_ros.ros.main:main",
             "satsam = satsam_ros.tools.cli:main",
         ],
     },

@@ -1,5 +1,8 @@
 """Start the satsam detector: ``ros2 launch satsam_ros detect.launch.py size:=1024 image:=/my/camera``.
 
+``image_transport:=compressed`` reads ``<image>/compressed`` (JPEG / PNG);
+``autostart:=false`` leaves the lifecycle node unconfigured for a lifecycle manager.
+
 Thin on purpose: it declares arguments and hands them to the node as typed
 parameters (after ``params_file``, so the arguments win); the node validates every
 value itself and exits non-zero naming a bad one. Defaults, allowed values and
@@ -20,14 +23,19 @@ from satsam_ros.ros.params import NODE_NAME, PARAM_SPECS
 
 PACKAGE = "satsam_ros"
 #: node parameters that are also launch arguments (the launch argument wins over params_file)
-PARAMETER_ARGUMENTS = ("size", "model", "backend", "device", "threshold")
+PARAMETER_ARGUMENTS = ("size", "model", "backend", "device", "threshold", "image_transport", "autostart")
+
+
+def launch_value(value) -> str:
+    """A parameter default as a launch argument's text (booleans as ROS writes them)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def parameter_argument(name: str) -> DeclareLaunchArgument:
     """A launch argument for node parameter ``name``: its default, choices and description."""
     spec = PARAM_SPECS[name]
-    choices = [str(c) for c in spec.choices] or None
-    return DeclareLaunchArgument(name, default_value=str(spec.default), choices=choices,
+    choices = [str(c) for c in spec.choices] or (["true", "false"] if isinstance(spec.default, bool) else None)
+    return DeclareLaunchArgument(name, default_value=launch_value(spec.default), choices=choices,
                                  description=spec.description)
 
 
@@ -35,7 +43,8 @@ def generate_launch_description():
     default_params = os.path.join(get_package_share_directory(PACKAGE), "config", "detect.yaml")
     args = [parameter_argument(name) for name in PARAMETER_ARGUMENTS] + [
         DeclareLaunchArgument("image", default_value="/camera/image_raw",
-                              description="Input sensor_msgs/Image topic (remapped to the node's 'image')."),
+                              description="Input image topic, remapped to the node's 'image' (with "
+                                          "image_transport:=compressed the node reads '<image>/compressed')."),
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="YAML with the other node parameters (launch arguments win)."),
         DeclareLaunchArgument("namespace", default_value="satsam",

@@ -312,3 +312,41 @@ def make_responsive_model(out: Path) -> Path:
             if param.dim() >= 2:
                 param.copy_(torch.randn(param.shape, generator=gen) / float(np.sqrt(param[0].numel())))
     return save_checkpoint(sam, meta, out)
+
+
+# ---- lifecycle -------------------------------------------------------------------------
+
+
+class LifecycleClient:
+    """A lifecycle manager's view of one node: ``<node>/change_state`` and ``<node>/get_state``
+    (lifecycle_msgs services) called from the harness's node."""
+
+    def __init__(self, ros: RosHarness, node: str):
+        from lifecycle_msgs.srv import ChangeState, GetState
+
+        self._ros = ros
+        self._change = ros.node.create_client(ChangeState, f"{node}/change_state")
+        self._get = ros.node.create_client(GetState, f"{node}/get_state")
+        self._types = ChangeState, GetState
+
+    def _call(self, client, request, timeout: float):
+        wait_until(client.service_is_ready, timeout, f"the service {client.srv_name}")
+        future = client.call_async(request)
+        wait_until(future.done, timeout, f"the reply of {client.srv_name}")
+        return future.result()
+
+    def change(self, transition: str, timeout: float = 120.0) -> bool:
+        """Request a transition ("configure", "activate", "deactivate", "cleanup" by their
+        lifecycle_msgs ids, as ``ros2 lifecycle set`` sends them; "shutdown" by label, which
+        the node resolves from its current state); the service's ``success``."""
+        from lifecycle_msgs.msg import Transition
+
+        ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+               "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
+        request = self._types[0].Request()
+        request.transition = Transition(id=ids[transition]) if transition in ids else Transition(label=transition)
+        return bool(self._call(self._change, request, timeout).success)
+
+    def state(self, timeout: float = 30.0) -> str:
+        """The label of the node's current state (``unconfigured``, ``inactive``, ...)."""
+        return str(self._call(self._get, self._types[1].Request(), timeout).current_state.label)

@@ -9,6 +9,7 @@ reader bug.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -83,6 +84,71 @@ def test_write_read_round_trip_is_bit_identical(tmp_path, storage):
     truth_msgs = _raw_messages(path, bag.GROUND_TRUTH_TOPIC)
     assert [m.encoding for _t, m in truth_msgs] == ["mono8", "mono8"]
     assert set(np.unique(np.frombuffer(bytes(truth_msgs[0][1].data), np.uint8))) == {0, 255}
+
+
+def test_png_compressed_bag_round_trip_is_exact(tmp_path):
+    """CompressedImage as image_transport records it: read back with rosbags and OpenCV
+    alone, and with the project's reader (PNG: every pixel, 16 bits kept)."""
+    frames = _test_frames()
+    path = tmp_path / "png"
+    summary = bag.write_bag(path, frames, topic="/cam/image/compressed", compress="png")
+    assert summary.encodings == {"mono8; png compressed mono8": 2, "mono16; png compressed mono16": 1,
+                                 "bgr8; png compressed bgr8": 1}
+    assert bag.bag_topics(path) == {"/cam/image/compressed": bag.TopicInfo(bag.COMPRESSED_TYPE, 4),
+                                    bag.GROUND_TRUTH_TOPIC: bag.TopicInfo(bag.IMAGE_TYPE, 2)}
+    for (_t, msg), want in zip(_raw_messages(path, "/cam/image/compressed"), frames):
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == bag.split_stamp(want.stamp)
+        assert msg.header.frame_id == want.frame_id and bytes(msg.data[:8]) == b"\x89PNG\r\n\x1a\n"
+        pixels = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_UNCHANGED)
+        assert pixels.dtype == want.image.dtype and np.array_equal(pixels, want.image)
+    back = bag.read_frames(path)
+    assert [b.encoding for b in back] == [None] * 4  # decoded: stored again as the arrays say
+    for want, got in zip(frames, back):
+        assert got.image.dtype == want.image.dtype and np.array_equal(got.image, want.image)
+        assert got.stamp == want.stamp
+    assert np.array_equal(back[0].truth, np.where(frames[0].truth > 0, 255, 0))
+    assert bag.choose_image_topic(bag.bag_topics(path)) == "/cam/image/compressed"
+
+
+def test_jpeg_compressed_bag_and_what_jpeg_cannot_hold(tmp_path):
+    gray, colour = synthetic_frame(2)[0], np.dstack([synthetic_frame(s)[0] for s in (3, 4, 5)])
+    bag.write_bag(tmp_path / "jpg", [bag.BagFrame(gray, START), bag.BagFrame(colour, START + 1)],
+                  topic="/c/compressed", compress="jpeg", jpeg_quality=90)
+    msgs = [m for _t, m in _raw_messages(tmp_path / "jpg", "/c/compressed")]
+    assert [m.format for m in msgs] == ["mono8; jpeg compressed mono8", "bgr8; jpeg compressed bgr8"]
+    back = bag.read_frames(tmp_path / "jpg")
+    for want, got in zip((gray, colour), back):
+        assert got.image.shape == want.shape and np.abs(got.image.astype(int) - want.astype(int)).mean() < 8
+    deep = gray.astype(np.uint16) * 257
+    with pytest.raises(bag.BagError, match=r"frame 1 .*JPEG holds 8 bits per channel; compress mono16 with png"):
+        bag.write_bag(tmp_path / "j16", [bag.BagFrame(gray, START), bag.BagFrame(deep, START + 1)], compress="jpeg")
+    assert not (tmp_path / "j16").exists()
+    with pytest.raises(bag.BagError, match="compression must be one of jpeg, png"):
+        bag.write_bag(tmp_path / "x", [bag.BagFrame(gray, START)], compress="webp")
+
+
+def test_bag_make_compress_writes_the_compressed_topic(tmp_path, capsys):
+    d = tmp_path / "imgs"
+    pics = [synthetic_frame(s)[0] for s in (1, 2)]
+    for name, img in zip(("a.png", "b.png"), pics):
+        _write_png(d / name, img)
+    assert main(["bag", "make", str(d), "--out", str(tmp_path / "bag"), "--compress", "jpeg",
+                 "--jpeg-quality", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "2 frames on /camera/image_raw/compressed (2 mono8; jpeg compressed mono8)" in out
+    assert "jpeg-compressed" in out
+    assert list(bag.bag_topics(tmp_path / "bag")) == ["/camera/image_raw/compressed"]
+    with pytest.raises(SystemExit):  # argparse: not a codec
+        main(["bag", "make", str(d), "--out", str(tmp_path / "bag2"), "--compress", "tiff"])
+
+
+def test_eval_publishes_compressed_frames_where_the_node_reads_them():
+    assert evaluate.publish_topic("/cam/image_raw/compressed", True) == "/cam/image_raw/compressed"
+    assert evaluate.publish_topic("/cam/jpeg_stream", True) == "/cam/jpeg_stream/compressed"
+    assert evaluate.publish_topic("/cam/image_raw", False) == "/cam/image_raw"
+    run = SimpleNamespace(input_topic="/cam/image_raw/compressed", compressed=True)
+    assert evaluate.node_image_topic(run) == "/cam/image_raw"
+    assert evaluate.node_image_topic(SimpleNamespace(input_topic="/cam", compressed=False)) == "/cam"
 
 
 def test_write_bag_refuses_existing_path_and_bad_frames(tmp_path):

@@ -198,6 +198,34 @@ def test_report_files(evaluated, labelled):
     assert "ready: model" in (out / "node.log").read_text()
 
 
+def test_png_compressed_bag_gives_the_same_answers_as_the_raw_bag(evaluated, labelled, tmp_path):
+    """`bag make --compress png` writes CompressedImage on <topic>/compressed; `bag eval`
+    replays it to a node it starts with image_transport:=compressed, and every frame's
+    answer is the raw bag's (PNG is lossless)."""
+    cz_bag, out = tmp_path / "bag_png", tmp_path / "report_png"
+    assert main(["bag", "make", str(labelled["dir"]), "--out", str(cz_bag), "--rate", "5", "--compress", "png"]) == 0
+    topics = bag.bag_topics(cz_bag)
+    assert topics["/camera/image_raw/compressed"] == bag.TopicInfo(bag.COMPRESSED_TYPE, labelled["frames"])
+    assert "/camera/image_raw" not in topics
+    formats = {m.format for m in _read(cz_bag, "/camera/image_raw/compressed")}
+    assert formats == {"mono8; png compressed mono8", "mono16; png compressed mono16", "bgr8; png compressed bgr8"}
+    rc = main(["bag", "eval", str(cz_bag), "--out", str(out), "--model", str(labelled["model"]),
+               "--backend", "torch", "--device", "cpu", "--size", "512", "--threshold", str(THRESHOLD),
+               "--rate", "step", "--node-param", "qos_reliability:=reliable", "--no-progress",
+               "--startup-timeout", "120", "--timeout", "60"])
+    assert rc == 0
+    log = (out / "node.log").read_text()
+    assert "input /camera/image_raw/compressed (compressed" in log, log[-2000:]
+    s = json.loads((out / "metrics.json").read_text())
+    assert (s["frames_sent"], s["frames_answered"]) == (labelled["frames"], labelled["frames"])
+    assert s["accuracy"] == evaluated["summary"]["accuracy"] == labelled["reference"]["accuracy"]
+    raw_masks = {_stamp(m): _mask(m) for m in _read(evaluated["out"] / "outputs", "/satsam/mask")}
+    cz_masks = {_stamp(m): _mask(m) for m in _read(out / "outputs", "/satsam/mask")}
+    assert cz_masks.keys() == raw_masks.keys()
+    for stamp, mask in cz_masks.items():
+        assert np.array_equal(mask, raw_masks[stamp]), stamp
+
+
 # ---- one slowed node shared by the --attach tests ----------------------------------------
 
 

@@ -194,3 +194,21 @@ def test_faithful_mode_runs_tiny_at_1024(frame_and_truth):
     assert det.backend.input_size == 1024 and det.batch == 1
     res = det.detect(frame)
     assert res.mask.shape == frame.shape and res.patches == 4
+
+
+def test_close_releases_the_model_and_detect_then_refuses():
+    """What a lifecycle node's cleanup relies on: after close() nothing holds the model."""
+    import gc
+    import weakref
+
+    det = open_detector(model="tiny", backend="torch", device="cpu", size=512)
+    frame = synthetic_frame(0)[0]
+    det.detect(frame, "mono")
+    module = weakref.ref(det.backend.module)
+    det.close()
+    gc.collect()
+    assert module() is None, "the patch model is still referenced after close()"
+    assert det.backend.closed
+    with pytest.raises(RuntimeError, match="torch backend was closed"):
+        det.detect(frame, "mono")
+    det.close()  # twice is fine

@@ -78,6 +78,8 @@ def test_arguments_are_declared_with_descriptions_and_choices(monkeypatch):
     assert list(args["size"].choices) == ["512", "1024", "2048"]
     assert list(args["backend"].choices) == ["auto", "torch", "onnxruntime", "tensorrt"]
     assert list(args["device"].choices) == ["auto", "cpu", "cuda"]
+    assert list(args["image_transport"].choices) == ["raw", "compressed"]
+    assert list(args["autostart"].choices) == ["true", "false"]
     nodes = [e for e in ld.entities if isinstance(e, Node)]
     assert len(nodes) == 1
 

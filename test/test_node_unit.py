@@ -48,6 +48,8 @@ BAD_VALUES = {
     "extra_latency_ms": [-5, 60001],
     "roi_margin": [-1],
     "roi_full_scan_every": [0],
+    "image_transport": ["theora", "Compressed", ""],
+    "max_decoded_pixels": [0, -1],
 }
 
 
@@ -68,7 +70,7 @@ def test_every_default_is_valid_and_every_bad_value_is_refused_naming_the_parame
 def test_descriptors_describe_ranges_choices_and_read_only():
     live = {spec.name for spec in params.PARAMS if spec.live}
     assert live == {"threshold", "min_area", "publish_probability", "publish_overlay", "roi_tracking", "roi_margin",
-                    "roi_full_scan_every"}
+                    "roi_full_scan_every", "max_decoded_pixels"}
     for spec in params.PARAMS:
         desc = params.descriptor(spec)
         assert desc.name == spec.name and desc.description.startswith(spec.description)
@@ -132,6 +134,18 @@ def test_mailbox_wakes_a_waiting_worker_and_close_releases_it():
     assert got == ["frame", None]
 
 
+def test_mailbox_close_counts_what_it_drops_and_open_reuses_it():
+    """Deactivation closes the mailbox, activation opens it again: every frame received
+    is still accounted for (dropped when discarded or put while closed)."""
+    box = mailbox.LatestFrameMailbox()
+    box.put("waiting")
+    box.close()
+    assert box.dropped == 1 and box.pending() == 0 and box.take(timeout=0.01) is None
+    assert box.put("while closed") is False and box.dropped == 2 and box.pending() == 0
+    box.open()
+    assert box.put("after open") is False and box.take(timeout=0.01) == "after open" and box.dropped == 2
+
+
 def test_stats_and_percentiles():
     stats = mailbox.Stats(window=3)
     for i in range(5):
@@ -152,7 +166,8 @@ DIAGNOSTIC_KEYS = [
     "input_rate_hz", "processed_rate_hz", "frames_received", "frames_processed", "frames_dropped",
     "frames_rejected", "frames_pending", "frames_in_progress", "processing_errors", "latency_p50_ms",
     "latency_p95_ms", "stamp_age_p50_ms", "stamp_age_p95_ms", "inference_p50_ms", "backend", "device", "model",
-    "size", "mode", "threshold", "min_area", "roi_tracking", "input_topic", "last_problem",
+    "size", "mode", "threshold", "min_area", "roi_tracking", "input_topic", "image_transport", "lifecycle_state",
+    "last_problem",
 ]
 
 
@@ -171,6 +186,10 @@ def test_diagnostics_level_warns_only_about_new_problems():
     bad = dict(running, frames_rejected="2", processing_errors="1", last_problem="step 10 is too small")
     assert diagnostics.status_level(bad, 0) == ("WARN", "3 bad frame(s) or error(s): step 10 is too small", 3)
     assert diagnostics.status_level(bad, 3)[:2] == ("OK", "5.00 Hz processed of 10.00 Hz in, latency p50 12.0 ms")
+    for state in ("unconfigured", "inactive", "finalized"):  # not processing: said so, not "waiting"
+        assert diagnostics.status_level(dict(base, lifecycle_state=state), 0) == (
+            "OK", f"{state}: not processing frames (lifecycle state)", 0)
+    assert diagnostics.status_level(dict(bad, lifecycle_state="inactive"), 0)[0] == "WARN"
 
 
 def test_diagnostics_values_in_the_documented_order():
@@ -181,8 +200,7 @@ def test_diagnostics_values_in_the_documented_order():
     detector = SimpleNamespace(backend=SimpleNamespace(name="onnxruntime", device="cpu"),
                                config=SimpleNamespace(size=512, mode="fast"), threshold=0.65, min_area=100)
     values = diagnostics.status_values(stats.snapshot(), {"dropped": 1, "pending": 0, "in_progress": 1},
-                                       (2.0, 1.0), detector,
-                                       {"model": "builtin", "roi_tracking": "off", "input_topic": "/satsam/image"})
+                                       (2.0, 1.0), detector, _context(input_topic="/satsam/image"))
     assert [k for k, _ in values] == DIAGNOSTIC_KEYS
     v = dict(values)
     assert (v["input_rate_hz"], v["processed_rate_hz"], v["frames_received"], v["frames_processed"]) == (
@@ -191,10 +209,29 @@ def test_diagnostics_values_in_the_documented_order():
         "1", "1", "20.0", "30.0")
     assert (v["backend"], v["threshold"], v["min_area"], v["input_topic"]) == ("onnxruntime", "0.65", "100",
                                                                                 "/satsam/image")
+    assert (v["image_transport"], v["lifecycle_state"]) == ("raw", "active")
     empty = dict(diagnostics.status_values(mailbox.Stats().snapshot(), {"dropped": 0, "pending": 0,
                                                                         "in_progress": 0}, (0.0, 0.0), detector,
-                                           {"model": "m", "roi_tracking": "off", "input_topic": "/i"}))
+                                           _context()))
     assert empty["latency_p95_ms"] == "nan"  # no frame yet: no latency, not 0
+
+
+def _context(**changes):
+    base = {"model": "builtin", "roi_tracking": "off", "input_topic": "/i", "image_transport": "raw",
+            "lifecycle_state": "active", "settings": {spec.name: spec.default for spec in params.PARAMS}}
+    return dict(base, **changes)
+
+
+def test_diagnostics_without_a_detector_report_the_parameters_and_the_state():
+    """Unconfigured (no model loaded): the settings it will be configured with, as set."""
+    settings = dict(_context()["settings"], backend="onnxruntime", device="cpu", size=1024, threshold=0.7)
+    v = dict(diagnostics.status_values(mailbox.Stats().snapshot(), {"dropped": 0, "pending": 0, "in_progress": 0},
+                                       (0.0, 0.0), None, _context(lifecycle_state="unconfigured", settings=settings,
+                                                                  image_transport="compressed")))
+    assert [k for k in v] == DIAGNOSTIC_KEYS
+    assert (v["backend"], v["device"], v["size"], v["mode"], v["threshold"], v["min_area"]) == (
+        "onnxruntime", "cpu", "1024", "fast", "0.7", "-1")
+    assert (v["lifecycle_state"], v["image_transport"], v["frames_processed"]) == ("unconfigured", "compressed", "0")
 
 
 def test_docs_list_every_diagnostic_key():
@@ -249,12 +286,18 @@ def test_launch_arguments_follow_the_node_parameter_table(monkeypatch):
     spec.loader.exec_module(launch_file)
     launch_file.generate_launch_description()
     args = {a.name: a for a in seen["args"]}
-    assert list(args) == ["size", "model", "backend", "device", "threshold", "image", "params_file", "namespace"]
-    for name in ("size", "model", "backend", "device", "threshold"):
+    parameter_args = ["size", "model", "backend", "device", "threshold", "image_transport", "autostart"]
+    assert list(args) == parameter_args + ["image", "params_file", "namespace"]
+    for name in parameter_args:
         table = params.PARAM_SPECS[name]
-        assert args[name].default == str(table.default) and args[name].description == table.description
-        assert args[name].choices == ([str(c) for c in table.choices] or None)
+        assert args[name].description == table.description
+        if isinstance(table.default, bool):
+            assert args[name].default == str(table.default).lower() and args[name].choices == ["true", "false"]
+        else:
+            assert args[name].default == str(table.default)
+            assert args[name].choices == ([str(c) for c in table.choices] or None)
     assert args["size"].choices == ["512", "1024", "2048"] and args["threshold"].default == "-1.0"
+    assert args["image_transport"].choices == ["raw", "compressed"] and args["autostart"].default == "true"
     assert args["params_file"].default == "/share/satsam_ros/config/detect.yaml"
     (node,) = seen["nodes"]
     assert node["executable"] == "detect_node" and node["name"] == params.NODE_NAME == "satsam_detector"
@@ -263,7 +306,8 @@ def test_launch_arguments_follow_the_node_parameter_table(monkeypatch):
     assert file_params == "$(params_file)"  # the file first: the launch arguments win
     assert {k: (v.value, v.type) for k, v in overrides.items()} == {
         "size": ("$(size)", int), "model": ("$(model)", str), "backend": ("$(backend)", str),
-        "device": ("$(device)", str), "threshold": ("$(threshold)", float)}
+        "device": ("$(device)", str), "threshold": ("$(threshold)", float),
+        "image_transport": ("$(image_transport)", str), "autostart": ("$(autostart)", bool)}
 
 # ---- ros_io -----------------------------------------------------------------------------
 

@@ -86,6 +86,21 @@ def test_detector_masks_identical_on_random_frames(backends, size):
         assert [b.score for b in ref.boxes] == pytest.approx([b.score for b in got.boxes], abs=1e-6)
 
 
+def test_close_drops_the_session(tiny_onnx):
+    import gc
+    import weakref
+
+    backend = OnnxRuntimeBackend(tiny_onnx, "cpu")
+    batch = np.zeros((1, 3, 256, 256), np.float32)
+    assert backend.infer(batch).shape == (1, 64, 64)
+    session = weakref.ref(backend.session)
+    backend.close()
+    gc.collect()
+    assert session() is None and backend.closed
+    with pytest.raises(RuntimeError, match="onnxruntime backend was closed"):
+        backend.infer(batch)
+
+
 def test_from_model_with_onnx_file_and_directory(tiny_onnx):
     for spec in (tiny_onnx, tiny_onnx.parent):
         det = open_detector(str(spec), backend="onnxruntime", device="cpu", size=512)

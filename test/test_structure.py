@@ -243,8 +243,8 @@ def test_only_the_ros_shell_and_the_bag_replayer_import_ros():
 
 
 #: what a core module may import at module level: the standard library parts it uses, numpy, OpenCV
-CORE_MODULE_LEVEL = {"__future__", "abc", "collections", "dataclasses", "json", "math", "pathlib", "time", "typing",
-                     "numpy", "cv2"}
+CORE_MODULE_LEVEL = {"__future__", "abc", "collections", "dataclasses", "json", "math", "pathlib", "struct", "time",
+                     "typing", "numpy", "cv2"}
 
 
 def test_the_core_imports_numpy_and_opencv_only_at_module_level():

@@ -110,6 +110,11 @@ class OnnxRuntimeBackend(Backend):
     def describe(self) -> str:
         return f"onnxruntime on {self.device} via {self.providers[0]} (encoder input {self.input_size})"
 
+    def close(self) -> None:
+        """Drop the inference session (ONNX Runtime frees its memory, GPU arena included)."""
+        self.session = None
+        super().close()
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """N x 3 x E x E float32 normalised patches -> N x m x m float32 logits."""
         self.check_batch(batch)

@@ -247,6 +247,18 @@ class TensorRTBackend(Backend):
         return (f"tensorrt {self._trt.__version__} {self.precision} on {torch_device_name(self._torch)} "
                 f"({self.api} API, encoder input {self.input_size}, batch 1..{self.max_batch})")
 
+    def close(self) -> None:
+        """Destroy the execution context, then the engine and the runtime (in that
+        order, as TensorRT requires), and return PyTorch's cached CUDA blocks."""
+        from .torch_backend import release_cuda_memory
+
+        self.context = None
+        self.runner = None
+        self.engine = None
+        self._runtime = None
+        release_cuda_memory(self._torch)
+        super().close()
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """N x 3 x E x E float32 normalised patches -> N x m x m float32 logits."""
         self.check_batch(batch)

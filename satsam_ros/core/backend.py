@@ -32,6 +32,7 @@ class Backend(abc.ABC):
     device = "cpu"
     input_size = 0
     low_res_size = 0
+    closed = False
 
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -45,8 +46,16 @@ class Backend(abc.ABC):
         """Patches per forward this engine runs best with (never more than ``max_batch``)."""
         return int(max_batch)
 
+    def close(self) -> None:
+        """Let go of the model and the memory it holds (GPU memory included); the
+        backend cannot infer afterwards. Engines holding a model extend it."""
+        self.closed = True
+
     def check_batch(self, batch: np.ndarray) -> None:
-        """Raise ValueError unless batch is N x 3 x E x E float32 for this backend."""
+        """Raise ValueError unless batch is N x 3 x E x E float32 for this backend
+        (RuntimeError once it is closed)."""
+        if self.closed:
+            raise RuntimeError(f"the {self.name} backend was closed (its model was released)")
         want: Tuple[int, int, int] = (3, self.input_size, self.input_size)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != want or batch.dtype != np.float32:
             raise ValueError(

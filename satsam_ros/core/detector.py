@@ -187,6 +187,11 @@ class Detector:
     def min_area(self, value: int) -> None:
         self.post = replace(self.post, min_area=int(value)).validate()
 
+    def close(self) -> None:
+        """Release the backend's model and memory (GPU memory included); ``detect``
+        raises RuntimeError afterwards."""
+        self.backend.close()
+
     def detect(self, frame: np.ndarray, order: str = "rgb", only_patches: Optional[Sequence[int]] = None) -> Result:
         """Run the detector on one frame (see :mod:`satsam_ros.imaging` for formats).
 

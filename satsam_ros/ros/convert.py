@@ -8,6 +8,9 @@ installable from PyPI).
 * :func:`image_msg_to_array`: ``sensor_msgs/Image`` -> (H x W or H x W x C array,
   channel order), validated by :func:`satsam_ros.imaging.image_fields_to_array`
   (raises :class:`satsam_ros.imaging.FrameError`).
+* :func:`compressed_msg_to_array`: ``sensor_msgs/CompressedImage`` (image_transport's
+  ``compressed`` transport: JPEG or PNG) -> (array, channel order), validated and
+  size-limited by :func:`satsam_ros.core.compressed.decode_compressed`.
 * :func:`array_to_image_msg`: array + encoding + header -> ``sensor_msgs/Image``.
 * :func:`detections_json`: header + boxes -> the JSON text published on
   ``detections_json`` (std_msgs/String).
@@ -25,6 +28,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..core.compressed import decode_compressed
 from ..core.imaging import array_to_image_fields, image_fields_to_array
 from ..core.postprocess import Box
 
@@ -42,6 +46,14 @@ def image_msg_to_array(msg) -> Tuple[np.ndarray, str]:
     return image_fields_to_array(
         msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian)
     )
+
+
+def compressed_msg_to_array(msg, max_pixels: int) -> Tuple[np.ndarray, str]:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG, image_transport's format
+    strings) into ``(array, order)`` like :func:`image_msg_to_array`; images over
+    ``max_pixels`` (width x height, read from the file's header before decoding) and
+    anything undecodable raise FrameError naming the problem."""
+    return decode_compressed(msg.format, msg.data, max_pixels)
 
 
 def array_to_image_msg(arr: np.ndarray, encoding: str, header, image_cls=None):

@@ -45,14 +45,30 @@ def roi_status(tracker: Any) -> str:
             f"{st['full']} full, {st['roi']} roi, {st['rescan']} rescans")
 
 
+def detector_values(detector: Any, settings: Dict[str, Any]) -> Dict[str, str]:
+    """backend, device, size, mode, threshold and min_area: what the Detector runs with,
+    or, with no Detector (the node is unconfigured), the parameters it will be built from
+    (``auto`` and -1 not yet resolved)."""
+    if detector is None:
+        return {"backend": str(settings["backend"]), "device": str(settings["device"]),
+                "size": str(settings["size"]), "mode": str(settings["mode"]),
+                "threshold": f"{float(settings['threshold']):g}", "min_area": str(settings["min_area"])}
+    return {"backend": detector.backend.name, "device": str(detector.backend.device),
+            "size": str(detector.config.size), "mode": detector.config.mode,
+            "threshold": f"{detector.threshold:g}", "min_area": str(detector.min_area)}
+
+
 def status_values(snapshot: Dict[str, Any], queue: Dict[str, int], rates: Tuple[float, float], detector: Any,
-                  context: Dict[str, str]) -> List[Tuple[str, str]]:
+                  context: Dict[str, Any]) -> List[Tuple[str, str]]:
     """The key/value pairs of the status, in the documented order.
 
     ``snapshot``: :meth:`satsam_ros.ros.mailbox.Stats.snapshot`; ``queue``: the
     mailbox's ``dropped``, ``pending`` and ``in_progress``; ``rates``: (input Hz,
-    processed Hz); ``context``: ``model``, ``roi_tracking`` and ``input_topic``.
+    processed Hz); ``detector``: the Detector, or None while unconfigured; ``context``:
+    ``model``, ``roi_tracking``, ``input_topic``, ``image_transport``,
+    ``lifecycle_state`` and ``settings`` (the node's parameters, used without a Detector).
     """
+    det = detector_values(detector, context.get("settings", {}))
     return [
         ("input_rate_hz", f"{rates[0]:.2f}"),
         ("processed_rate_hz", f"{rates[1]:.2f}"),
@@ -68,15 +84,17 @@ def status_values(snapshot: Dict[str, Any], queue: Dict[str, int], rates: Tuple[
         ("stamp_age_p50_ms", _ms(snapshot["stamp_age"], 50)),
         ("stamp_age_p95_ms", _ms(snapshot["stamp_age"], 95)),
         ("inference_p50_ms", _ms(snapshot["inference"], 50)),
-        ("backend", detector.backend.name),
-        ("device", str(detector.backend.device)),
-        ("model", context["model"]),
-        ("size", str(detector.config.size)),
-        ("mode", detector.config.mode),
-        ("threshold", f"{detector.threshold:g}"),
-        ("min_area", str(detector.min_area)),
-        ("roi_tracking", context["roi_tracking"]),
-        ("input_topic", context["input_topic"]),
+        ("backend", det["backend"]),
+        ("device", det["device"]),
+        ("model", str(context["model"])),
+        ("size", det["size"]),
+        ("mode", det["mode"]),
+        ("threshold", det["threshold"]),
+        ("min_area", det["min_area"]),
+        ("roi_tracking", str(context["roi_tracking"])),
+        ("input_topic", str(context["input_topic"])),
+        ("image_transport", str(context["image_transport"])),
+        ("lifecycle_state", str(context["lifecycle_state"])),
         ("last_problem", snapshot["last_problem"]),
     ]
 
@@ -85,11 +103,15 @@ def status_level(values: Dict[str, str], problems_before: int) -> Tuple[str, str
     """(level OK/WARN, message, problems now) for one report.
 
     WARN when frames were rejected or failed since the report that had seen
-    ``problems_before`` of them; otherwise OK, waiting or the rates and latency.
+    ``problems_before`` of them; otherwise OK: not processing (a lifecycle state other
+    than active), waiting, or the rates and latency.
     """
     problems = int(values["frames_rejected"]) + int(values["processing_errors"])
     if problems > problems_before:
         return WARN, f"{problems - problems_before} bad frame(s) or error(s): {values['last_problem']}", problems
+    state = values.get("lifecycle_state", "active")
+    if state != "active":
+        return OK, f"{state}: not processing frames (lifecycle state)", problems
     if values["frames_received"] == "0":
         return OK, f"waiting for frames on {values['input_topic']}", problems
     return OK, (f"{values['processed_rate_hz']} Hz processed of {values['input_rate_hz']} Hz in, "

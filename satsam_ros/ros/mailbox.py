@@ -35,8 +35,12 @@ class LatestFrameMailbox:
         self.dropped = 0
 
     def put(self, item: Any) -> bool:
-        """Store ``item``; True when it replaced a waiting one."""
+        """Store ``item``; True when it replaced a waiting one. While closed, ``item``
+        itself is dropped (counted) and False returned."""
         with self._cond:
+            if self._closed:
+                self.dropped += 1
+                return False
             replaced = self._item is not None
             if replaced:
                 self.dropped += 1
@@ -70,10 +74,20 @@ class LatestFrameMailbox:
             return 1 if self._busy else 0
 
     def close(self) -> None:
-        """Wake the worker for good; a waiting item is discarded."""
+        """Wake the worker and make ``take`` return None until :meth:`open`; a waiting
+        item is discarded and counted in ``dropped``."""
         with self._cond:
             self._closed = True
+            if self._item is not None:
+                self._item = None
+                self.dropped += 1
             self._cond.notify_all()
+
+    def open(self) -> None:
+        """Accept and hand out items again after :meth:`close` (a lifecycle node's
+        next activation); ``dropped`` keeps counting."""
+        with self._cond:
+            self._closed = False
 
 
 class Stats:
@@ -119,9 +133,12 @@ class Stats:
 
 @dataclass
 class FrameItem:
-    """A validated frame waiting for the worker."""
+    """A frame waiting for the worker: validated pixels (``frame``, ``order``), or a
+    compressed message (``compressed``; ``frame`` None) that the worker decodes, so a
+    frame replaced while waiting is never decoded."""
 
     header: Any
-    frame: np.ndarray
+    frame: Optional[np.ndarray]
     order: str
     received: float  # time.monotonic() in the callback
+    compressed: Any = None  # sensor_msgs/CompressedImage

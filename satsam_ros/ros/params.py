@@ -15,12 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from ..core.compressed import DEFAULT_MAX_PIXELS
 from ..core.detector import MODES, DetectorConfig
 from ..core.tiling import ALLOWED_SIZES
 from ..runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL, DEVICES
 
 NODE_NAME = "satsam_detector"
 RELIABILITIES = ("best_effort", "reliable")
+TRANSPORTS = ("raw", "compressed")
 INT32_MAX = 2 ** 31 - 1
 
 
@@ -64,6 +66,14 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "checkpoint's tuned value.", int_range=(-1, INT32_MAX, 1), live=True),
     ParamSpec("publish_probability", True, "Publish the 32FC1 probability image.", live=True),
     ParamSpec("publish_overlay", False, "Publish a bgr8 overlay (frame, mask, boxes).", live=True),
+    ParamSpec("image_transport", "raw", "Input transport, as image_transport names it: raw subscribes to 'image' "
+              "(sensor_msgs/Image); compressed subscribes to '<resolved image topic>/compressed' "
+              "(sensor_msgs/CompressedImage, JPEG or PNG).", choices=TRANSPORTS),
+    ParamSpec("max_decoded_pixels", DEFAULT_MAX_PIXELS, "Compressed input: frames whose header says "
+              "width x height is over this are rejected before decoding (guards against decompression bombs).",
+              int_range=(1, INT32_MAX, 1), live=True),
+    ParamSpec("autostart", True, "Configure and activate the lifecycle node at start-up (a plain launch runs at "
+              "once); false: stay unconfigured until a lifecycle manager requests the transitions."),
     ParamSpec("qos_reliability", "best_effort", "Reliability of the image subscription.",
               choices=RELIABILITIES),
     ParamSpec("qos_depth", 1, "Keep-last depth of the image subscription.",

@@ -13,7 +13,8 @@ def cmd_bag_make(args) -> int:
 
     try:
         res = make_bag(args.data, args.out, storage=args.storage, rate=args.rate, topic=args.topic, split=args.split,
-                       frame_id=args.frame_id, start=int(round(args.start * 1e9)), progress=True)
+                       frame_id=args.frame_id, start=int(round(args.start * 1e9)), progress=True,
+                       compress=args.compress, jpeg_quality=args.jpeg_quality)
     except (BagError, OSError, ImportError) as exc:
         raise SystemExit(f"satsam bag make: {exc}") from exc
     encodings = ", ".join(f"{n} {e}" for e, n in res.encodings.items())
@@ -61,6 +62,7 @@ def cmd_bag_eval(args) -> int:
 
 def add_bag_commands(sub) -> None:
     """Register `satsam bag make`, `satsam bag info` and `satsam bag eval`."""
+    from ...core.compressed import CODECS, DEFAULT_JPEG_QUALITY
     from ...core.detector import MODES
     from ...core.tiling import ALLOWED_SIZES
     from ...runtime import BACKENDS, DEVICES
@@ -80,6 +82,11 @@ def add_bag_commands(sub) -> None:
     q.add_argument("--frame-id", default=DEFAULT_FRAME_ID, help=f"header.frame_id (default {DEFAULT_FRAME_ID})")
     q.add_argument("--start", type=float, default=DEFAULT_START_NS / 1e9,
                    help="stamp of the first frame, seconds since the epoch (default %(default).0f)")
+    q.add_argument("--compress", default=None, choices=CODECS,
+                   help="write sensor_msgs/CompressedImage on <topic>/compressed, as image_transport records it: "
+                        "png (lossless, 16-bit kept) or jpeg (lossy, 8-bit); default: raw sensor_msgs/Image")
+    q.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY,
+                   help="JPEG quality 1..100 with --compress jpeg (default %(default)s, image_transport's)")
     q.set_defaults(func=cmd_bag_make)
     q = kinds.add_parser("info", help="list the topics of a bag")
     q.add_argument("bag")
@@ -87,7 +94,8 @@ def add_bag_commands(sub) -> None:
     q = kinds.add_parser("eval", help="replay a bag through detect_node and report accuracy, latency, drops")
     q.add_argument("bag", help="rosbag2 directory (MCAP or sqlite3)")
     q.add_argument("--out", required=True, help="report directory")
-    q.add_argument("--topic", default=None, help="image topic in the bag (default: its only image topic)")
+    q.add_argument("--topic", default=None,
+                   help="camera topic in the bag, Image or CompressedImage (default: its only one)")
     q.add_argument("--truth-topic", default=GROUND_TRUTH_TOPIC,
                    help=f"ground-truth masks (default {GROUND_TRUTH_TOPIC})")
     q.add_argument("--rate", default="1.0",
@@ -104,7 +112,9 @@ def add_bag_commands(sub) -> None:
     q.add_argument("--attach", action="store_true",
                    help="use a node that is already running (same ROS_DOMAIN_ID) instead of starting one")
     q.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="the node's namespace (default %(default)s)")
-    q.add_argument("--input-topic", default=None, help="topic to publish frames on (default: the bag's topic)")
+    q.add_argument("--input-topic", default=None,
+                   help="topic to publish frames on (default: the bag's topic; compressed frames go to a topic "
+                        "ending in /compressed, appended when missing)")
     q.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
     q.add_argument("--startup-timeout", type=float, default=180.0, help="seconds for the node to come up")
     q.add_argument("--warmup", type=int, default=1, help="warm-up frames before the replay (default 1)")

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from .io import (
+    COMPRESSED_SUFFIX,
+    COMPRESSED_TYPE,
     GROUND_TRUTH_TOPIC,
     IMAGE_TYPE,
     NS,
@@ -89,7 +91,7 @@ class EvalOptions:
     rate: Union[float, str] = 1.0
     attach: bool = False
     namespace: str = DEFAULT_NAMESPACE
-    input_topic: Optional[str] = None  # where frames are published (default: the bag's topic)
+    input_topic: Optional[str] = None  # where frames are published (default: the bag's topic; +/compressed)
     timeout: float = 30.0
     startup_timeout: float = 180.0
     warmup: int = 1
@@ -155,16 +157,18 @@ def run_bag_eval(bag, out, options: Optional[EvalOptions] = None, log: Optional[
     opts = _options(options, overrides)
     say = log or (lambda _text: None)
     bag, out = Path(bag), Path(out)
-    topic, has_truth = _image_topic(bag, opts, say)
+    topic, compressed, has_truth = _image_topic(bag, opts, say)
     index, send_stamps = _frame_stamps(bag, topic, opts)
     out.mkdir(parents=True, exist_ok=True)
     writer = _output_bag(out, opts.storage)
-    run = ReplayRun(bag, topic, opts.input_topic or topic, opts.domain_id, index, send_stamps)
+    run = ReplayRun(bag, topic, publish_topic(opts.input_topic or topic, compressed), opts.domain_id, index,
+                    send_stamps, compressed=compressed)
     launcher: Optional[NodeLauncher] = None
     rep: Optional[Replayer] = None
     try:
         launcher = _start_node(opts, run, out, say)
-        rep = Replayer(run.input_topic, opts.namespace, run.domain, writer, loopback=not opts.attach)
+        rep = Replayer(run.input_topic, opts.namespace, run.domain, writer, loopback=not opts.attach,
+                       compressed=compressed)
         run.baseline = _get_ready(rep, launcher, opts, run, say)
         _send_frames(rep, launcher, opts, run)
         _collect(rep, run)
@@ -191,8 +195,24 @@ def _options(options: Optional[EvalOptions], overrides: Dict[str, Any]) -> EvalO
     return opts.validate()
 
 
-def _image_topic(bag: Path, opts: EvalOptions, say: Say) -> Tuple[str, bool]:
-    """(the image topic to replay, whether the bag has ground truth for it)."""
+def publish_topic(topic: str, compressed: bool) -> str:
+    """Where the frames are published: ``topic``; for compressed frames a topic ending
+    in ``/compressed`` (appended when missing), since the node, told
+    ``image_transport:=compressed``, reads ``<its image topic>/compressed``."""
+    if compressed and not topic.endswith(COMPRESSED_SUFFIX):
+        return topic + COMPRESSED_SUFFIX
+    return topic
+
+
+def node_image_topic(run: ReplayRun) -> str:
+    """The node's ``image`` remapping: the published topic, without ``/compressed`` for
+    compressed frames."""
+    return run.input_topic[: -len(COMPRESSED_SUFFIX)] if run.compressed else run.input_topic
+
+
+def _image_topic(bag: Path, opts: EvalOptions, say: Say) -> Tuple[str, bool, bool]:
+    """(the camera topic to replay, whether it is CompressedImage, whether the bag has
+    ground truth for it)."""
     topics = bag_topics(bag)
     topic = choose_image_topic(topics, opts.topic, opts.truth_topic, bag)
     if opts.truth_topic in topics and topics[opts.truth_topic].msgtype != IMAGE_TYPE:
@@ -200,9 +220,10 @@ def _image_topic(bag: Path, opts: EvalOptions, say: Say) -> Tuple[str, bool]:
                        f"not {IMAGE_TYPE}; topics in {bag}:\n{describe_topics(topics)}")
     has_truth = opts.truth_topic in topics and topics[opts.truth_topic].count > 0
     say(f"bag {bag}:\n{describe_topics(topics)}")
-    say(f"replaying {topic} ({topics[topic].count} frames); ground truth: "
+    compressed = topics[topic].msgtype == COMPRESSED_TYPE
+    say(f"replaying {topic} ({topics[topic].count} {'compressed ' if compressed else ''}frames); ground truth: "
         f"{opts.truth_topic if has_truth else 'none (timing figures only)'}")
-    return topic, has_truth
+    return topic, compressed, has_truth
 
 
 def _frame_stamps(bag: Path, topic: str, opts: EvalOptions) -> Tuple[List[Tuple[int, int]], List[int]]:
@@ -248,9 +269,12 @@ def _start_node(opts: EvalOptions, run: ReplayRun, out: Path, say: Say) -> Optio
     exe = find_node_executable(opts.node_exe)
     run.domain = opts.domain_id if opts.domain_id is not None else fresh_domain_id()
     params = opts.node_parameters()
+    if run.compressed:
+        params.setdefault("image_transport", "compressed")
+    image = node_image_topic(run)
     say(f"starting {exe} on ROS_DOMAIN_ID {run.domain} (loopback), namespace {opts.namespace}, "
-        f"image:={run.input_topic}, " + " ".join(f"{k}:={v}" for k, v in params.items()))
-    return NodeLauncher(exe, opts.namespace, run.input_topic, params, node_environment(exe, run.domain),
+        f"image:={image}, " + " ".join(f"{k}:={v}" for k, v in params.items()))
+    return NodeLauncher(exe, opts.namespace, image, params, node_environment(exe, run.domain),
                         out / "node.log")
 
 

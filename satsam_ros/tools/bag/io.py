@@ -2,7 +2,9 @@
 
 Pure Python on top of the ``rosbags`` library (its own ROS 2 type store; no rosbag2
 install needed), MCAP or sqlite3 storage. A bag holds ``sensor_msgs/msg/Image`` on an
-image topic (mono8 for 8-bit gray, mono16 for 16-bit gray, bgr8 for colour) and, where
+image topic (mono8 for 8-bit gray, mono16 for 16-bit gray, bgr8 for colour), or
+``sensor_msgs/msg/CompressedImage`` (PNG or JPEG, image_transport's ``compressed``
+format strings, see :mod:`satsam_ros.core.compressed`) on ``<topic>/compressed``, and, where
 the truth is known, the ground-truth mask as a mono8 image (0 = background, 255 =
 satellite) on :data:`GROUND_TRUTH_TOPIC` with the same header stamp. A frame with no
 satellite has an all-zero mask; a frame whose truth is unknown has no ground-truth
@@ -22,9 +24,15 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ...core.compressed import CODECS, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS, decode_compressed, encode_compressed
 from ...core.imaging import FrameError, array_to_image_fields, image_fields_to_array
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+#: camera message types a bag evaluation replays
+CAMERA_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+#: how image_transport names the compressed transport of a base topic
+COMPRESSED_SUFFIX = "/compressed"
 STRING_TYPE = "std_msgs/msg/String"
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 DEFAULT_TOPIC = "/camera/image_raw"
@@ -153,9 +161,9 @@ def choose_image_topic(topics: Dict[str, TopicInfo], topic: Optional[str] = None
                        truth_topic: str = GROUND_TRUTH_TOPIC, bag: Any = "the bag") -> str:
     """The image topic to replay.
 
-    ``topic`` given: it must exist and carry sensor_msgs/msg/Image (BagError naming it
-    and listing the bag's topics otherwise). ``topic`` None: the one Image topic other
-    than ``truth_topic`` (BagError when there are none or several).
+    ``topic`` given: it must exist and carry sensor_msgs/msg/Image or CompressedImage
+    (BagError naming it and listing the bag's topics otherwise). ``topic`` None: the one
+    such topic other than ``truth_topic`` (BagError when there are none or several).
     """
     listing = f"topics in {bag}:\n{describe_topics(topics)}"
     if topic is not None:
@@ -163,17 +171,17 @@ def choose_image_topic(topics: Dict[str, TopicInfo], topic: Optional[str] = None
             near = [t for t in topics if t.rstrip("/").split("/")[-1] == topic.rstrip("/").split("/")[-1]]
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
             raise BagError(f"topic {topic!r} is not in {bag}{hint}; {listing}")
-        if topics[topic].msgtype != IMAGE_TYPE:
+        if topics[topic].msgtype not in CAMERA_TYPES:
             raise BagError(
-                f"topic {topic!r} in {bag} carries {topics[topic].msgtype}, not {IMAGE_TYPE} "
-                f"(compressed images are not supported); {listing}"
+                f"topic {topic!r} in {bag} carries {topics[topic].msgtype}, not {IMAGE_TYPE} or "
+                f"{COMPRESSED_TYPE}; {listing}"
             )
         return topic
-    images = [t for t, info in topics.items() if info.msgtype == IMAGE_TYPE and t != truth_topic]
+    images = [t for t, info in topics.items() if info.msgtype in CAMERA_TYPES and t != truth_topic]
     if len(images) == 1:
         return images[0]
     if not images:
-        raise BagError(f"{bag} has no {IMAGE_TYPE} topic to replay; {listing}")
+        raise BagError(f"{bag} has no {IMAGE_TYPE} or {COMPRESSED_TYPE} topic to replay; {listing}")
     raise BagError(f"{bag} has several image topics ({', '.join(images)}); choose one with --topic; {listing}")
 
 
@@ -211,11 +219,30 @@ def image_message(image: np.ndarray, stamp: int, frame_id: str = DEFAULT_FRAME_I
         height, width, step, data = array_to_image_fields(image, enc)
     except FrameError as exc:
         raise BagError(str(exc)) from exc
+    return store.types[IMAGE_TYPE](header=_header(stamp, frame_id), height=height, width=width, encoding=enc,
+                                   is_bigendian=0, step=step, data=np.frombuffer(data, dtype=np.uint8))
+
+
+def compressed_message(image: np.ndarray, stamp: int, codec: str, frame_id: str = DEFAULT_FRAME_ID,
+                       encoding: Optional[str] = None, jpeg_quality: int = DEFAULT_JPEG_QUALITY):
+    """A rosbags ``sensor_msgs/msg/CompressedImage`` of ``image`` as image_transport's
+    compressed publisher writes it (``codec`` "png": lossless, 16-bit kept; "jpeg":
+    lossy, 8-bit only). BagError when the image cannot be stored so."""
+    store = typestore()
+    enc = encoding or encoding_for(image)
+    try:
+        fmt, data = encode_compressed(image, enc, codec, jpeg_quality=jpeg_quality)
+    except ValueError as exc:
+        raise BagError(str(exc)) from exc
+    return store.types[COMPRESSED_TYPE](header=_header(stamp, frame_id), format=fmt,
+                                        data=np.frombuffer(data, dtype=np.uint8))
+
+
+def _header(stamp: int, frame_id: str):
+    store = typestore()
     sec, nanosec = split_stamp(stamp)
-    header = store.types["std_msgs/msg/Header"](
+    return store.types["std_msgs/msg/Header"](
         stamp=store.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=str(frame_id))
-    return store.types[IMAGE_TYPE](header=header, height=height, width=width, encoding=enc, is_bigendian=0,
-                                   step=step, data=np.frombuffer(data, dtype=np.uint8))
 
 
 def serialize(msg, msgtype: str = IMAGE_TYPE) -> bytes:
@@ -242,12 +269,16 @@ def cdr_with_stamp(raw: bytes, stamp: int) -> bytes:
     return bytes(buf)
 
 
-def message_to_array(msg) -> Tuple[np.ndarray, str]:
-    """A (rosbags or rclpy) Image message -> (array, channel order), validated
-    (:func:`satsam_ros.imaging.image_fields_to_array`; FrameError naming the field)."""
+def message_to_array(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[np.ndarray, str]:
+    """A (rosbags or rclpy) Image or CompressedImage message -> (array, channel order),
+    validated as the node validates it (:func:`satsam_ros.core.imaging.image_fields_to_array`,
+    :func:`satsam_ros.core.compressed.decode_compressed` with ``max_pixels``; FrameError
+    naming the problem)."""
     data = msg.data
     if isinstance(data, np.ndarray):
         data = data.tobytes()
+    if hasattr(msg, "format"):
+        return decode_compressed(msg.format, data, max_pixels)
     return image_fields_to_array(msg.encoding, msg.height, msg.width, msg.step, bytes(data), bool(msg.is_bigendian))
 
 
@@ -295,13 +326,16 @@ class BagSummary:
 
 def write_bag(path, frames: Iterable[BagFrame], topic: str = DEFAULT_TOPIC, storage: str = "mcap",
               truth_topic: str = GROUND_TRUTH_TOPIC, progress: bool = False,
-              total: Optional[int] = None) -> BagSummary:
+              total: Optional[int] = None, compress: Optional[str] = None,
+              jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> BagSummary:
     """Write ``frames`` to a new rosbag2 directory ``path``.
 
-    Images go to ``topic``; each frame with a ``truth`` also gets a mono8 0/255 mask
-    with the same header on ``truth_topic`` (the topic exists only when some frame has
-    a truth). Raises BagError when ``path`` exists or a frame cannot be stored; a
-    half-written bag is removed.
+    Images go to ``topic``: sensor_msgs/Image, or with ``compress`` ("png" or "jpeg")
+    sensor_msgs/CompressedImage as image_transport writes it (``topic`` is then usually
+    ``<camera>/compressed``). Each frame with a ``truth`` also gets a mono8 0/255 mask
+    (always raw: it must stay exact) with the same header on ``truth_topic`` (the topic
+    exists only when some frame has a truth). Raises BagError when ``path`` exists or a
+    frame cannot be stored; a half-written bag is removed.
     """
     from tqdm import tqdm
 
@@ -309,25 +343,31 @@ def write_bag(path, frames: Iterable[BagFrame], topic: str = DEFAULT_TOPIC, stor
     check_topic_name(truth_topic, "truth topic")
     if topic == truth_topic:
         raise BagError(f"the image topic and the ground-truth topic must differ; both are {topic!r}")
+    if compress is not None and compress not in CODECS:
+        raise BagError(f"compression must be one of {', '.join(CODECS)}; got {compress!r}")
     store = typestore()
     writer = open_writer(path, storage)
     summary = BagSummary(str(path), storage, topic, truth_topic, 0, 0, 0)
     ok = False
     try:
-        image_conn = writer.add_connection(topic, IMAGE_TYPE, typestore=store)
+        msgtype = COMPRESSED_TYPE if compress else IMAGE_TYPE
+        image_conn = writer.add_connection(topic, msgtype, typestore=store)
         truth_conn = None
         for i, frame in enumerate(tqdm(frames, total=total, desc="bag make", unit="frame", disable=not progress)):
             where = f"frame {i} (stamp {format_stamp(frame.stamp)})"
             try:
-                msg = image_message(frame.image, frame.stamp, frame.frame_id, frame.encoding)
+                msg = (compressed_message(frame.image, frame.stamp, compress, frame.frame_id, frame.encoding,
+                                          jpeg_quality) if compress else
+                       image_message(frame.image, frame.stamp, frame.frame_id, frame.encoding))
             except BagError as exc:
                 raise BagError(f"{where}: {exc}") from exc
             log_time = int(frame.log_time if frame.log_time is not None else frame.stamp)
             if log_time < 0:
                 raise BagError(f"{where}: the bag time must be >= 0 ns, got {log_time} (give the frame a log_time)")
-            writer.write(image_conn, log_time, serialize(msg))
+            writer.write(image_conn, log_time, serialize(msg, msgtype))
             summary.frames += 1
-            summary.encodings[msg.encoding] = summary.encodings.get(msg.encoding, 0) + 1
+            kind = msg.format if compress else msg.encoding
+            summary.encodings[kind] = summary.encodings.get(kind, 0) + 1
             summary.first_stamp = frame.stamp if summary.first_stamp is None else summary.first_stamp
             summary.last_stamp = frame.stamp
             if frame.truth is None:
@@ -335,9 +375,9 @@ def write_bag(path, frames: Iterable[BagFrame], topic: str = DEFAULT_TOPIC, stor
             truth = np.asarray(frame.truth)
             if truth.ndim == 3 and truth.shape[2] == 1:
                 truth = truth[:, :, 0]
-            if truth.shape != (msg.height, msg.width):
+            if truth.shape != np.shape(frame.image)[:2]:
                 raise BagError(f"{where}: ground-truth mask is {truth.shape}, the image is "
-                               f"{(msg.height, msg.width)}")
+                               f"{np.shape(frame.image)[:2]}")
             mask = np.where(truth > 0, 255, 0).astype(np.uint8)
             if truth_conn is None:
                 truth_conn = writer.add_connection(truth_topic, IMAGE_TYPE, typestore=store)
@@ -364,7 +404,8 @@ def check_topic_name(topic: str, what: str) -> None:
 @dataclass
 class BagImage:
     """One image message of a bag: ``index`` (order on its topic), header ``stamp`` and
-    bag ``log_time`` (ns), ``frame_id``, ``encoding`` and the serialized CDR ``raw``."""
+    bag ``log_time`` (ns), ``frame_id``, ``encoding`` (a CompressedImage's ``format``),
+    the serialized CDR ``raw`` and its ``msgtype`` (Image or CompressedImage)."""
 
     index: int
     stamp: int
@@ -372,11 +413,16 @@ class BagImage:
     raw: bytes
     frame_id: str = ""
     encoding: str = ""
+    msgtype: str = IMAGE_TYPE
     _msg: Any = None
+
+    @property
+    def compressed(self) -> bool:
+        return self.msgtype == COMPRESSED_TYPE
 
     def message(self):
         if self._msg is None:
-            self._msg = typestore().deserialize_cdr(self.raw, IMAGE_TYPE)
+            self._msg = typestore().deserialize_cdr(self.raw, self.msgtype)
         return self._msg
 
     def array(self) -> Tuple[np.ndarray, str]:
@@ -395,14 +441,22 @@ def iter_raw(path, topic: str) -> Iterator[Tuple[int, int, bytes]]:
         reader.close()
 
 
+def topic_type(path, topic: str) -> str:
+    """The message type of ``topic`` in a bag (Image when the topic is absent)."""
+    info = bag_topics(path).get(topic)
+    return info.msgtype if info is not None else IMAGE_TYPE
+
+
 def read_images(path, topic: str, decode: bool = True) -> Iterator[BagImage]:
-    """The Image messages on ``topic`` in bag order (``decode``: fill frame_id and
-    encoding; the pixels are decoded on demand by :meth:`BagImage.array`)."""
+    """The Image or CompressedImage messages on ``topic`` in bag order (``decode``: fill
+    frame_id and encoding; the pixels are decoded on demand by :meth:`BagImage.array`)."""
+    msgtype = topic_type(path, topic)
     for index, log_time, raw in iter_raw(path, topic):
-        item = BagImage(index, cdr_stamp(raw), log_time, raw)
+        item = BagImage(index, cdr_stamp(raw), log_time, raw, msgtype=msgtype)
         if decode:
             msg = item.message()
-            item.frame_id, item.encoding = str(msg.header.frame_id), str(msg.encoding)
+            item.frame_id = str(msg.header.frame_id)
+            item.encoding = str(msg.format if item.compressed else msg.encoding)
         yield item
 
 
@@ -424,16 +478,21 @@ def read_masks(path, topic: str = GROUND_TRUTH_TOPIC) -> Dict[int, List[np.ndarr
 
 def read_frames(path, topic: Optional[str] = None, truth_topic: str = GROUND_TRUTH_TOPIC) -> List[BagFrame]:
     """Every frame of ``topic`` (default: the only image topic) with its ground truth
-    (matched by stamp; None when absent), as :class:`BagFrame` (image as stored)."""
+    (matched by stamp; None when absent), as :class:`BagFrame` (image as stored; a
+    compressed one decoded, colour in B, G, R order)."""
     topic = choose_image_topic(bag_topics(path), topic, truth_topic, path)
     truths = read_masks(path, truth_topic)
     seen: Dict[int, int] = {}
     frames = []
     for item in read_images(path, topic):
-        arr, _order = item.array()
+        arr, order = item.array()
+        encoding = item.encoding
+        if item.compressed:  # decoded: stored again as the array says (B, G, R for colour)
+            arr = arr[:, :, 2::-1] if order.startswith("rgb") else (arr[:, :, :3] if arr.ndim == 3 else arr)
+            encoding = None
         k = seen.get(item.stamp, 0)
         seen[item.stamp] = k + 1
         cands = truths.get(item.stamp, [])
         truth = (cands[k].astype(np.uint8) * 255) if k < len(cands) else None
-        frames.append(BagFrame(np.array(arr), item.stamp, item.frame_id, truth, item.encoding, item.log_time))
+        frames.append(BagFrame(np.array(arr), item.stamp, item.frame_id, truth, encoding, item.log_time))
     return frames

@@ -1,8 +1,9 @@
 """Datasets -> rosbag2: a COCO split or a folder of images, or synthetic frames.
 
-Each frame becomes an Image message on the image topic with its stamp; a labelled frame
-also gets its ground-truth mask (see :mod:`.io`). Frame i is stamped
-``start + round(i * 1e9 / rate)`` ns, so the same data always gives the same bag.
+Each frame becomes an Image message on the image topic with its stamp, or with
+``compress`` a CompressedImage (PNG or JPEG) on ``<topic>/compressed`` as image_transport
+records it; a labelled frame also gets its ground-truth mask (see :mod:`.io`). Frame i is
+stamped ``start + round(i * 1e9 / rate)`` ns, so the same data always gives the same bag.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ...core.compressed import DEFAULT_JPEG_QUALITY
 from ...core.imaging import IMAGE_SUFFIXES, read_image_file
 from ...dataset import DatasetError, Frame, load_coco
 from .io import (
+    COMPRESSED_SUFFIX,
     DEFAULT_FRAME_ID,
     DEFAULT_START_NS,
     DEFAULT_TOPIC,
@@ -94,13 +97,21 @@ def dataset_images(data, split: str = "test") -> Tuple[List[SourceImage], str]:
     raise BagError(f"{data}: neither a COCO split {coco.name} nor image files ({', '.join(IMAGE_SUFFIXES)}){have}")
 
 
+def image_topic(topic: str, compress: Optional[str]) -> str:
+    """Where the frames go: ``topic``, or ``<topic>/compressed`` when compressed."""
+    return topic + COMPRESSED_SUFFIX if compress else topic
+
+
 def make_bag(data, out, storage: str = "mcap", rate: float = 10.0, topic: str = DEFAULT_TOPIC,
              split: str = "test", frame_id: str = DEFAULT_FRAME_ID, start: int = DEFAULT_START_NS,
-             truth_topic: str = GROUND_TRUTH_TOPIC, progress: bool = True) -> BagSummary:
+             truth_topic: str = GROUND_TRUTH_TOPIC, progress: bool = True, compress: Optional[str] = None,
+             jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> BagSummary:
     """A dataset (see :func:`dataset_images`) -> a rosbag2 at ``out``.
 
     Frame i gets header stamp (and bag time) ``start + round(i * 1e9 / rate)`` ns and
     ``frame_id``; labelled frames get their ground-truth mask on ``truth_topic``.
+    ``compress`` ("png" lossless, "jpeg" lossy at ``jpeg_quality``): the frames go to
+    ``<topic>/compressed`` as sensor_msgs/CompressedImage.
     """
     if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
         raise BagError(f"rate must be a positive number of frames per second; got {rate!r}")
@@ -115,8 +126,9 @@ def make_bag(data, out, storage: str = "mcap", rate: float = 10.0, topic: str = 
             unknown[0] += int(truth_unknown)
             yield BagFrame(img, int(start) + int(round(i * NS / float(rate))), frame_id, truth)
 
-    summary = write_bag(out, frames(), topic, storage, truth_topic, progress=progress, total=len(images))
-    summary.notes.append(f"from {source}, {rate:g} frames/s")
+    summary = write_bag(out, frames(), image_topic(topic, compress), storage, truth_topic, progress=progress,
+                        total=len(images), compress=compress, jpeg_quality=jpeg_quality)
+    summary.notes.append(f"from {source}, {rate:g} frames/s" + (f", {compress}-compressed" if compress else ""))
     if unknown[0]:
         summary.notes.append(f"{unknown[0]} labelled frame(s) have a bbox but no segmentation: no ground-truth "
                              "mask was written for them (they are replayed but not scored)")
@@ -124,11 +136,13 @@ def make_bag(data, out, storage: str = "mcap", rate: float = 10.0, topic: str = 
 
 
 def make_synthetic_bag(out, count: int = 12, seed: int = 0, rate: float = 10.0, storage: str = "mcap",
-                       topic: str = DEFAULT_TOPIC, empty_every: int = 4, progress: bool = False) -> BagSummary:
+                       topic: str = DEFAULT_TOPIC, empty_every: int = 4, progress: bool = False,
+                       compress: Optional[str] = None) -> BagSummary:
     """A bag of ``count`` 512 x 641 mono8 frames from :func:`satsam_ros.core.synthetic.synthetic_frame`
     (seeds ``seed``, ``seed + 1``, ...) with their ground-truth masks, ``rate`` frames/s;
     every ``empty_every``-th frame (the 4th, 8th, ...) has no satellite. For demos and
-    quick checks; the same arguments always give the same frames and stamps."""
+    quick checks; the same arguments always give the same frames and stamps. ``compress``
+    as in :func:`make_bag`."""
     from ...core.synthetic import synthetic_frame
 
     if int(count) < 1:
@@ -142,6 +156,7 @@ def make_synthetic_bag(out, count: int = 12, seed: int = 0, rate: float = 10.0, 
             image, truth = synthetic_frame(int(seed) + i, with_satellite=not empty)
             yield BagFrame(image, DEFAULT_START_NS + int(round(i * NS / float(rate))), DEFAULT_FRAME_ID, truth)
 
-    summary = write_bag(out, frames(), topic, storage, progress=progress, total=int(count))
+    summary = write_bag(out, frames(), image_topic(topic, compress), storage, progress=progress, total=int(count),
+                        compress=compress)
     summary.notes.append(f"synthetic frames, seeds {seed}..{int(seed) + int(count) - 1}, {rate:g} frames/s")
     return summary

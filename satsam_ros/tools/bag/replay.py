@@ -75,6 +75,7 @@ class ReplayRun:
     duplicates: int = 0
     node_settings: Dict[str, str] = field(default_factory=dict)
     problems: List[str] = field(default_factory=list)
+    compressed: bool = False  # the frames are sensor_msgs/CompressedImage
 
     @property
     def stamps(self) -> List[int]:
@@ -105,13 +106,14 @@ class Replayer:
     was sent are kept (packed) as answers.
     """
 
-    def __init__(self, input_topic: str, namespace: str, domain_id: Optional[int], writer, loopback: bool):
+    def __init__(self, input_topic: str, namespace: str, domain_id: Optional[int], writer, loopback: bool,
+                 compressed: bool = False):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.signals import SignalHandlerOptions
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import String
 
         self._rclpy = rclpy
@@ -132,7 +134,8 @@ class Replayer:
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
         deep = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
         # a reliable writer matches both a best-effort and a reliable reader in the node
-        self.publisher = self.node.create_publisher(Image, input_topic, reliable)
+        self.compressed = compressed
+        self.publisher = self.node.create_publisher(CompressedImage if compressed else Image, input_topic, reliable)
         ns = namespace.rstrip("/")
         self.topics = {"mask": f"{ns}/mask", "detections_json": f"{ns}/detections_json", "diagnostics": "/diagnostics"}
         self.writer = writer
@@ -263,11 +266,17 @@ class Replayer:
             if time.monotonic() > deadline:
                 where = (f"the node's log ({launcher.log_path}):\n{launcher.log_tail()}" if launcher else
                          f"is a detect_node running in namespace {self.topics['mask'].rsplit('/', 1)[0] or '/'} "
-                         f"with image:={self.input_topic}, on ROS_DOMAIN_ID "
+                         f"with {self._node_input()}, on ROS_DOMAIN_ID "
                          f"{os.environ.get('ROS_DOMAIN_ID', '0')}?")
                 raise BagError(f"no detector subscribed to {self.input_topic} (with {self.topics['mask']} published)"
                                f" within {timeout:.0f} s; {where}")
             time.sleep(0.05)
+
+    def _node_input(self) -> str:
+        """The node settings that make it read this replay's frames."""
+        if self.compressed:
+            return f"image_transport:=compressed and image:={self.input_topic.rsplit('/', 1)[0]}"
+        return f"image:={self.input_topic}"
 
     def publish(self, raw: bytes) -> None:
         self.publisher.publish(raw)
