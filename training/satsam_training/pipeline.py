@@ -170,7 +170,8 @@ def _one_size(cfg: PipelineConfig, base: Path, size: int, data: Path, labelled: 
         fit_cfg = _fit_config(cfg, patch_dirs, bool(val_count), labelled, run)
         steps.run(f"fit S={size}", fit, fit_cfg, log=steps.say)
     choice = _detector_choice(cfg, run / "model", size)
-    tuning = json.loads((run / "model" / "satsam.json").read_text()).get("provenance", {}).get("threshold_tuning")
+    tunings = json.loads((run / "model" / "satsam.json").read_text()).get("provenance", {}).get("threshold_tuning")
+    tuning = (tunings or {}).get(str(size))  # one record per frame size tuned at
     if not (cfg.resume and tuning):
         from .threshold import tune_threshold
 
