@@ -204,8 +204,9 @@ def test_cleanup_releases_the_model_in_process():
 
 
 def test_live_minus_one_restores_the_checkpoints_value_for_the_size(tmp_path):
-    """threshold / min_area -1 go back to the checkpoint's post-processing *for the node's
-    size* (satsam.json ``postprocess``), not to its size-independent defaults."""
+    """threshold / min_area / max_objects / min_score / group_gap change live, and -1 goes
+    back to the checkpoint's post-processing *for the node's size* (satsam.json
+    ``postprocess``), not to its size-independent defaults."""
     import json
 
     import rclpy
@@ -216,7 +217,8 @@ def test_live_minus_one_restores_the_checkpoints_value_for_the_size(tmp_path):
 
     model = make_responsive_model(tmp_path / "model")
     meta = json.loads((model / "satsam.json").read_text())
-    meta.update(threshold=0.3, min_area=5, postprocess={"512": {"threshold": 0.61, "min_area": 77}})
+    meta.update(threshold=0.3, min_area=5, postprocess={"512": {"threshold": 0.61, "min_area": 77, "max_objects": 1,
+                                                                 "min_score": 0.7, "group_gap": 6}})
     (model / "satsam.json").write_text(json.dumps(meta))
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
@@ -234,6 +236,18 @@ def test_live_minus_one_restores_the_checkpoints_value_for_the_size(tmp_path):
         assert all(r.successful for r in node.set_parameters([Parameter("threshold", value=-1.0),
                                                               Parameter("min_area", value=-1)]))
         assert (det.threshold, det.min_area) == (0.61, 77)
+        # the priors tuned with the threshold (max_objects, min_score, group_gap) likewise
+        assert (det.post.max_objects, det.post.min_score, det.post.group_gap) == (1, 0.7, 6)
+        assert all(r.successful for r in node.set_parameters([Parameter("max_objects", value=0),
+                                                              Parameter("min_score", value=0.0),
+                                                              Parameter("group_gap", value=0)]))
+        assert (det.post.max_objects, det.post.min_score, det.post.group_gap) == (0, 0.0, 0)
+        refused = node.set_parameters([Parameter("min_score", value=-0.5)])[0]  # in the range, not allowed
+        assert not refused.successful and "'min_score'" in refused.reason and det.post.min_score == 0.0
+        assert all(r.successful for r in node.set_parameters([Parameter("max_objects", value=-1),
+                                                              Parameter("min_score", value=-1.0),
+                                                              Parameter("group_gap", value=-1)]))
+        assert (det.post.max_objects, det.post.min_score, det.post.group_gap) == (1, 0.7, 6)
         node.finish()
     finally:
         if node is not None:

@@ -43,6 +43,9 @@ BAD_VALUES = {
     "overlap": [-1, 2048],
     "mode": ["slow"],
     "min_area": [-2],
+    "max_objects": [-2, 1001],
+    "min_score": [1.5, -0.5],
+    "group_gap": [-2],
     "qos_reliability": ["sometimes"],
     "qos_depth": [0, 101],
     "extra_latency_ms": [-5, 60001],
@@ -69,8 +72,8 @@ def test_every_default_is_valid_and_every_bad_value_is_refused_naming_the_parame
 
 def test_descriptors_describe_ranges_choices_and_read_only():
     live = {spec.name for spec in params.PARAMS if spec.live}
-    assert live == {"threshold", "min_area", "publish_probability", "publish_overlay", "roi_tracking", "roi_margin",
-                    "roi_full_scan_every", "max_decoded_pixels"}
+    assert live == {"threshold", "min_area", "max_objects", "min_score", "group_gap", "publish_probability",
+                    "publish_overlay", "roi_tracking", "roi_margin", "roi_full_scan_every", "max_decoded_pixels"}
     for spec in params.PARAMS:
         desc = params.descriptor(spec)
         assert desc.name == spec.name and desc.description.startswith(spec.description)
@@ -166,8 +169,8 @@ DIAGNOSTIC_KEYS = [
     "input_rate_hz", "processed_rate_hz", "frames_received", "frames_processed", "frames_dropped",
     "frames_rejected", "frames_pending", "frames_in_progress", "processing_errors", "latency_p50_ms",
     "latency_p95_ms", "stamp_age_p50_ms", "stamp_age_p95_ms", "inference_p50_ms", "backend", "device", "model",
-    "size", "mode", "threshold", "min_area", "roi_tracking", "input_topic", "image_transport", "lifecycle_state",
-    "last_problem",
+    "size", "mode", "threshold", "min_area", "postprocess", "roi_tracking", "input_topic", "image_transport",
+    "lifecycle_state", "last_problem",
 ]
 
 
@@ -198,7 +201,8 @@ def test_diagnostics_values_in_the_documented_order():
     stats.count("received")
     stats.record(latency=0.020, stamp_age=0.030, inference=0.010)
     detector = SimpleNamespace(backend=SimpleNamespace(name="onnxruntime", device="cpu"),
-                               config=SimpleNamespace(size=512, mode="fast"), threshold=0.65, min_area=100)
+                               config=SimpleNamespace(size=512, mode="fast"), threshold=0.65, min_area=100,
+                               post=SimpleNamespace(max_objects=1, min_score=0.7, group_gap=8))
     values = diagnostics.status_values(stats.snapshot(), {"dropped": 1, "pending": 0, "in_progress": 1},
                                        (2.0, 1.0), detector, _context(input_topic="/satsam/image"))
     assert [k for k, _ in values] == DIAGNOSTIC_KEYS
@@ -210,6 +214,7 @@ def test_diagnostics_values_in_the_documented_order():
     assert (v["backend"], v["threshold"], v["min_area"], v["input_topic"]) == ("onnxruntime", "0.65", "100",
                                                                                 "/satsam/image")
     assert (v["image_transport"], v["lifecycle_state"]) == ("raw", "active")
+    assert v["postprocess"] == "max_objects 1, min_score 0.7, group_gap 8"
     empty = dict(diagnostics.status_values(mailbox.Stats().snapshot(), {"dropped": 0, "pending": 0,
                                                                         "in_progress": 0}, (0.0, 0.0), detector,
                                            _context()))

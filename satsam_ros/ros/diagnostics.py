@@ -52,10 +52,14 @@ def detector_values(detector: Any, settings: Dict[str, Any]) -> Dict[str, str]:
     if detector is None:
         return {"backend": str(settings["backend"]), "device": str(settings["device"]),
                 "size": str(settings["size"]), "mode": str(settings["mode"]),
-                "threshold": f"{float(settings['threshold']):g}", "min_area": str(settings["min_area"])}
+                "threshold": f"{float(settings['threshold']):g}", "min_area": str(settings["min_area"]),
+                "postprocess": "from the checkpoint once configured"}
+    post = detector.post
     return {"backend": detector.backend.name, "device": str(detector.backend.device),
             "size": str(detector.config.size), "mode": detector.config.mode,
-            "threshold": f"{detector.threshold:g}", "min_area": str(detector.min_area)}
+            "threshold": f"{detector.threshold:g}", "min_area": str(detector.min_area),
+            "postprocess": f"max_objects {post.max_objects}, min_score {post.min_score:g}, "
+                           f"group_gap {post.group_gap}"}
 
 
 def status_values(snapshot: Dict[str, Any], queue: Dict[str, int], rates: Tuple[float, float], detector: Any,
@@ -91,6 +95,7 @@ def status_values(snapshot: Dict[str, Any], queue: Dict[str, int], rates: Tuple[
         ("mode", det["mode"]),
         ("threshold", det["threshold"]),
         ("min_area", det["min_area"]),
+        ("postprocess", det["postprocess"]),
         ("roi_tracking", str(context["roi_tracking"])),
         ("input_topic", str(context["input_topic"])),
         ("image_transport", str(context["image_transport"])),

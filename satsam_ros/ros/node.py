@@ -35,7 +35,16 @@ from typing import Any, Dict, Optional
 from ..core.imaging import FrameError
 from . import diagnostics
 from .mailbox import FrameItem, LatestFrameMailbox, Stats
-from .params import NODE_NAME, PARAMS, ParamSpec, allowed_values, check_combination, check_parameter, descriptor
+from .params import (
+    NODE_NAME,
+    PARAMS,
+    POST_PARAMS,
+    ParamSpec,
+    allowed_values,
+    check_combination,
+    check_parameter,
+    descriptor,
+)
 
 DIAGNOSTICS_PERIOD_S = 1.0
 REJECT_LOG_THROTTLE_S = 2.0
@@ -133,12 +142,9 @@ class DetectorNode(LifecycleNode):
             return
         self.settings[name] = value
         det = self._detector
-        if name == "threshold" and det is not None:  # -1: the checkpoint's value for this size
-            det.set_post(threshold=None if value == -1.0 else float(value))
-            self.get_logger().info(f"threshold now {det.threshold}")
-        elif name == "min_area" and det is not None:
-            det.set_post(min_area=None if value == -1 else int(value))
-            self.get_logger().info(f"min_area now {det.min_area}")
+        if name in POST_PARAMS and det is not None:  # -1: the checkpoint's value for this size
+            det.set_post(**{name: None if value == -1 else value})
+            self.get_logger().info(f"{name} now {getattr(det.post, name)}")
         elif name in ("roi_tracking", "roi_margin", "roi_full_scan_every") and det is not None:
             self._tracker = self._make_tracker()
             self.get_logger().info(f"{name} now {value}")
@@ -157,8 +163,7 @@ class DetectorNode(LifecycleNode):
             return open_detector(
                 model=p["model"], backend=p["backend"], device=p["device"], size=p["size"],
                 mode=p["mode"], patch_size=p["patch_size"], overlap=p["overlap"],
-                threshold=None if p["threshold"] == -1.0 else float(p["threshold"]),
-                min_area=None if p["min_area"] == -1 else p["min_area"],
+                **{name: None if p[name] == -1 else p[name] for name in POST_PARAMS},
             )
         except Exception as exc:  # noqa: BLE001 - any failure here ends start-up with its message
             raise StartupError(

@@ -64,6 +64,12 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "one patch per pass at 1024 as the reference pipeline (slow).", choices=MODES),
     ParamSpec("min_area", -1, "Drop connected components smaller than this (input pixels); -1 = the "
               "checkpoint's tuned value.", int_range=(-1, INT32_MAX, 1), live=True),
+    ParamSpec("max_objects", -1, "Keep only this many objects, best score first (0 = all); -1 = the "
+              "checkpoint's tuned value for this size.", int_range=(-1, 1000, 1), live=True),
+    ParamSpec("min_score", -1.0, "Drop objects whose mean probability is under this; -1 = the checkpoint's "
+              "tuned value for this size, else 0..1.", float_range=(-1.0, 1.0, 0.0), live=True),
+    ParamSpec("group_gap", -1, "Components closer than this (input pixels) are one object with one box; -1 = "
+              "the checkpoint's tuned value for this size.", int_range=(-1, 100000, 1), live=True),
     ParamSpec("publish_probability", True, "Publish the 32FC1 probability image.", live=True),
     ParamSpec("publish_overlay", False, "Publish a bgr8 overlay (frame, mask, boxes).", live=True),
     ParamSpec("image_transport", "raw", "Input transport, as image_transport names it: raw subscribes to 'image' "
@@ -90,6 +96,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
               int_range=(0, 60000, 1)),
 )
 PARAM_SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+# the Detector's post-processing settings (satsam_ros.core.postprocess.PostConfig); -1 = the checkpoint's
+POST_PARAMS = ("threshold", "min_area", "max_objects", "min_score", "group_gap")
 
 
 def _fmt(values) -> str:
@@ -100,7 +108,7 @@ def allowed_values(spec: ParamSpec) -> str:
     """Human text of a parameter's allowed values ("one of 512, 1024, 2048", ...)."""
     if spec.choices:
         return f"one of {_fmt(spec.choices)}"
-    if spec.name == "threshold":
+    if spec.name in ("threshold", "min_score"):
         return "-1 (from the checkpoint) or in [0, 1]"
     if spec.name == "min_area":
         return f"-1 (from the checkpoint) or an integer in [0, {INT32_MAX}]"
@@ -128,8 +136,8 @@ def check_parameter(name: str, value: Any) -> Optional[str]:
         return f"parameter '{name}' must be {allowed_values(spec)}; got {value!r}"
     if name == "model" and not str(value).strip():
         return f"parameter 'model' must be {allowed_values(spec)}; got an empty string"
-    if name == "threshold" and value != -1.0 and not 0.0 <= value <= 1.0:
-        return f"parameter 'threshold' must be {allowed_values(spec)}; got {value}"
+    if name in ("threshold", "min_score") and value != -1.0 and not 0.0 <= value <= 1.0:
+        return f"parameter '{name}' must be {allowed_values(spec)}; got {value}"
     if spec.int_range is not None:
         lo, hi, step = spec.int_range
         if not lo <= value <= hi or (step > 1 and (value - lo) % step):
