@@ -192,6 +192,43 @@ class SamFamily:
 
         return SamPatchModel(model)
 
+    @staticmethod
+    def export_module(model, prompt_policy: str):
+        """The patch module for ONNX export: what :meth:`patch_module` computes, with the
+        prompt's embeddings (and the image-wide positional embedding) evaluated once and
+        stored as constants. The prompt never changes, so the graph keeps only encoder and
+        decoder and none of the prompt encoder's data-dependent ops (Where / ScatterND /
+        OneHot over the batch), which TensorRT parses poorly."""
+        import torch
+
+        box = SamFamily.patch_module(model, prompt_policy).box.to(next(model.parameters()).device)
+        with torch.no_grad():
+            sparse, dense = model.get_prompt_embeddings(input_boxes=box)
+            positional = model.get_image_wide_positional_embeddings()
+
+        class SamPatchExport(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.vision_encoder = model.vision_encoder
+                self.mask_decoder = model.mask_decoder
+                self.register_buffer("sparse", sparse.detach().clone(), persistent=False)
+                self.register_buffer("dense", dense.detach().clone(), persistent=False)
+                self.register_buffer("positional", positional.detach().clone(), persistent=False)
+
+            def forward(self, pixel_values):
+                n = pixel_values.shape[0]
+                embeddings = self.vision_encoder(pixel_values)[0]
+                low_res, _ = self.mask_decoder(
+                    image_embeddings=embeddings,
+                    image_positional_embeddings=self.positional.expand(n, -1, -1, -1),
+                    sparse_prompt_embeddings=self.sparse.expand(n, -1, -1, -1),
+                    dense_prompt_embeddings=self.dense.expand(n, -1, -1, -1),
+                    multimask_output=False,
+                )
+                return low_res[:, 0, 0]
+
+        return SamPatchExport().eval()
+
 
 #: model families by transformers' ``config.model_type`` (a SAM 2 checkpoint is
 #: ``sam2``; the hub's SAM 2 / 2.1 folders are the video model, ``sam2_video``, whose
@@ -241,6 +278,16 @@ def make_patch_module(model, prompt_policy: str = "full_box"):
     if prompt_policy not in PROMPT_POLICIES:
         raise ValueError(f"prompt policy {prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
     return family_of(model).patch_module(model, prompt_policy)
+
+
+def make_export_module(model, prompt_policy: str = "full_box"):
+    """The patch module for ONNX export (``pixel_values N x 3 x E x E -> logits N x m x m``):
+    what :func:`make_patch_module` computes, with everything that does not depend on
+    the pixels (the prompt's embeddings, ...) held as constants (the family's
+    ``export_module``)."""
+    if prompt_policy not in PROMPT_POLICIES:
+        raise ValueError(f"prompt policy {prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
+    return family_of(model).export_module(model, prompt_policy)
 
 
 def supports_fused_attention(model) -> bool:

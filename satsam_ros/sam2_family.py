@@ -27,7 +27,7 @@ by :mod:`satsam_ros.model`, which the ONNX Runtime and TensorRT backends import)
 from __future__ import annotations
 
 import copy
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 #: transformers ``model_type`` values of this family
 SAM2_MODEL_TYPES = ("sam2", "sam2_video")
@@ -227,3 +227,67 @@ class Sam2Family:
                 return out.pred_masks[:, 0, 0]
 
         return Sam2PatchModel(model)
+
+    @staticmethod
+    def export_module(model, prompt_policy: str) -> Any:
+        """The patch module for ONNX export, everything that does not depend on the pixels
+        held as constants; computes what :meth:`patch_module` computes.
+
+        Buffers: the box's sparse embedding (1 x 1 x 3 x C: two corners and SAM 2's
+        padding point), the no-mask dense embedding and the image-wide positional grid
+        (1 x C x E/16 x E/16 each), and Hiera's position embedding at this E
+        (1 x E/4 x E/4 x C0). The last one matters for TensorRT: computed in the graph it
+        is a bicubic Resize plus Tile / If over shapes, which TensorRT's ONNX parser does
+        not take. The graph is Hiera's patch embedding and blocks, the FPN neck and the
+        mask decoder (high-resolution inputs ``conv_s0`` / ``conv_s1`` of FPN levels 0 and
+        1, ``no_memory_embedding`` added to the E/16 level, as ``Sam2Model.forward`` does).
+        """
+        import torch
+
+        sam = single_mask_policy(model)
+        e = Sam2Family.encoder_input_size(sam)
+        backbone = sam.vision_encoder.backbone
+        stride = _first(backbone.config.patch_stride)
+        with torch.no_grad():
+            sparse, dense = sam.get_prompt_embeddings(input_boxes=_full_box(e).to(sam.device))
+            positional = sam.get_image_wide_positional_embeddings()
+            hiera_pos = backbone._get_pos_embed((e // stride, e // stride))
+
+        class Sam2PatchExport(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.patch_embed = backbone.patch_embed
+                self.blocks = backbone.blocks
+                self.stage_ends = tuple(int(i) for i in backbone.stage_ends)
+                self.neck = sam.vision_encoder.neck
+                self.levels = int(sam.vision_encoder.num_feature_levels)
+                self.mask_decoder = sam.mask_decoder
+                self.no_memory_embedding = sam.no_memory_embedding  # 1 x 1 x C
+                self.register_buffer("hiera_pos", hiera_pos.detach().clone(), persistent=False)
+                self.register_buffer("sparse", sparse.detach().clone(), persistent=False)
+                self.register_buffer("dense", dense.detach().clone(), persistent=False)
+                self.register_buffer("positional", positional.detach().clone(), persistent=False)
+
+            def forward(self, pixel_values):
+                n = pixel_values.shape[0]
+                hidden = self.patch_embed(pixel_values) + self.hiera_pos  # N x E/4 x E/4 x C0
+                stages = []
+                for i, block in enumerate(self.blocks):
+                    hidden = block(hidden)
+                    if i in self.stage_ends:
+                        stages.append(hidden)
+                fpn, _ = self.neck(tuple(stages))  # low -> high resolution
+                fpn = fpn[-self.levels:][::-1]  # high -> low: E/4, E/8, E/16
+                high_res = [self.mask_decoder.conv_s0(fpn[0]), self.mask_decoder.conv_s1(fpn[1])]
+                embeddings = fpn[2] + self.no_memory_embedding.reshape(1, -1, 1, 1)
+                low_res = self.mask_decoder(
+                    image_embeddings=embeddings,
+                    image_positional_embeddings=self.positional.expand(n, -1, -1, -1),
+                    sparse_prompt_embeddings=self.sparse.expand(n, -1, -1, -1),
+                    dense_prompt_embeddings=self.dense.expand(n, -1, -1, -1),
+                    multimask_output=False,
+                    high_resolution_features=high_res,
+                )[0]
+                return low_res[:, 0, 0]
+
+        return Sam2PatchExport().eval()
