@@ -143,12 +143,13 @@ class DetectorNode(Node):
 
     # ---- detector ---------------------------------------------------------------
     def _open_detector(self):
+        from ..model import RANDOM_SPECS
         from ..runtime import open_detector
 
         p = self.settings
-        if p["model"] == "tiny":
+        if p["model"] in RANDOM_SPECS:
             self.get_logger().warning(
-                "model 'tiny' has random weights: its masks mean nothing (use 'builtin', the "
+                f"model {p['model']!r} has random weights: its masks mean nothing (use 'builtin', the "
                 "shipped trained model, or your own checkpoint)"
             )
         try:
