@@ -42,7 +42,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .core.meta import META_FILE, PROMPT_POLICIES, SatsamMeta
 from .sam2_family import SAM2_MODEL_TYPES, Sam2Family
@@ -334,23 +334,55 @@ def random_model(config, seed: int, fan_in: bool = False):
     return family.prepare(model).eval()
 
 
+def blob_masks(model, gain: float = 3.0):
+    """Make a fan-in initialised random SAM draw masks as blobs (in place; returns ``model``).
+
+    Two things make a random SAM's mask speckled noise: its mask decoder upscales the
+    E/16 embedding with two 2 x 2 transposed convolutions whose four kernel taps differ
+    (a fixed checkerboard in every 4 x 4 block), and with the fan-in init its logits sit
+    just under the usual threshold. Giving each transposed convolution one tap for all
+    four positions (nearest-neighbour upscaling with random channel mixing) and the
+    mask head's last layer a ``gain`` leaves masks of a few token-sized blobs that
+    follow the image, with a few per cent of the pixels over 0.65.
+    """
+    import torch
+
+    with torch.no_grad():
+        for module in model.mask_decoder.modules():
+            if isinstance(module, torch.nn.ConvTranspose2d):
+                module.weight.copy_(module.weight[:, :, :1, :1].expand_as(module.weight))
+        head = model.mask_decoder.output_hypernetworks_mlps[0].proj_out
+        head.weight.mul_(gain)
+        head.bias.mul_(gain)
+    return model
+
+
 @dataclass(frozen=True)
 class RandomSpec:
-    """A model spec that builds a seeded random model: its configuration, init and E."""
+    """A model spec that builds a seeded random model: its configuration, init and E.
+
+    ``fan_in``: :func:`random_model`'s fan-in init; ``adjust``: applied to the model
+    afterwards (deterministic, no random draws).
+    """
 
     config: Callable[[], Any]
     encoder_input_size: int
     fan_in: bool
     source: str
+    adjust: Optional[Callable[[Any], Any]] = None
     seed: int = 0
 
     def build(self):
-        return random_model(self.config(), seed=self.seed, fan_in=self.fan_in)
+        model = random_model(self.config(), seed=self.seed, fan_in=self.fan_in)
+        return self.adjust(model) if self.adjust is not None else model
 
 
-#: the specs that :func:`load_model` builds rather than reads
+#: the specs that :func:`load_model` builds rather than reads; the two small ones are
+#: initialised so that their masks hold foreground that depends on the image (tests
+#: compare masks), the two real architectures keep transformers' init (speed only)
 RANDOM_SPECS: Dict[str, RandomSpec] = {
-    "tiny": RandomSpec(tiny_config, 256, False, "tiny random config, seed 0"),
+    "tiny": RandomSpec(tiny_config, 256, True, "tiny random config, seed 0, fan-in init, blob masks",
+                       adjust=blob_masks),
     "vit-b": RandomSpec(vit_b_config, 1024, False, "ViT-B architecture, random weights"),
     "tiny-sam2": RandomSpec(Sam2Family.configs["tiny-sam2"], 256, True,
                             "tiny random SAM 2 config, seed 0, fan-in init"),

@@ -30,12 +30,14 @@ import pytest
 from conftest import REPO, node_env
 from node_helpers import NodeProcess, RosHarness, image_msg, wait_until
 from ros_interfaces import INTERFACES, build_interface, default_cache_root, interface_env
-from satsam_ros.detector import Detector
-from satsam_ros.synthetic import synthetic_frame
 from std_msgs.msg import String
 
-THRESHOLD = 0.50005  # as in test_node_output: the tiny model's probabilities lie around 0.5
-MIN_AREA = 40  # a handful of components per synthetic frame instead of hundreds
+from satsam_ros.core.detector import Detector
+from satsam_ros.core.synthetic import synthetic_frame
+from satsam_ros.runtime import open_detector
+
+THRESHOLD = 0.65  # the tiny model's own: 15 to 20 components per synthetic frame, none on a black one
+MIN_AREA = 40
 PARAMS = {
     "size": 512, "model": "tiny", "backend": "torch", "device": "cpu", "threshold": THRESHOLD,
     "min_area": MIN_AREA, "qos_reliability": "reliable", "qos_depth": 10,
@@ -161,8 +163,8 @@ def test_detections_carry_the_boxes_of_detections_json(installed_node, vision_ms
         assert ("id" in fields["Detection2D"]) == (layout != "2"), fields["Detection2D"]
         assert fields["Detection2DArray"]["detections"] == "sequence<vision_msgs/Detection2D>"
 
-        detector = Detector.from_model(model="tiny", backend="torch", device="cpu", size=512,
-                                       threshold=THRESHOLD, min_area=MIN_AREA)
+        detector = open_detector(model="tiny", backend="torch", device="cpu", size=512,
+                                 threshold=THRESHOLD, min_area=MIN_AREA)
         counts = [_compare_one_frame(layout, pub, json_col, probe, detector, *case) for case in _frames()]
         assert counts[0] > 1 and counts[1] > 1 and counts[2] == 0, counts
         assert proc.alive()

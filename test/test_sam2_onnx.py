@@ -4,8 +4,9 @@ fast mode (E = 256) and faithful mode (E = 1024), in process and through ``satsa
 detect`` / ``satsam export onnx``.
 
 Masks are compared at the model's own threshold, both sides holding foreground and
-background; a pixel may differ only where its probability is within 1e-6 of the
-threshold (a float tie: the two engines sum in different orders, ~1e-7 apart).
+background; a pixel may differ only where its probability is within 1e-5 of the
+threshold (a float tie: the two engines sum in different orders; their probabilities
+differ by about 1e-6, checked to stay under 1e-5).
 """
 
 import json
@@ -23,7 +24,7 @@ from satsam_ros.deploy.onnx_export import export_model, make_export_module
 from satsam_ros.model import load_model, resize_encoder
 from satsam_ros.runtime import open_detector
 
-TIE = 1e-6
+TIE = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def assert_same_masks(ref, got, threshold):
     for res in (ref, got):
         assert 0 < np.count_nonzero(res.mask) < res.mask.size, "the comparison needs foreground and background"
     assert np.array_equal(ref.mask[decided], got.mask[decided])
-    assert np.abs(ref.probability - got.probability).max() < 1e-5
+    assert np.abs(ref.probability - got.probability).max() < TIE
 
 
 def test_the_graph_is_one_patch_model_with_a_dynamic_batch(sam2_export):
