@@ -143,9 +143,9 @@ def _md_ratios(report: Dict[str, Any]) -> List[str]:
         return []
     ref = ratios[0]["reference"]
     return [f"## Against {ref}", "",
-            f"Each row against {ref}'s row of the same S, backend and name, measured in this run (the two models' "
-            f"groups ran one after the other, so a load change between them shows here; ratios within a group are "
-            f"fairer). `x {ref}` = {ref}'s median / this row's median: above 1 is faster.", "",
+            f"Each row against {ref}'s row of the same S, backend and name, measured in this run (the models' "
+            f"groups of one S ran back to back, not interleaved, so a load change between them shows here; ratios "
+            f"within a group are fairer). `x {ref}` = {ref}'s median / this row's median: above 1 is faster.", "",
             _md_table(*ratio_rows(report)), ""]
 
 

@@ -245,11 +245,14 @@ def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callab
                bench_frames(4, seed=100 + opts.seed), _Models(device), progress, checkpoint, on_row)
     models_req = [run.shipped if m == "shipped" else m for m in opts.models]
     with _RssSampler() as sampler:
+        # size by size, so that the groups of the models compared at one S run back to back
+        unloadable = set()
+        for size in opts.sizes:
+            for model in models_req:
+                if model not in unloadable and not _measure_group(run, model, size, sampler):
+                    unloadable.add(model)  # the model does not load: no size will
         for model in models_req:
-            for size in opts.sizes:
-                if not _measure_group(run, model, size, sampler):
-                    break  # the model does not load: no size will
-            if opts.ablation and model == run.shipped:
+            if opts.ablation and model == run.shipped and model not in unloadable:
                 run.report["ablation"]["grad_mode"] = run.old.get("ablation", {}).get("grad_mode") or \
                     bench_grad_modes(open_detector(model, backend="torch", device=device, size=512), run.frames)
             if model != run.shipped:
