@@ -215,7 +215,8 @@ def add_evaluate(sub) -> None:
                     "metrics.json, per_frame.csv, table.md (the reference's Table 1 layout) and examples.png.",
     )
     p.add_argument("checkpoint", metavar="CKPT",
-                   help="checkpoint directory, fit run directory, builtin or tiny")
+                   help="checkpoint directory (SAM or SAM 2), fit run directory, builtin, or a random-weights spec: "
+                        "tiny, tiny-sam2, vit-b, sam2-hiera-tiny")
     p.add_argument("--data", required=True, metavar="DIR", help="COCO dataset directory")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--size", type=int, choices=_sizes(), default=None,
