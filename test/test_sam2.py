@@ -280,3 +280,19 @@ def test_fast_equals_faithful_for_a_native_1024_sam2(tmp_path):
     assert decided.mean() > 0.98 and (a.mask[decided] > 0).any() and (a.mask[decided] == 0).any()
     assert np.array_equal(a.mask[decided], b.mask[decided])
     assert postprocess.mask_iou(a.mask, b.mask) > 0.99
+
+
+def test_fast_mode_runs_a_sam2_at_another_encoder_size(tiny2):
+    """--encoder-size: the same weights at E = 512 (Hiera's feature sizes and the prompt
+    encoder follow E; no weight changes), on torch and on an export at that E."""
+    frame = synthetic_frame(1)[0]
+    det = open_detector("tiny-sam2", backend="torch", device="cpu", size=512, encoder_size=512)
+    assert (det.backend.input_size, det.backend.low_res_size) == (512, 128)
+    res = det.detect(frame)
+    ort = open_detector("tiny-sam2", backend="onnxruntime", device="cpu", size=512, encoder_size=512)
+    assert ort.backend.input_size == 512
+    got = ort.detect(frame)
+    assert np.abs(got.probability - res.probability).max() < 1e-5
+    assert np.count_nonzero(res.mask) > 0
+    with pytest.raises(ValueError, match="encoder input size 240: must be a positive multiple of 32"):
+        open_detector("tiny-sam2", backend="torch", device="cpu", size=512, encoder_size=240)
