@@ -11,9 +11,12 @@ Model specs understood by :func:`load_model`:
 
 * ``tiny``: a small random SAM (seeded, identical every time) for tests and demos;
 * ``vit-b``: the ViT-B architecture with random weights (for speed measurements);
+* ``tiny-sam2``: a small random SAM 2 (seeded, identical every time) for tests;
+* ``sam2-hiera-tiny``: the SAM 2.1 hiera-tiny architecture with random weights (speed);
 * ``builtin``: the model shipped inside this package (:func:`shipped_model`);
-* a directory: a project checkpoint, or a plain transformers SAM directory (such as
-  a local copy of ``facebook/sam-vit-base``), which gets default metadata;
+* a directory: a project checkpoint, or a plain transformers SAM or SAM 2 / 2.1
+  directory (such as a local copy of ``facebook/sam-vit-base`` or
+  ``facebook/sam2.1-hiera-tiny``), which gets default metadata;
 * anything else is passed to ``from_pretrained`` as a hub id (this needs a network
   connection, which tests never have).
 
@@ -22,8 +25,10 @@ family (:class:`SamFamily`, registered in :data:`FAMILIES` under transformers'
 ``model_type``): its configurations (``tiny``, ``vit-b``), the encoder input size E,
 resizing the encoder to another E, and the *patch module* that bakes the prompt policy
 in. Everything else (metadata, loading, saving, the backends, export, training) goes
-through the module-level functions, which pick the family from the model's config, so
-a second family (SAM 2) is an addition here, not a change elsewhere.
+through the module-level functions, which pick the family from the model's config.
+The second family, SAM 2 (:class:`satsam_ros.sam2_family.Sam2Family`), is registered
+here under ``sam2`` and ``sam2_video``; the family of a directory is read from its
+``config.json``, so one loader and one ``satsam.json`` serve both.
 
 torch and transformers are imported lazily, inside the functions, so that importing
 this module stays cheap for the ONNX Runtime and TensorRT backends.
@@ -35,10 +40,12 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .core.meta import META_FILE, PROMPT_POLICIES, SatsamMeta
+from .sam2_family import SAM2_MODEL_TYPES, Sam2Family
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "models" / "builtin"
 
@@ -97,12 +104,19 @@ class SamFamily:
 
     name = "sam"
     configs = {"tiny": tiny_config, "vit-b": vit_b_config}
+    #: the encoder's attention can run as :mod:`satsam_ros.backends.fused_attention`
+    fused_attention = True
 
     @staticmethod
     def model_class():
         from transformers import SamModel
 
         return SamModel
+
+    @staticmethod
+    def prepare(model):
+        """What every loaded or built SAM model gets: nothing (its single mask is token 0)."""
+        return model
 
     @staticmethod
     def encoder_input_size(model) -> int:
@@ -178,9 +192,48 @@ class SamFamily:
 
         return SamPatchModel(model)
 
+    @staticmethod
+    def export_module(model, prompt_policy: str):
+        """The patch module for ONNX export: what :meth:`patch_module` computes, with the
+        prompt's embeddings (and the image-wide positional embedding) evaluated once and
+        stored as constants. The prompt never changes, so the graph keeps only encoder and
+        decoder and none of the prompt encoder's data-dependent ops (Where / ScatterND /
+        OneHot over the batch), which TensorRT parses poorly."""
+        import torch
 
-#: model families by transformers' ``config.model_type``
-FAMILIES: Dict[str, Any] = {"sam": SamFamily()}
+        box = SamFamily.patch_module(model, prompt_policy).box.to(next(model.parameters()).device)
+        with torch.no_grad():
+            sparse, dense = model.get_prompt_embeddings(input_boxes=box)
+            positional = model.get_image_wide_positional_embeddings()
+
+        class SamPatchExport(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.vision_encoder = model.vision_encoder
+                self.mask_decoder = model.mask_decoder
+                self.register_buffer("sparse", sparse.detach().clone(), persistent=False)
+                self.register_buffer("dense", dense.detach().clone(), persistent=False)
+                self.register_buffer("positional", positional.detach().clone(), persistent=False)
+
+            def forward(self, pixel_values):
+                n = pixel_values.shape[0]
+                embeddings = self.vision_encoder(pixel_values)[0]
+                low_res, _ = self.mask_decoder(
+                    image_embeddings=embeddings,
+                    image_positional_embeddings=self.positional.expand(n, -1, -1, -1),
+                    sparse_prompt_embeddings=self.sparse.expand(n, -1, -1, -1),
+                    dense_prompt_embeddings=self.dense.expand(n, -1, -1, -1),
+                    multimask_output=False,
+                )
+                return low_res[:, 0, 0]
+
+        return SamPatchExport().eval()
+
+
+#: model families by transformers' ``config.model_type`` (a SAM 2 checkpoint is
+#: ``sam2``; the hub's SAM 2 / 2.1 folders are the video model, ``sam2_video``, whose
+#: image path loads into the same ``Sam2Model``)
+FAMILIES: Dict[str, Any] = {"sam": SamFamily(), **{kind: Sam2Family() for kind in SAM2_MODEL_TYPES}}
 DEFAULT_FAMILY = "sam"
 
 
@@ -227,14 +280,115 @@ def make_patch_module(model, prompt_policy: str = "full_box"):
     return family_of(model).patch_module(model, prompt_policy)
 
 
-def random_model(config, seed: int):
-    """A model of ``config``'s family with seeded random weights, in eval mode."""
+def make_export_module(model, prompt_policy: str = "full_box"):
+    """The patch module for ONNX export (``pixel_values N x 3 x E x E -> logits N x m x m``):
+    what :func:`make_patch_module` computes, with everything that does not depend on
+    the pixels (the prompt's embeddings, ...) held as constants (the family's
+    ``export_module``)."""
+    if prompt_policy not in PROMPT_POLICIES:
+        raise ValueError(f"prompt policy {prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
+    return family_of(model).export_module(model, prompt_policy)
+
+
+def supports_fused_attention(model) -> bool:
+    """Whether the model's encoder can run the fused attention of the torch backend (SAM's ViT)."""
+    return bool(family_of(model).fused_attention)
+
+
+def fan_in_init(model):
+    """Redraw every Linear / Conv2d / ConvTranspose2d weight from N(0, 1 / fan_in) (LeCun
+    normal; biases unchanged), with torch's current random generator. In place; returns
+    ``model``.
+
+    transformers draws these weights with std 0.02 whatever their fan-in, which leaves a
+    random SAM 2's logits (and those of the small SAM) at about 1e-3: a sigmoid of 0.5
+    everywhere, every mask empty at the usual threshold, and an output that barely
+    depends on the image. With the fan-in scale the logits are of order 1 and follow
+    the image, so random models give masks that tests can compare.
+    """
     import torch
 
+    kinds = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, kinds):
+                torch.nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="linear")
+    return model
+
+
+def random_model(config, seed: int, fan_in: bool = False):
+    """A model of ``config``'s family with seeded random weights, in eval mode.
+
+    ``fan_in``: then redraw the weights with :func:`fan_in_init` (the same seeded
+    generator, continued); without it the weights are transformers' own
+    initialisation. The family's ``prepare`` (SAM 2's single-mask policy) is applied.
+    """
+    import torch
+
+    family = family_of(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = family_of(config).model_class()(config)
-    return model.eval()
+        model = family.model_class()(config)
+        if fan_in:
+            fan_in_init(model)
+    return family.prepare(model).eval()
+
+
+def blob_masks(model, gain: float = 3.0):
+    """Make a fan-in initialised random SAM draw masks as blobs (in place; returns ``model``).
+
+    Two things make a random SAM's mask speckled noise: its mask decoder upscales the
+    E/16 embedding with two 2 x 2 transposed convolutions whose four kernel taps differ
+    (a fixed checkerboard in every 4 x 4 block), and with the fan-in init its logits sit
+    just under the usual threshold. Giving each transposed convolution one tap for all
+    four positions (nearest-neighbour upscaling with random channel mixing) and the
+    mask head's last layer a ``gain`` leaves masks of a few token-sized blobs that
+    follow the image, with a few per cent of the pixels over 0.65.
+    """
+    import torch
+
+    with torch.no_grad():
+        for module in model.mask_decoder.modules():
+            if isinstance(module, torch.nn.ConvTranspose2d):
+                module.weight.copy_(module.weight[:, :, :1, :1].expand_as(module.weight))
+        head = model.mask_decoder.output_hypernetworks_mlps[0].proj_out
+        head.weight.mul_(gain)
+        head.bias.mul_(gain)
+    return model
+
+
+@dataclass(frozen=True)
+class RandomSpec:
+    """A model spec that builds a seeded random model: its configuration, init and E.
+
+    ``fan_in``: :func:`random_model`'s fan-in init; ``adjust``: applied to the model
+    afterwards (deterministic, no random draws).
+    """
+
+    config: Callable[[], Any]
+    encoder_input_size: int
+    fan_in: bool
+    source: str
+    adjust: Optional[Callable[[Any], Any]] = None
+    seed: int = 0
+
+    def build(self):
+        model = random_model(self.config(), seed=self.seed, fan_in=self.fan_in)
+        return self.adjust(model) if self.adjust is not None else model
+
+
+#: the specs that :func:`load_model` builds rather than reads; the two small ones are
+#: initialised so that their masks hold foreground that depends on the image (tests
+#: compare masks), the two real architectures keep transformers' init (speed only)
+RANDOM_SPECS: Dict[str, RandomSpec] = {
+    "tiny": RandomSpec(tiny_config, 256, True, "tiny random config, seed 0, fan-in init, blob masks",
+                       adjust=blob_masks),
+    "vit-b": RandomSpec(vit_b_config, 1024, False, "ViT-B architecture, random weights"),
+    "tiny-sam2": RandomSpec(Sam2Family.configs["tiny-sam2"], 256, True,
+                            "tiny random SAM 2 config, seed 0, fan-in init"),
+    "sam2-hiera-tiny": RandomSpec(Sam2Family.configs["sam2-hiera-tiny"], 1024, False,
+                                  "SAM 2.1 hiera-tiny architecture, random weights"),
+}
 
 
 def shipped_model() -> Tuple[str, str]:
@@ -244,33 +398,31 @@ def shipped_model() -> Tuple[str, str]:
     return "tiny", "no model ships yet: 'tiny' (random weights, 0.8 M parameters) stands in for it"
 
 
-def _pretrained_class(path: Path):
-    """The model class of a transformers directory, by the model_type in its config.json."""
+def directory_family(path) -> Any:
+    """The family of a transformers directory, by the ``model_type`` in its config.json
+    (``sam``; ``sam2`` or ``sam2_video`` for SAM 2 / 2.1). Raises ValueError naming the
+    file and the type when it is not supported."""
+    config = Path(path) / "config.json"
     try:
-        kind = json.loads((path / "config.json").read_text()).get("model_type", DEFAULT_FAMILY)
+        kind = json.loads(config.read_text()).get("model_type", DEFAULT_FAMILY)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path / 'config.json'}: not valid JSON ({exc})") from exc
+        raise ValueError(f"{config}: not valid JSON ({exc})") from exc
     if kind not in FAMILIES:
-        raise ValueError(f"model {str(path)!r}: model type {kind!r} is not supported; supported: "
-                         f"{', '.join(FAMILIES)}")
-    return FAMILIES[kind].model_class()
+        raise ValueError(f"{config}: model type {kind!r} is not supported; supported: {', '.join(FAMILIES)}")
+    return FAMILIES[kind]
 
 
 def load_model(spec: str, device: str = "cpu") -> Tuple[Any, SatsamMeta]:
-    """Load a SAM model and its metadata from a spec (see the module docstring).
+    """Load a SAM or SAM 2 model and its metadata from a spec (see the module docstring).
 
     Returns ``(model in eval mode on device, SatsamMeta)``. Raises ValueError or
     FileNotFoundError with a message naming the spec when it cannot be loaded.
     """
     spec = str(spec)
-    if spec == "tiny":
-        model = random_model(tiny_config(), seed=0)
-        meta = SatsamMeta(encoder_input_size=256, provenance={"source": "tiny random config, seed 0"})
-        return model.to(device), meta
-    if spec == "vit-b":
-        model = random_model(vit_b_config(), seed=0)
-        meta = SatsamMeta(encoder_input_size=1024, provenance={"source": "ViT-B architecture, random weights"})
-        return model.to(device), meta
+    if spec in RANDOM_SPECS:
+        made = RANDOM_SPECS[spec]
+        meta = SatsamMeta(encoder_input_size=made.encoder_input_size, provenance={"source": made.source})
+        return made.build().to(device), meta
     if spec == "builtin":
         if not (BUILTIN_DIR / META_FILE).is_file():
             raise FileNotFoundError(
@@ -283,9 +435,10 @@ def load_model(spec: str, device: str = "cpu") -> Tuple[Any, SatsamMeta]:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"model {spec!r}: directory has no config.json (expected a project checkpoint or a "
-                "transformers SAM directory)"
+                "transformers SAM or SAM 2 directory)"
             )
-        model = _pretrained_class(path).from_pretrained(str(path))
+        family = directory_family(path)
+        model = family.prepare(family.model_class().from_pretrained(str(path)))
         if (path / META_FILE).is_file():
             meta = SatsamMeta.read(path)
         else:
@@ -295,7 +448,14 @@ def load_model(spec: str, device: str = "cpu") -> Tuple[Any, SatsamMeta]:
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise FileNotFoundError(f"model {spec!r}: no such directory")
     try:
-        model = FAMILIES[DEFAULT_FAMILY].model_class().from_pretrained(spec)
+        from transformers import AutoConfig
+
+        kind = AutoConfig.from_pretrained(spec).model_type
+        if kind not in FAMILIES:
+            raise ValueError(f"model {spec!r}: model type {kind!r} is not supported; supported: "
+                             f"{', '.join(FAMILIES)}")
+        family = FAMILIES[kind]
+        model = family.prepare(family.model_class().from_pretrained(spec))
     except OSError as exc:
         raise FileNotFoundError(
             f"model {spec!r}: not a local directory and could not be loaded as a hub id ({exc})"

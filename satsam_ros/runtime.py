@@ -120,7 +120,8 @@ def detector_for_model(model, meta: SatsamMeta, device: str = "cpu", config: Opt
 def open_torch(model: str, device: str, config: DetectorConfig):
     """(TorchBackend, SatsamMeta) for a model spec: faithful mode at E = 1024 with
     transformers' stock modules; fast mode at ``config.encoder_size`` (or the model's
-    own E) with fused attention (same outputs, less time and memory)."""
+    own E) with fused attention where the family has it (SAM; same outputs, less time
+    and memory; SAM 2 runs its own attention)."""
     from .backends.torch_backend import TorchBackend
     from .model import load_model, resize_encoder
 

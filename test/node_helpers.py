@@ -297,9 +297,9 @@ def rss_bytes(pid: int) -> int:
 def make_responsive_model(out: Path) -> Path:
     """A checkpoint of the tiny architecture whose output depends on the frame.
 
-    The ``tiny`` random SAM's probabilities are nearly the same for every frame, so a
-    frame-matching bug would go unnoticed with it; here its weights are redrawn at unit
-    gain (seed 1), which answers each frame differently.
+    The ``tiny`` random SAM's weights are redrawn here at unit gain (seed 1), which
+    answers each frame with masks that differ a great deal from frame to frame (the
+    tests' THRESHOLDs are tuned to this model), so a frame-matching bug shows.
     """
     import torch
 

@@ -309,13 +309,22 @@ def test_flood_drops_add_up(slow_node, tmp_path):
 def test_restamp_matches_frames_with_repeated_stamps(slow_node, tmp_path):
     """A driver that never sets stamps: every frame (and its ground truth) has stamp 0.
     --restamp sends them with their bag times and pairs the k-th mask of a stamp with
-    the k-th frame: the tiny model at its default threshold predicts nothing, so only
-    the empty frame is correct."""
+    the k-th frame: the scores are those of the tiny model's mask of each frame against
+    that frame's truth (its masks differ from frame to frame, so a wrong pairing shows)."""
+    from satsam_ros.core.metrics import frame_correct, frame_iou
+
     specs = [(40, True), (41, False), (42, True)]
     frames = []
+    det = open_detector("tiny", backend="torch", device="cpu", size=512)  # the slow node's model and settings
+    masks = []
     for i, (seed, satellite) in enumerate(specs):
         image, truth = synthetic_frame(seed, with_satellite=satellite)
         frames.append(bag.BagFrame(image, 0, truth=truth, log_time=bag.DEFAULT_START_NS + i * 50_000_000))
+        masks.append(det.detect(image).mask)
+    truths = [f.truth if f.truth.any() else None for f in frames]
+    ious = [frame_iou(masks[i], truths[i]) for i in (0, 2)]
+    crossed = [frame_iou(masks[2], truths[0]), frame_iou(masks[0], truths[2])]
+    assert min(ious) > 0 and abs(np.mean(crossed) - np.mean(ious)) > 0.01  # a wrong pairing shows
     bag.write_bag(tmp_path / "nostamp", frames)
     out = tmp_path / "report"
     with pytest.raises(SystemExit, match="--restamp"):
@@ -323,7 +332,9 @@ def test_restamp_matches_frames_with_repeated_stamps(slow_node, tmp_path):
     assert main(_attach_args(tmp_path / "nostamp", out, "step") + ["--restamp", "--timeout", "60"]) == 0
     s = json.loads((out / "metrics.json").read_text())
     assert s["restamped"] is True and s["frames_answered"] == 3
-    assert s["metrics"]["frames"] == 3 and s["metrics"]["correct"] == 1 and s["false_alarms"] == 0
+    assert s["metrics"]["frames"] == 3
+    assert s["metrics"]["correct"] == sum(frame_correct(m, t) for m, t in zip(masks, truths))
+    assert s["false_alarms"] == int(masks[1].any()) and s["mean_iou"] == pytest.approx(np.mean(ious), abs=1e-6)
     stamps = sorted(_stamp(m) for m in _read(out / "outputs", f"{SLOW_NS}/mask"))
     assert stamps == [f.log_time for f in frames]
 

@@ -297,3 +297,64 @@ def test_row_comparison_with_the_reference():
     assert cmp_["max_abs_logit_diff"] == pytest.approx(0.25) and cmp_["logit_scale"] == 0.0
     other = dict(got, logits=np.zeros((2, 8, 8)))  # other encoder input: logits not comparable
     assert detector._compare(ref, other)["max_abs_logit_diff"] is None
+
+
+# --------------------------------------------------------------------------- SAM 2
+
+
+def fake_sam2(last_width, image_size):
+    backbone = SimpleNamespace(embed_dim_per_stage=[last_width // 8, last_width // 4, last_width // 2, last_width])
+    return SimpleNamespace(config=SimpleNamespace(
+        model_type="sam2", vision_config=SimpleNamespace(backbone_config=backbone),
+        prompt_encoder_config=SimpleNamespace(image_size=image_size)))
+
+
+def test_sam2_rows_run_their_own_attention_and_hiera_tiny_counts_as_slow():
+    opts = options.Options(ablation=True)
+    rows, skipped = detector.plan_variants("sam2-hiera-tiny", fake_sam2(768, 1024), 512, ["torch"], opts, "cpu")
+    assert [r.name for r in rows] == ["fast", "faithful", "native E=256", "fast, 1 patch/forward",
+                                      "fast, 16 patches/forward", "fast bf16"]
+    assert not any(r.fused_attention for r in rows)
+    assert "SAM 2's own attention" in rows[0].step
+    (stock,) = skipped
+    assert stock["row"] == "fast, stock attention" and "no fused variant" in stock["reason"]
+    rows, skipped = detector.plan_variants("sam2-hiera-tiny", fake_sam2(768, 1024), 2048, ["torch"],
+                                           options.Options(), "cpu")
+    assert [r.name for r in rows] == ["native E=256"]
+    assert all("--include-slow" in s["reason"] and "hiera-tiny" in s["reason"] for s in skipped)
+    rows, skipped = detector.plan_variants("tiny-sam2", fake_sam2(256, 256), 2048, ["torch"], options.Options(),
+                                           "cpu")
+    assert [r.name for r in rows] == ["fast", "faithful"] and not skipped  # small: never slow
+
+
+def test_model_ratios_pair_rows_with_the_reference_model():
+    rows = [fake_row("vit-b", 512, "fast", 30.0, 4, backend="torch"),
+            fake_row("vit-b", 512, "faithful", 40.0, 4, backend="torch"),
+            fake_row("sam2-hiera-tiny", 512, "fast", 10.0, 4, backend="torch"),
+            fake_row("sam2-hiera-tiny", 512, "faithful", 8.0, 4, backend="torch"),
+            fake_row("sam2-hiera-tiny", 1024, "fast", 9.0, 16, backend="torch")]  # no ViT-B partner
+    report = {"rows": {f"{r['model']}/{r['size']}/torch/{r['name']}": r for r in rows}}
+    ratios = bench_run.model_ratios(report, "vit-b")
+    assert [(r["model"], r["size"], r["row"], r["speedup"]) for r in ratios] == [
+        ("sam2-hiera-tiny", 512, "fast", 3.0), ("sam2-hiera-tiny", 512, "faithful", 5.0)]
+    assert report["rows"]["sam2-hiera-tiny/512/torch/fast"]["speedup_vs_vit-b"] == 3.0
+    assert bench_run.model_ratios(report, None) == []
+
+
+def test_bench_runs_a_sam2_model_beside_a_reference(tmp_path):
+    out = tmp_path / "b"
+    assert main(["bench", "--models", "tiny-sam2", "tiny", "--reference-model", "tiny", "--sizes", "512",
+                 "--backends", "torch", "--frames", "1", "--warmup", "0", "--no-roi", "--no-node", "--out",
+                 str(out), "--no-progress", "--json"]) == 0
+    data = json.loads((out / "bench.json").read_text())
+    fast, faithful = data["rows"]["tiny-sam2/512/torch/fast"], data["rows"]["tiny-sam2/512/torch/faithful"]
+    assert (fast["encoder_input"], faithful["encoder_input"], faithful["batch"]) == (256, 1024, 1)
+    assert not fast["fused_attention"] and "fused" not in fast["backend_description"]
+    assert data["rows"]["tiny/512/torch/fast"]["fused_attention"]
+    ratios = {(r["model"], r["row"]): r for r in data["model_ratios"]}
+    assert set(ratios) == {("tiny-sam2", "fast"), ("tiny-sam2", "faithful")}
+    assert ratios["tiny-sam2", "fast"]["speedup"] == pytest.approx(
+        data["rows"]["tiny/512/torch/fast"]["latency_s"]["median"] / fast["latency_s"]["median"])
+    md = (out / "bench.md").read_text()
+    assert "## Against tiny" in md and "| tiny-sam2 | 512 | torch | fast | 256 |" in md
+    assert "--reference-model tiny" in data["command"]

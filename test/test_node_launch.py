@@ -87,7 +87,7 @@ def test_arguments_are_declared_with_descriptions_and_choices(monkeypatch):
 def test_launch_runs_the_node_with_the_arguments():
     with tempfile.TemporaryDirectory() as tmp:
         proc = _launch(["size:=1024", "image:=/launch_test/camera", "namespace:=satsam_launch",
-                        "model:=tiny", "device:=cpu", "threshold:=0.50005"], tmp)
+                        "model:=tiny", "device:=cpu", "threshold:=0.6"], tmp)
         ros = RosHarness("satsam_test_launch")
         try:
             pub = ros.publisher("/launch_test/camera")
@@ -113,7 +113,7 @@ def test_launch_runs_the_node_with_the_arguments():
             assert (got.height, got.width, got.header.frame_id) == (120, 160, "launch")
             values = wait_diag(diag, lambda v: v["input_topic"] == "/launch_test/camera", 10, "diagnostics")
             assert (values["size"], values["model"], values["device"]) == ("1024", "tiny", "cpu")
-            assert float(values["threshold"]) == pytest.approx(0.50005)
+            assert float(values["threshold"]) == pytest.approx(0.6)
             proc.send_signal(signal.SIGINT)
             assert proc.wait(30) == 0, Path(tmp, "out").read_text()
         finally:

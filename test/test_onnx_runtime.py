@@ -35,17 +35,16 @@ def random_frames(seed, count=3):
     ][:count]
 
 
-def separating_threshold(prob, gap=5e-7):
-    """A threshold near the median probability with no pixel within ``gap`` of it, so
-    the mask is non-trivial and cannot flip on float32 rounding (backends differ by
-    about 1e-7 in probability; the test below bounds that difference by ``gap``)."""
-    values = np.unique(prob.ravel())
-    mid = len(values) // 2
-    for offset in range(len(values) - mid - 1):
-        for j in (mid + offset, mid - offset - 1):
-            if 0 <= j < len(values) - 1 and values[j + 1] - values[j] > 2 * gap:
-                return float((values[j] + values[j + 1]) / 2)
-    raise AssertionError("no gap in the probabilities to put a threshold in")
+TIE = 1e-5  # the engines sum in different orders: probabilities differ by up to ~1e-6 (bounded below)
+
+
+def same_masks_away_from_ties(ref, got):
+    """The two Results' masks are equal wherever the probability is not within TIE of
+    the threshold, and hold foreground and background (else the check means nothing)."""
+    decided = np.abs(ref.probability - ref.threshold) >= TIE
+    assert decided.mean() > 0.999
+    assert 0 < np.count_nonzero(ref.mask) < ref.mask.size, "the comparison needs foreground and background"
+    return np.array_equal(ref.mask[decided], got.mask[decided])
 
 
 def test_backend_interface(backends):
@@ -72,18 +71,20 @@ def test_logits_match_torch_in_fp32(backends):
 
 @pytest.mark.parametrize("size", [512, 1024])
 def test_detector_masks_identical_on_random_frames(backends, size):
+    """At the model's own threshold (0.65), the ``tiny`` spec's masks hold foreground."""
     torch_backend, ort_backend = backends
     for frame, order in random_frames(seed=size):
-        probe = Detector(torch_backend, DetectorConfig(size=size)).detect(frame, order)
-        thr = separating_threshold(probe.probability)
-        ref = Detector(torch_backend, DetectorConfig(size=size, threshold=thr)).detect(frame, order)
-        got = Detector(ort_backend, DetectorConfig(size=size, threshold=thr)).detect(frame, order)
-        assert set(np.unique(ref.mask)) == {0, 255}, "the comparison needs a non-trivial mask"
-        assert np.array_equal(ref.mask, got.mask)
-        assert np.abs(ref.probability - got.probability).max() < 5e-7
-        assert [(b.x0, b.y0, b.x1, b.y1, b.area) for b in ref.boxes] == [
-            (b.x0, b.y0, b.x1, b.y1, b.area) for b in got.boxes]
-        assert [b.score for b in ref.boxes] == pytest.approx([b.score for b in got.boxes], abs=1e-6)
+        ref = Detector(torch_backend, DetectorConfig(size=size)).detect(frame, order)
+        got = Detector(ort_backend, DetectorConfig(size=size)).detect(frame, order)
+        assert ref.threshold == got.threshold == 0.65
+        assert same_masks_away_from_ties(ref, got)
+        assert np.abs(ref.probability - got.probability).max() < TIE
+        if np.array_equal(ref.mask, got.mask):  # no tie flipped: the same components, scores to float noise
+            # (listed best score first: components whose scores differ by float noise may swap places)
+            a = {(b.x0, b.y0, b.x1, b.y1, b.area): b.score for b in ref.boxes}
+            b = {(b.x0, b.y0, b.x1, b.y1, b.area): b.score for b in got.boxes}
+            assert a.keys() == b.keys() and len(a) == len(ref.boxes)
+            assert [b[k] for k in a] == pytest.approx(list(a.values()), abs=1e-6)
 
 
 def test_close_drops_the_session(tiny_onnx):
@@ -157,16 +158,16 @@ def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
     probe = open_detector("tiny", backend="torch", device="cpu", size=512)
     probs = []
     for i, (frame, order) in enumerate(random_frames(seed=3, count=2)):
-        cv2.imwrite(str(frames / f"r{i}.png"), frame)
-        probs.append(probe.detect(frame, order).probability.ravel())
-    thr = separating_threshold(np.concatenate(probs))  # the files hold the same pixels as the frames
-    base = ["detect", str(frames), "--device", "cpu", "--threshold", repr(thr)]
+        cv2.imwrite(str(frames / f"r{i}.png"), frame)  # the files hold the same pixels as the frames
+        probs.append(probe.detect(frame, order).probability)
+    base = ["detect", str(frames), "--device", "cpu"]  # the model's own threshold
     assert main(base + ["--out", str(tmp_path / "t"), "--backend", "torch", "--model", "tiny"]) == 0
     assert main(base + ["--out", str(tmp_path / "o"), "--backend", "onnxruntime", "--model", str(tiny_onnx)]) == 0
     for i in range(2):
         a = cv2.imread(str(tmp_path / "t" / f"r{i}.mask.png"), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / "o" / f"r{i}.mask.png"), cv2.IMREAD_UNCHANGED)
-        assert set(np.unique(a)) == {0, 255} and np.array_equal(a, b)
+        decided = np.abs(probs[i] - probe.threshold) >= TIE
+        assert set(np.unique(a)) == {0, 255} and np.array_equal(a[decided], b[decided])
         info = json.loads((tmp_path / "o" / f"r{i}.json").read_text())
         assert info["backend"] == "onnxruntime"
 

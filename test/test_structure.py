@@ -187,6 +187,8 @@ LAYERS = [
                               "satsam_ros.ros", "satsam_ros.tools"), "finding artefacts needs no engine"),
     ("satsam_ros.model", ("satsam_ros.deploy", "satsam_ros.runtime", "satsam_ros.backends", "satsam_ros.ros",
                           "satsam_ros.tools"), "models know no engine"),
+    ("satsam_ros.sam2_family", ("satsam_ros.",), "a model family imports nothing of the package (model.py "
+     "registers it)"),
     ("satsam_ros.deploy", ("satsam_ros.runtime", "satsam_ros.ros", "satsam_ros.tools", "satsam_training"),
      "deploy makes artefacts for the runtime, never the other way round"),
     ("satsam_ros.runtime", ("satsam_ros.ros", "satsam_ros.tools", "satsam_training"),

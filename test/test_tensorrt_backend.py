@@ -548,3 +548,52 @@ def test_auto_precision_falls_back_to_fp32_when_fp16_diverges(monkeypatch, tmp_p
     monkeypatch.setattr(trtb, "import_tensorrt", lambda: fake_trt("10.3.0", fast_fp16=False))
     asked.clear()
     assert runtime.engine_for("m.onnx", "auto").key["precision"] == "fp32" and asked == ["fp32"]
+
+
+# --------------------------------------------------------------------------- SAM 2
+
+
+@pytest.fixture(scope="module")
+def real_sam2_onnx(tmp_path_factory):
+    from satsam_ros.deploy.onnx_export import export_model
+
+    return export_model("tiny-sam2", tmp_path_factory.mktemp("val2") / "tiny-sam2.onnx", size=512).path
+
+
+def _op_types(path):
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_sam2_graph_adds_only_ops_tensorrt_parses(real_sam2_onnx, real_tiny_onnx):
+    """What TensorRT's parser meets in a SAM 2 export beyond the SAM export it already
+    builds: Hiera's query pooling (MaxPool) and a Neg, both in the parser's operator
+    list since TensorRT 7; Resize only in nearest mode (the FPN's top-down path): the
+    bicubic resampling of Hiera's position embedding is folded into a constant."""
+    assert _op_types(real_sam2_onnx) - _op_types(real_tiny_onnx) <= {"MaxPool", "Neg"}
+    modes = {a.s.decode() for node in onnx.load(str(real_sam2_onnx)).graph.node if node.op_type == "Resize"
+             for a in node.attribute if a.name == "mode"}
+    assert modes <= {"nearest", "linear"}
+
+
+def test_sam2_engine_builds_from_its_export_like_sam(fake_env, real_sam2_onnx, tmp_path):
+    build = trt_build.build_engine(real_sam2_onnx, "fp32")
+    assert build.built and fake_env["builds"] == 1
+    record = json.loads(art.key_path(build.path).read_text())
+    assert record["key"]["profile"]["max"] == [4, 3, 256, 256]  # S = 512 from the export's metadata
+    assert record["meta"]["encoder_input_size"] == 256 and "SAM 2" in record["meta"]["provenance"]["source"]
+    assert not trt_build.build_engine(real_sam2_onnx, "fp32").built  # then a cache hit
+
+
+def test_sam2_fp16_validation_compares_real_masks(real_sam2_onnx, monkeypatch):
+    from satsam_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from satsam_ros.core.detector import Detector, DetectorConfig
+    from satsam_ros.core.synthetic import synthetic_frame
+
+    reference = Detector(OnnxRuntimeBackend(real_sam2_onnx, "cpu"), DetectorConfig(size=trt_build.VALIDATION_SIZE))
+    mask = reference.detect(synthetic_frame(trt_build.VALIDATION_SEED)[0]).mask
+    assert mask.any(), "the check must compare masks with foreground"
+    monkeypatch.setattr(trtb, "TensorRTBackend", onnx_stand_in(0.0))
+    assert trt_build.validate_fp16(real_sam2_onnx, real_sam2_onnx, 512)["mask_iou"] == 1.0
+    monkeypatch.setattr(trtb, "TensorRTBackend", onnx_stand_in(-3.0))  # an engine whose logits went wrong
+    with pytest.warns(RuntimeWarning, match="masks diverge"):
+        assert not trt_build.validate_fp16(real_sam2_onnx, real_sam2_onnx, 512)["ok"]

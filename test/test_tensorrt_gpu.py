@@ -82,3 +82,25 @@ def test_detector_on_tensorrt(tiny_onnx, cache):
     assert res.mask.shape == frame.shape
     auto = open_detector(str(tiny_onnx), backend="auto", device="cuda", size=512)
     assert auto.backend.name == "tensorrt" and "loaded from cache" in auto.backend_reason
+
+
+def test_sam2_engine_matches_onnxruntime(tmp_path, cache):
+    """A SAM 2 export (tiny-sam2) builds and runs like SAM's: fp32 engine against ONNX
+    Runtime on the same batch, and the Detector's masks on a frame."""
+    from satsam_ros.backends import tensorrt_backend as trtb
+    from satsam_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from satsam_ros.core.detector import Detector, DetectorConfig
+    from satsam_ros.core.synthetic import synthetic_frame
+    from satsam_ros.deploy.onnx_export import export_model
+    from satsam_ros.deploy.tensorrt_build import build_engine
+
+    onnx_path = export_model("tiny-sam2", tmp_path / "tiny-sam2.onnx", size=512).path
+    build = build_engine(onnx_path, "fp32")
+    engine, reference = trtb.TensorRTBackend(build.path), OnnxRuntimeBackend(onnx_path, "cpu")
+    x = np.random.default_rng(1).normal(0, 1, (5, 3, 256, 256)).astype(np.float32)  # > max batch 4: split
+    assert np.abs(engine.infer(x) - reference.infer(x)).max() <= 1e-3
+    frame, _ = synthetic_frame(3)
+    got = Detector(engine, DetectorConfig(size=512)).detect(frame)
+    want = Detector(reference, DetectorConfig(size=512)).detect(frame)
+    decided = np.abs(want.probability - want.threshold) > 1e-3
+    assert want.mask.any() and np.array_equal(got.mask[decided], want.mask[decided])

@@ -8,7 +8,9 @@ Two ways to run the same weights:
   :class:`satsam_ros.backends.fused_attention.FusedRelPosAttention`, which computes the
   same function with less memory traffic (see its docstring). The weights are shared,
   not copied, and the outputs agree with the stock modules to float rounding
-  (``test/test_fastpath.py``).
+  (``test/test_fastpath.py``). This is SAM's ViT only: a SAM 2 model (Hiera, with its
+  own windowed attention) runs its stock modules either way, and ``fused_attention``
+  then reads False.
 
 ``precision`` selects autocast: ``fp32`` (no autocast), ``bf16`` (CPU or GPU) or
 ``fp16`` (GPU only). Reduced precision changes the logits by more than float noise,
@@ -102,7 +104,8 @@ class TorchBackend(Backend):
     """Runs the patch model with PyTorch on the CPU or a CUDA GPU.
 
     ``fused_attention``: run the encoder with :class:`FusedRelPosAttention` (same
-    weights, same outputs to float rounding, less time and memory). ``precision``:
+    weights, same outputs to float rounding, less time and memory) where the model's
+    family has it (SAM; not SAM 2). ``precision``:
     ``fp32``, ``bf16`` or ``fp16`` (autocast; fp16 only on CUDA).
     """
 
@@ -112,14 +115,14 @@ class TorchBackend(Backend):
                  precision: str = "fp32", fused_attention: bool = False):
         import torch
 
-        from ..model import encoder_geometry, encoder_input_size, make_patch_module
+        from ..model import encoder_geometry, encoder_input_size, make_patch_module, supports_fused_attention
 
         self._torch = torch
         self.device = device
         self.precision = check_precision(precision, device)
-        self.fused_attention = bool(fused_attention)
+        self.fused_attention = bool(fused_attention) and supports_fused_attention(sam_model)
         model = sam_model
-        if fused_attention:
+        if self.fused_attention:
             from .fused_attention import with_fused_attention
 
             model = with_fused_attention(sam_model)

@@ -12,11 +12,11 @@ encoder input E, low-res logits m = E / 4):
    copied once into the backends' N x 3 x P x P layout, SAM-normalised in place;
    :func:`preprocess.resize_patches` to E x E when E != P (per batch).
 3. backend: N x 3 x E x E -> N x m x m logits (``fast``: up to ``max_batch`` patches
-   per forward (fewer on a CPU when the backend prefers it), fused attention,
+   per forward (fewer on a CPU when the backend prefers it), fused attention (SAM),
    optional bf16/fp16; ``faithful``: one patch per
    forward at E = 1024 through transformers' stock modules, as the reference
    pipeline's SamProcessor does). Fast and faithful compute the same function when
-   the model's own E is 1024 (``test/test_fastpath.py``).
+   the model's own E is 1024 (``test/test_fastpath.py``; SAM 2: ``test/test_sam2.py``).
 4. :func:`postprocess.stitch_logits`: logits upsampled to P x P straight into the
    S x S frame (blended where patches overlap); sigmoid, resized to H x W,
    thresholded, connected components -> boxes (:mod:`.postprocess`).

@@ -124,46 +124,22 @@ def _torch_export(module, dummy, path: Path, opset: int) -> None:
 
 
 def make_export_module(sam, prompt_policy: str = "full_box"):
-    """The patch model for export: ``pixel_values N x 3 x E x E -> logits N x m x m``.
+    """(export module, reference patch module) of a loaded model, both
+    ``pixel_values N x 3 x E x E -> logits N x m x m``.
 
-    Computes what :func:`satsam_ros.model.make_patch_module` computes,
-    with the prompt's embeddings (and the image-wide positional embedding) evaluated
-    once here and stored as constants: the prompt never changes, so the graph keeps
-    only encoder and decoder and none of the prompt encoder's data-dependent ops
-    (Where / ScatterND / OneHot over the batch), which TensorRT parses poorly. Every
-    export checks the result against ``make_patch_module`` through ONNX Runtime.
+    The export module (:func:`satsam_ros.model.make_export_module`, the family's) holds
+    the prompt's embeddings and whatever else does not depend on the pixels as
+    constants: the prompt never changes, so the graph keeps only encoder and decoder,
+    none of the prompt encoder's data-dependent ops (Where / ScatterND / OneHot over
+    the batch) that TensorRT parses poorly, and for SAM 2 no bicubic resampling of
+    Hiera's position embedding. Every export checks it against the reference,
+    :func:`satsam_ros.model.make_patch_module`, through ONNX Runtime.
     """
-    import torch
-
+    from ..model import make_export_module as family_export_module
     from ..model import make_patch_module
 
     reference = make_patch_module(sam, prompt_policy).to(next(sam.parameters()).device)
-    with torch.no_grad():
-        sparse, dense = sam.get_prompt_embeddings(input_boxes=reference.box)
-        positional = sam.get_image_wide_positional_embeddings()
-
-    class SamPatchExport(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.vision_encoder = sam.vision_encoder
-            self.mask_decoder = sam.mask_decoder
-            self.register_buffer("sparse", sparse.detach().clone(), persistent=False)
-            self.register_buffer("dense", dense.detach().clone(), persistent=False)
-            self.register_buffer("positional", positional.detach().clone(), persistent=False)
-
-        def forward(self, pixel_values):
-            n = pixel_values.shape[0]
-            embeddings = self.vision_encoder(pixel_values)[0]
-            low_res, _ = self.mask_decoder(
-                image_embeddings=embeddings,
-                image_positional_embeddings=self.positional.expand(n, -1, -1, -1),
-                sparse_prompt_embeddings=self.sparse.expand(n, -1, -1, -1),
-                dense_prompt_embeddings=self.dense.expand(n, -1, -1, -1),
-                multimask_output=False,
-            )
-            return low_res[:, 0, 0]
-
-    return SamPatchExport().eval(), reference.eval()
+    return family_export_module(sam, prompt_policy), reference.eval()
 
 
 def export_patch_model(
@@ -175,7 +151,7 @@ def export_patch_model(
     verify: bool = True,
     source: Optional[str] = None,
 ) -> OnnxExport:
-    """Export a loaded SamModel's patch model to ``out`` (a .onnx path), atomically.
+    """Export a loaded model's patch model (SAM or SAM 2) to ``out`` (a .onnx path), atomically.
 
     ``meta`` is the checkpoint's metadata (its prompt policy is baked in); ``size`` the
     frame size S the export is meant for (recorded, and used for TensorRT profiles).

@@ -151,12 +151,13 @@ class DetectorNode(LifecycleNode):
 
     # ---- detector ---------------------------------------------------------------
     def _open_detector(self):
+        from ..model import RANDOM_SPECS
         from ..runtime import open_detector
 
         p = self.settings
-        if p["model"] == "tiny":
+        if p["model"] in RANDOM_SPECS:
             self.get_logger().warning(
-                "model 'tiny' has random weights: its masks mean nothing (use 'builtin', the "
+                f"model {p['model']!r} has random weights: its masks mean nothing (use 'builtin', the "
                 "shipped trained model, or your own checkpoint)"
             )
         try:

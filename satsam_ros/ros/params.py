@@ -48,8 +48,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("size", 512, "Frames are resized to size x size before tiling (S).",
               choices=ALLOWED_SIZES),
     ParamSpec("model", DEFAULT_MODEL, "Model: 'builtin' (the shipped model, trained on synthetic frames), "
-              "'tiny' (small random SAM for tests: its output means nothing), "
-              "'vit-b', a checkpoint directory or a hub id (needs network)."),
+              "'tiny' / 'tiny-sam2' (small random SAM / SAM 2 for tests: their output means nothing), "
+              "'vit-b' / 'sam2-hiera-tiny' (architectures with random weights, for speed), a checkpoint or "
+              "transformers SAM / SAM 2 directory, or a hub id (needs network)."),
     ParamSpec("backend", DEFAULT_BACKEND,
               "Inference engine ('auto' picks TensorRT, ONNX Runtime or torch and logs why).", choices=BACKENDS),
     ParamSpec("device", DEFAULT_DEVICE, "Where the model runs ('auto': cuda when available, else cpu).",

@@ -19,6 +19,7 @@ def cmd_demo(args) -> int:
 
     from ..core.postprocess import mask_iou
     from ..core.synthetic import demo_frames
+    from ..model import RANDOM_SPECS
     from ..runtime import open_detector
 
     frames = demo_frames(args.frames, seed=args.seed)
@@ -37,8 +38,9 @@ def cmd_demo(args) -> int:
     print(f"{'size':>6} {'patches':>8} {'median s/frame':>15} {'max s/frame':>12} {'mean IoU':>9}")
     for size, n, med, worst, iou in rows:
         print(f"{size:>6} {n:>8} {med:>15.3f} {worst:>12.3f} {iou:>9.3f}")
-    if args.model == "tiny":
-        print("(model 'tiny' has random weights: the IoU column is meaningless; the default 'builtin' is trained)")
+    if args.model in RANDOM_SPECS:
+        print(f"(model {args.model!r} has random weights: the IoU column is meaningless; the default 'builtin' is "
+              "trained)")
     if args.no_bag:
         return 0
     return _demo_bag(args)

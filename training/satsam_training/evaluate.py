@@ -24,7 +24,7 @@ from satsam_ros.runtime import DEFAULT_BACKEND, DEFAULT_DEVICE
 
 from . import report
 
-NAMED_MODELS = ("tiny", "builtin", "vit-b")
+NAMED_MODELS = ("tiny", "builtin", "vit-b", "tiny-sam2", "sam2-hiera-tiny")
 
 
 class EvaluationError(ValueError):
@@ -44,7 +44,7 @@ def resolve_model(spec: str) -> str:
 
 
 def checkpoint_dir(spec: str) -> Optional[Path]:
-    """The directory behind a spec (``builtin`` included), or None (tiny, vit-b, hub ids)."""
+    """The directory behind a spec (``builtin`` included), or None (tiny, vit-b, the SAM 2 specs, hub ids)."""
     from satsam_ros.model import BUILTIN_DIR
 
     spec = resolve_model(spec)

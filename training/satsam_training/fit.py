@@ -1,4 +1,4 @@
-"""Fine-tuning (or training from scratch) a SamModel on satellite patches.
+"""Fine-tuning (or training from scratch) a SAM or SAM 2 model on satellite patches.
 
 The model sees exactly what the Detector feeds it at inference time:
 
@@ -64,20 +64,37 @@ Say = Callable[[str], None]
 
 
 def build_model(cfg: FitConfig):
-    """The SamModel to train and its SatsamMeta (encoder resized to E when asked)."""
+    """The model to train (SamModel or Sam2Model) and its SatsamMeta (encoder resized to E when asked).
+
+    From scratch: ``tiny`` is a SamModel with transformers' initialisation;
+    ``tiny-sam2`` a Sam2Model with the fan-in initialisation (transformers' std-0.02
+    init leaves SAM 2's logits at ~1e-4, a flat start), both seeded by ``cfg.seed``
+    and sized by ``cfg.base_config``.
+    """
     from satsam_ros.core.meta import SatsamMeta
     from satsam_ros.model import encoder_input_size, load_model, random_model, resize_encoder, tiny_config
+    from satsam_ros.sam2_family import tiny_sam2_config
 
+    e = cfg.encoder_size
     if cfg.base == "tiny":
-        model = random_model(tiny_config(image_size=int(cfg.encoder_size), **cfg.base_config), seed=cfg.seed)
-        meta = SatsamMeta(encoder_input_size=int(cfg.encoder_size))
-        return model, meta
+        model = random_model(tiny_config(image_size=int(e), **cfg.base_config), seed=cfg.seed)
+        return model, SatsamMeta(encoder_input_size=int(e))
+    if cfg.base == "tiny-sam2":
+        try:
+            config = tiny_sam2_config(image_size=int(e), **cfg.base_config)
+        except ValueError as exc:
+            raise FitError(f"fit: --base tiny-sam2 --base-config: {exc}") from exc
+        model = random_model(config, seed=cfg.seed, fan_in=True)
+        return model, SatsamMeta(encoder_input_size=int(e))
     try:
         model, meta = load_model(cfg.base, device="cpu")
     except (OSError, ValueError) as exc:
         raise FitError(f"fit: --base {cfg.base!r}: {exc}") from exc
-    if cfg.encoder_size is not None and cfg.encoder_size != encoder_input_size(model):
-        model = resize_encoder(model, int(cfg.encoder_size))
+    if e is not None and e != encoder_input_size(model):
+        try:
+            model = resize_encoder(model, int(e))
+        except ValueError as exc:
+            raise FitError(f"fit: --encoder-size {e} for --base {cfg.base!r}: {exc}") from exc
     meta = copy.deepcopy(meta)
     meta.encoder_input_size = encoder_input_size(model)
     return model, meta

@@ -14,8 +14,16 @@ SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 SELECT_METRICS = ("auto", "val_loss", "val_patch_accuracy", "val_frame_accuracy")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
-FROM_SCRATCH = ("tiny",)
-BASE_CONFIG_KEYS = ("hidden", "layers", "decoder_hidden", "patch")
+FROM_SCRATCH = ("tiny", "tiny-sam2")
+#: ``--base-config`` keys of each from-scratch base: integers, or lists of integers
+#: (one per Hiera stage) for SAM 2's widths, blocks and heads
+SCRATCH_CONFIG_KEYS = {
+    "tiny": ("hidden", "layers", "decoder_hidden", "patch"),
+    "tiny-sam2": ("widths", "blocks", "heads", "fpn"),
+}
+LIST_KEYS = ("widths", "blocks", "heads")
+HIERA_STAGES = 4
+BASE_CONFIG_KEYS = tuple(k for keys in SCRATCH_CONFIG_KEYS.values() for k in keys)
 LOSSES = ("dicece", "dicefocal")
 
 
@@ -32,8 +40,10 @@ class FitConfig:
     val: Any = None  # patches directory/directories of the val split (loss + patch metrics)
     val_frames: Optional[str] = None  # COCO dataset directory: frame metrics via the Detector
     val_frames_split: str = "val"
-    base: str = "tiny"  # tiny | vit-b | builtin | checkpoint dir | hub id
-    base_config: Dict[str, int] = field(default_factory=dict)  # tiny only: hidden, layers, decoder_hidden
+    base: str = "tiny"  # tiny | tiny-sam2 | vit-b | builtin | checkpoint dir | hub id
+    # from-scratch sizes: tiny: hidden, layers, decoder_hidden, patch (ints); tiny-sam2: widths, blocks,
+    # heads (4 ints each, one per Hiera stage), fpn (int)
+    base_config: Dict[str, Any] = field(default_factory=dict)
     encoder_size: Optional[int] = None  # E; default 256 from scratch, the base's own otherwise
     train: Optional[str] = None  # mask_decoder | all; default all from scratch, mask_decoder otherwise
     epochs: int = 25
@@ -78,11 +88,17 @@ class FitConfig:
             cfg.encoder_size = 256
         if cfg.encoder_size is not None and (cfg.encoder_size < 32 or cfg.encoder_size % 16):
             raise FitError(f"fit: --encoder-size must be a multiple of 16 and >= 32; got {cfg.encoder_size}")
+        if cfg.base == "tiny-sam2" and cfg.encoder_size % 32:
+            raise FitError(f"fit: --encoder-size of a SAM 2 (tiny-sam2) must be a multiple of 32 (patch stride 4 "
+                           f"x stage-0 window 8); got {cfg.encoder_size}")
         unknown = set(cfg.base_config) - set(BASE_CONFIG_KEYS)
         if unknown:
             raise FitError(f"fit: --base-config keys {sorted(unknown)} unknown; known: {', '.join(BASE_CONFIG_KEYS)}")
         if cfg.base_config and not scratch:
-            raise FitError(f"fit: --base-config only applies to a from-scratch base (tiny), not {cfg.base!r}")
+            raise FitError(f"fit: --base-config only applies to a from-scratch base ({', '.join(FROM_SCRATCH)}), "
+                           f"not {cfg.base!r}")
+        if scratch:
+            check_base_config(cfg.base, cfg.base_config)
         checks = [
             (cfg.epochs >= 1, f"--epochs must be >= 1; got {cfg.epochs}"),
             (cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,
@@ -124,7 +140,7 @@ class FitResult:
     best_epoch: int
     best_metric: Dict[str, Any]
     history: List[Dict[str, Any]]
-    model: Any  # the SamModel with the best weights, in memory (eval mode, CPU or the training device)
+    model: Any  # the SamModel or Sam2Model with the best weights, in memory (eval mode, CPU or the training device)
     meta: Any  # its SatsamMeta (as written to checkpoint/satsam.json)
     steps: int
 
@@ -138,23 +154,67 @@ def dir_list(value) -> List[str]:
     return [str(v) for v in value]
 
 
-def parse_base_config(items: Optional[Sequence[str]]) -> Dict[str, int]:
-    """``["hidden=192", "layers=6"]`` -> ``{"hidden": 192, "layers": 6}`` (FitError if malformed)."""
-    out: Dict[str, int] = {}
+def check_base_config(base: str, config: Dict[str, Any]) -> None:
+    """FitError unless every key of ``config`` belongs to the from-scratch ``base`` and
+    has its shape: an int > 0, or for SAM 2's widths / blocks / heads 4 of them."""
+    keys = SCRATCH_CONFIG_KEYS[base]
+    for key, value in config.items():
+        if key not in keys:
+            other = next(b for b, ks in SCRATCH_CONFIG_KEYS.items() if key in ks)
+            raise FitError(f"fit: --base-config {key} is a key of --base {other}, not of --base {base} "
+                           f"(which takes {', '.join(keys)})")
+        if key in LIST_KEYS:
+            ok = isinstance(value, (list, tuple)) and len(value) == HIERA_STAGES
+            what = f"{HIERA_STAGES} comma-separated integers (one per Hiera stage), e.g. {key}=1,1,2,1"
+        else:
+            ok = isinstance(value, int)
+            what = "one integer"
+        if not ok:
+            raise FitError(f"fit: --base-config {key}={_show(value)}: expected {what}")
+
+
+def _show(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def parse_base_config(items: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """``--base-config`` words -> the from-scratch sizes (FitError if malformed).
+
+    Words are ``KEY=INT`` or, for SAM 2's per-stage keys, ``KEY=INT,INT,INT,INT``;
+    several may share one word separated by commas: an integer without ``KEY=``
+    continues the list of the key before it. So ``["hidden=192", "layers=6"]``,
+    ``["hidden=192,layers=6"]`` -> ``{"hidden": 192, "layers": 6}``, and
+    ``["widths=48,96,192,384", "blocks=1,2,4,2", "fpn=96"]`` (or the same words
+    joined by commas) -> ``{"widths": [48, 96, 192, 384], "blocks": [1, 2, 4, 2],
+    "fpn": 96}``. Whether the keys suit the base is :func:`check_base_config`'s job.
+    """
+    out: Dict[str, Any] = {}
+    key: Optional[str] = None
     for item in items or []:
         for part in item.split(","):
+            part = part.strip()
             if not part:
                 continue
-            key, sep, value = part.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or key not in BASE_CONFIG_KEYS:
-                raise FitError(
-                    f"fit: --base-config {part!r}: expected KEY=INT with KEY in {', '.join(BASE_CONFIG_KEYS)}"
-                )
+            name, sep, value = part.partition("=")
+            if sep:
+                key = name.strip().replace("-", "_")
+                if key not in BASE_CONFIG_KEYS:
+                    raise FitError(f"fit: --base-config {part!r}: expected KEY=INT with KEY in "
+                                   f"{', '.join(BASE_CONFIG_KEYS)}")
+                if key in out:
+                    raise FitError(f"fit: --base-config {key} given twice")
+            elif key is None or key not in LIST_KEYS:
+                after = f" after {key}={_show(out[key])}" if key else ""
+                raise FitError(f"fit: --base-config {part!r}{after}: expected KEY=INT (only "
+                               f"{', '.join(LIST_KEYS)} take a comma-separated list)")
             try:
-                out[key] = int(value)
+                number = int(value if sep else name)
             except ValueError as exc:
-                raise FitError(f"fit: --base-config {part!r}: {value!r} is not an integer") from exc
-            if out[key] <= 0:
+                raise FitError(f"fit: --base-config {part!r}: {(value if sep else name)!r} is not an integer") from exc
+            if number <= 0:
                 raise FitError(f"fit: --base-config {part!r}: must be positive")
+            if key in LIST_KEYS:
+                out.setdefault(key, []).append(number)
+            else:
+                out[key] = number
     return out

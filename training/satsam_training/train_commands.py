@@ -33,14 +33,17 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
 
     g = p.add_argument_group("model and training")
     g.add_argument("--base", default="tiny",
-                   help="tiny (random small SAM, trained from scratch), vit-b, builtin, a checkpoint or "
-                        "transformers SAM directory, or a hub id (default tiny)")
+                   help="tiny (random small SAM, trained from scratch), tiny-sam2 (random small SAM 2, trained "
+                        "from scratch), vit-b, builtin, a checkpoint or transformers SAM / SAM 2 directory, or a hub "
+                        "id (default tiny)")
     g.add_argument("--base-config", nargs="*", default=None, metavar="KEY=INT",
-                   help="from-scratch architecture: hidden=96 layers=4 decoder_hidden=64 patch=16 (tiny's defaults; "
-                        "patch = encoder token size, 8 for a finer mask grid)")
+                   help="from-scratch architecture. tiny: hidden=96 layers=4 decoder_hidden=64 patch=16 (its "
+                        "defaults; patch = encoder token size, 8 for a finer mask grid). tiny-sam2: "
+                        "widths=32,64,128,256 blocks=1,1,2,1 heads=1,1,2,4 fpn=64 (its defaults: per Hiera stage "
+                        "the width, blocks and heads; fpn = FPN and decoder width, a multiple of 8)")
     g.add_argument("--encoder-size", type=int, default=None, metavar="E",
                    help="encoder input E (patches are resized to E x E); default 256 from scratch, the base's own "
-                        "otherwise (a pretrained encoder is resized to E)")
+                        "otherwise (a pretrained encoder is resized to E); a multiple of 32 for SAM 2")
     g.add_argument("--train", choices=TRAIN_PARTS, default=None,
                    help="which parameters train: mask_decoder (default for pretrained bases) or all "
                         "(default for tiny)")
@@ -105,8 +108,8 @@ def _fit_config(args, patches, val=None, val_frames=None, out: str = ""):
 def add_fit(sub) -> None:
     p = sub.add_parser(
         "fit",
-        help="fine-tune (or train from scratch) a SAM model on patches",
-        description="Train a SamModel on patches from `satsam-train patches`. Writes OUT/model (the best "
+        help="fine-tune (or train from scratch) a SAM or SAM 2 model on patches",
+        description="Train a SamModel or Sam2Model on patches from `satsam-train patches`. Writes OUT/model (the best "
                     "checkpoint), OUT/last (resumable state), OUT/train_log.csv, OUT/curves.png. Runs unchanged "
                     "under `accelerate launch` (several GPUs, nodes, or CPU processes).",
     )
@@ -217,7 +220,8 @@ def add_evaluate(sub) -> None:
                     "metrics.json, per_frame.csv, table.md (the reference's Table 1 layout) and examples.png.",
     )
     p.add_argument("checkpoint", metavar="CKPT",
-                   help="checkpoint directory, fit run directory, builtin or tiny")
+                   help="checkpoint directory (SAM or SAM 2), fit run directory, builtin, or a random-weights spec: "
+                        "tiny, tiny-sam2, vit-b, sam2-hiera-tiny")
     p.add_argument("--data", required=True, metavar="DIR", help="COCO dataset directory")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--size", type=int, choices=_sizes(), default=None,

@@ -24,7 +24,7 @@ def logits_for_loss(logits, target_size: int):
 
 
 def detector_for(model, meta, size: int, threshold: float, device: str = "cpu"):
-    """A Detector around an in-memory SamModel (the node's code path, no file round trip)."""
+    """A Detector around an in-memory SamModel or Sam2Model (the node's code path, no file round trip)."""
     from satsam_ros.core.detector import DetectorConfig
     from satsam_ros.runtime import detector_for_model
 

@@ -212,8 +212,11 @@ def test_settings_are_checked(data, tmp_path):
         fit(_cfg(data, tmp_path / "x", base="vit-b", base_config={"hidden": 32}))
     assert parse_base_config(["hidden=192", "layers=6,decoder_hidden=128"]) == {
         "hidden": 192, "layers": 6, "decoder_hidden": 128}
-    with pytest.raises(FitError, match="heads=4"):
-        parse_base_config(["heads=4"])
+    with pytest.raises(FitError, match="depth=4"):
+        parse_base_config(["depth=4"])
+    # heads is SAM 2's key (tiny-sam2): --base tiny refuses it, naming both
+    with pytest.raises(FitError, match="heads is a key of --base tiny-sam2, not of --base tiny"):
+        fit(_cfg(data, tmp_path / "x", base_config=parse_base_config(["heads=1,1,2,4"])))
 
 
 def test_lr_schedule_shape():

@@ -16,7 +16,7 @@ def cmd_bench(args) -> int:
     if args.node:
         return _bench_node_only(args)
     from .options import Options
-    from .report import format_table, table_rows, to_markdown
+    from .report import format_table, ratio_rows, table_rows, to_markdown
     from .run import run_benchmark
 
     flags = [f"--models {' '.join(args.models)}", f"--sizes {' '.join(map(str, args.sizes))}",
@@ -26,9 +26,11 @@ def cmd_bench(args) -> int:
     flags += ["--ablation"] * args.ablation + ["--include-slow"] * args.include_slow
     flags += ["--no-roi"] if args.no_roi else [f"--roi-frames {args.roi_frames}"]
     flags += [f"--threads {args.threads}"] if args.threads else []
+    flags += [f"--reference-model {args.reference_model or repr('')}"]
     flags += ["--no-node"] if args.no_node else [f"--node-rates {' '.join(args.node_rates)}",
                                                  f"--node-frames {args.node_frames}"]
-    opts = Options(models=args.models, sizes=args.sizes, backends=args.backends, modes=args.modes,
+    opts = Options(models=args.models, reference_model=args.reference_model or None, sizes=args.sizes,
+                   backends=args.backends, modes=args.modes,
                    device=args.device, frames=args.frames, warmup=args.warmup, budget=args.budget,
                    ablation=args.ablation, include_slow=args.include_slow,
                    native_encoder=args.native_encoder or None, roi=not args.no_roi, roi_frames=args.roi_frames,
@@ -52,6 +54,8 @@ def cmd_bench(args) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(format_table(*table_rows(report)))
+    if report["model_ratios"]:
+        print(format_table(*ratio_rows(report)))
     for t in report["targets"]:
         verdict = {True: "PASS", False: "MISS", None: "----"}[t["passed"]]
         value = "-" if t["measured"] is None else f"{t['measured']:.2f}"
@@ -101,8 +105,12 @@ def add_bench_commands(sub) -> None:
     from ...core.tiling import ALLOWED_SIZES
 
     p = sub.add_parser("bench", help="benchmark the detector (latency, fast path, ROI tracking)")
-    p.add_argument("--models", nargs="+", default=["shipped", "vit-b"],
-                   help="model specs; 'shipped' = builtin when a model ships, else tiny (default: shipped vit-b)")
+    p.add_argument("--models", nargs="+", default=["shipped", "vit-b", "sam2-hiera-tiny"],
+                   help="model specs; 'shipped' = builtin when a model ships, else tiny (default: shipped vit-b "
+                        "sam2-hiera-tiny)")
+    p.add_argument("--reference-model", default="vit-b",
+                   help="every other model's rows are timed against this model's rows of the same size, backend "
+                        "and row (the speed-up column; default vit-b; '' for none)")
     p.add_argument("--sizes", type=int, nargs="+", default=list(ALLOWED_SIZES), choices=ALLOWED_SIZES)
     p.add_argument("--backends", nargs="+", default=None, help="default: every backend available here")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)

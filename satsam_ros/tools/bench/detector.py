@@ -33,7 +33,9 @@ from ...runtime import open_detector
 from .options import Options
 
 # Encoder inputs at 1024 of a ViT-B-sized model cost about 12 s per patch on a 2-core
-# CPU, so such rows run only at S = 512 unless asked (16 / 64 patches at 1024 / 2048).
+# CPU (SAM 2.1 hiera-tiny: 296 against 976 GFLOP, a few seconds), so such rows run only
+# at S = 512 unless asked (16 / 64 patches at 1024 / 2048). Slow: a SAM encoder this
+# wide, or a SAM 2 whose last Hiera stage is (hiera-tiny: 768; tiny-sam2: 256).
 SLOW_HIDDEN_SIZE = 512
 SLOW_ROUND_SECONDS = 30.0  # a warm-up round longer than this ends the warm-up
 REWARM_SECONDS = 3.0  # rows faster than this get an unmeasured frame before each measured one
@@ -72,19 +74,25 @@ class Variant:
 
 
 def _is_slow(sam) -> bool:
-    return int(sam.config.vision_config.hidden_size) >= SLOW_HIDDEN_SIZE
+    from ...model import family_of
+
+    vision = sam.config.vision_config
+    if family_of(sam).name == "sam2":
+        return int(vision.backbone_config.embed_dim_per_stage[-1]) >= SLOW_HIDDEN_SIZE
+    return int(vision.hidden_size) >= SLOW_HIDDEN_SIZE
 
 
 def plan_variants(
     model: str, sam, size: int, backends: Sequence[str], opts: Options, device: str
 ) -> Tuple[List[Variant], List[Dict[str, str]]]:
     """The rows for one (model, size) group and the rows skipped, with the reason."""
-    from ...model import encoder_input_size
+    from ...model import encoder_input_size, supports_fused_attention
 
     e_model = encoder_input_size(sam)
     rows: List[Variant] = []
     skipped: List[Dict[str, str]] = []
     slow = _is_slow(sam)
+    fused = supports_fused_attention(sam)
     patches = (size // 256) ** 2
 
     def skip(name: str, why: str) -> None:
@@ -92,9 +100,11 @@ def plan_variants(
 
     big_e_ok = not slow or size == 512 or opts.include_slow
     big_e_why = (
-        f"{patches} encoder passes at E = 1024 with a ViT-B-sized model (about 12 s each on a 2-core CPU): "
-        "pass --include-slow to run it"
+        f"{patches} encoder passes at E = 1024 with a ViT-B- or hiera-tiny-sized model (ViT-B about 12 s each on a "
+        "2-core CPU): pass --include-slow to run it"
     )
+    fast_step = ("fast path: batched (CPU: the backend's preferred batch), fused attention, fp32" if fused else
+                 "fast path: batched (CPU: the backend's preferred batch), SAM 2's own attention, fp32")
     for backend in backends:
         for mode in opts.modes:
             e_row = FAITHFUL_ENCODER_SIZE if mode == "faithful" else e_model
@@ -102,26 +112,31 @@ def plan_variants(
                 skip(f"{backend} {mode}", big_e_why)
                 continue
             if backend != "torch" and slow and not opts.include_slow:
-                skip(f"{backend} {mode}", "ONNX export of a ViT-B-sized model takes minutes: pass --include-slow")
+                skip(f"{backend} {mode}", "ONNX export of a ViT-B- or hiera-tiny-sized model takes minutes: pass "
+                     "--include-slow")
                 continue
-            rows.append(Variant(mode, model, size, backend, mode, fused_attention=(mode == "fast"),
+            rows.append(Variant(mode, model, size, backend, mode, fused_attention=(mode == "fast" and fused),
                                 max_batch=1 if mode == "faithful" else 16,
                                 step="reference pipeline: E = 1024, one patch per forward" if mode == "faithful"
-                                else "fast path: batched (CPU: the backend's preferred batch), fused attention, "
-                                "fp32"))
+                                else fast_step))
         if backend != "torch":
             continue
         native = opts.native_encoder
         if native is not None and "fast" in opts.modes and native != e_model:
-            rows.append(Variant(f"native E={native}", model, size, backend, "fast", encoder_size=int(native),
+            rows.append(Variant(f"native E={native}", model, size, backend, "fast", fused_attention=fused,
+                                encoder_size=int(native),
                                 step=f"encoder run at the patch's own {native} (position embeddings resized); "
                                 "a different model until trained at that size"))
         if opts.ablation and "fast" in opts.modes and (e_model < FAITHFUL_ENCODER_SIZE or big_e_ok):
-            rows.append(Variant("fast, 1 patch/forward", model, size, backend, "fast", max_batch=1,
-                                step="fast path without batching"))
-            rows.append(Variant("fast, 16 patches/forward", model, size, backend, "fast", cpu_batching=False,
+            rows.append(Variant("fast, 1 patch/forward", model, size, backend, "fast", fused_attention=fused,
+                                max_batch=1, step="fast path without batching"))
+            rows.append(Variant("fast, 16 patches/forward", model, size, backend, "fast", fused_attention=fused,
+                                cpu_batching=False,
                                 step="fast path with the full batch of 16 even on a CPU"))
-            if e_model < FAITHFUL_ENCODER_SIZE:
+            if not fused:
+                skip("fast, stock attention", "SAM 2 runs its own (Hiera) attention in every row: there is no "
+                     "fused variant to remove")
+            elif e_model < FAITHFUL_ENCODER_SIZE:
                 rows.append(Variant("fast, stock attention", model, size, backend, "fast", fused_attention=False,
                                     step="fast path without the fused attention"))
             else:
@@ -129,7 +144,7 @@ def plan_variants(
                      "materialises the relative-position bias twice, 805 MB per patch and global layer (GBs for "
                      "a batch); the fused-attention step shows as faithful vs 'fast, 1 patch/forward' instead")
             low = "fp16" if device == "cuda" else "bf16"
-            rows.append(Variant(f"fast {low}", model, size, backend, "fast", precision=low,
+            rows.append(Variant(f"fast {low}", model, size, backend, "fast", fused_attention=fused, precision=low,
                                 step=f"fast path with {low} autocast (changes logits beyond float noise)"))
         elif opts.ablation and "fast" in opts.modes:
             skip("fast ablation rows", big_e_why)

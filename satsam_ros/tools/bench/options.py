@@ -16,7 +16,8 @@ DEFAULT_MODES = ("fast", "faithful")
 class Options:
     """Settings of one benchmark run (the ``satsam bench`` flags)."""
 
-    models: Sequence[str] = ("shipped", "vit-b")
+    models: Sequence[str] = ("shipped", "vit-b", "sam2-hiera-tiny")
+    reference_model: Optional[str] = "vit-b"  # every other model's rows get their speed-up against its rows
     sizes: Sequence[int] = DEFAULT_SIZES
     backends: Optional[Sequence[str]] = None  # None: every backend available
     modes: Sequence[str] = DEFAULT_MODES

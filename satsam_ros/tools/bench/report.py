@@ -29,6 +29,16 @@ def table_rows(report: Dict[str, Any]) -> Tuple[List[str], List[List[str]]]:
     return head, rows
 
 
+def ratio_rows(report: Dict[str, Any]) -> Tuple[List[str], List[List[str]]]:
+    """Header and rows of the model-against-reference table (``report["model_ratios"]``)."""
+    ratios = report.get("model_ratios") or []
+    ref = ratios[0]["reference"] if ratios else "reference"
+    head = ["model", "S", "backend", "row", "E", "median s", f"{ref} median s", f"x {ref}"]
+    rows = [[r["model"], str(r["size"]), r["backend"], r["row"], str(r.get("encoder_input") or "-"),
+             _fmt(r["model_s"]), _fmt(r["reference_s"]), _fmt(r["speedup"], ".2f")] for r in ratios]
+    return head, rows
+
+
 def format_table(head: List[str], rows: List[List[str]]) -> str:
     """Fixed-width text table."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
@@ -46,7 +56,7 @@ def _md_table(head: List[str], rows: List[List[str]]) -> str:
 def to_markdown(report: Dict[str, Any]) -> str:
     """The report as a markdown page (what BENCHMARKS.md is made of)."""
     out: List[str] = []
-    for section in (_md_head, _md_targets, _md_latency, _md_ablation, _md_roi, _md_skipped_and_node):
+    for section in (_md_head, _md_targets, _md_latency, _md_ratios, _md_ablation, _md_roi, _md_skipped_and_node):
         out += section(report)
     return "\n".join(out)
 
@@ -124,6 +134,19 @@ def _md_latency(report: Dict[str, Any]) -> List[str]:
                 f"{', '.join(resumed)}. Ratios within a group come from one run; comparisons across groups "
                 "mix the two runs.", ""]
     return out
+
+
+def _md_ratios(report: Dict[str, Any]) -> List[str]:
+    """Each model against the reference model, row for row (same size, backend and row)."""
+    ratios = report.get("model_ratios") or []
+    if not ratios:
+        return []
+    ref = ratios[0]["reference"]
+    return [f"## Against {ref}", "",
+            f"Each row against {ref}'s row of the same S, backend and name, measured in this run (the models' "
+            f"groups of one S ran back to back, not interleaved, so a load change between them shows here; ratios "
+            f"within a group are fairer). `x {ref}` = {ref}'s median / this row's median: above 1 is faster.", "",
+            _md_table(*ratio_rows(report)), ""]
 
 
 def _md_ablation(report: Dict[str, Any]) -> List[str]:

@@ -44,12 +44,13 @@ def bench_roi(model: str, size: int, device: str, frames: int = 30, margin: int 
     """Full scans against ROI tracking on a moving-satellite sequence, frame by frame."""
     from ...backends.torch_backend import TorchBackend
     from ...core.roi import RoiTracker
+    from ...model import RANDOM_SPECS
 
     models = models or _Models(device)
     sam, meta = models.get(model)
     real = TorchBackend(sam, meta.prompt_policy, device, fused_attention=True)
     if standin is None:
-        standin = model in ("tiny", "vit-b")
+        standin = model in RANDOM_SPECS  # random weights (tiny, vit-b, tiny-sam2, sam2-hiera-tiny)
     backend: Backend = _BrightnessStandIn(real) if standin else real
     det = Detector(backend, DetectorConfig(size=size, threshold=0.5 if standin else None), meta)
     tracker = RoiTracker(det, margin=margin, full_scan_every=full_scan_every)

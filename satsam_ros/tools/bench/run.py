@@ -101,6 +101,29 @@ def _row(report: Dict[str, Any], model: str, size: int, name: str, backend: str 
     return report["rows"].get(f"{model}/{size}/{backend}/{name}")
 
 
+def model_ratios(report: Dict[str, Any], reference: Optional[str]) -> List[Dict[str, Any]]:
+    """Each model's rows against the reference model's row of the same size, backend and
+    name (e.g. sam2-hiera-tiny's fast row at S = 1024 against ViT-B's), measured in this
+    run: both medians and ``speedup`` = reference median / model median (> 1: faster than
+    the reference). The model's row gets ``speedup_vs_<reference>`` too."""
+    out: List[Dict[str, Any]] = []
+    if not reference:
+        return out
+    for row in report["rows"].values():
+        if row["model"] == reference:
+            continue
+        ref = _row(report, reference, row["size"], row["name"], row["backend"])
+        if ref is None:
+            continue
+        a, b = ref["latency_s"]["median"], row["latency_s"]["median"]
+        speedup = a / b if b > 0 else None
+        row[f"speedup_vs_{reference}"] = speedup
+        out.append({"model": row["model"], "reference": reference, "size": row["size"], "backend": row["backend"],
+                    "row": row["name"], "encoder_input": row.get("encoder_input"), "model_s": b, "reference_s": a,
+                    "speedup": speedup, "frames": [row.get("frames"), ref.get("frames")]})
+    return out
+
+
 def evaluate_targets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Issue 8's targets, each with the measured figure and pass / fail / not measured."""
     out: List[Dict[str, Any]] = []
@@ -222,11 +245,14 @@ def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callab
                bench_frames(4, seed=100 + opts.seed), _Models(device), progress, checkpoint, on_row)
     models_req = [run.shipped if m == "shipped" else m for m in opts.models]
     with _RssSampler() as sampler:
+        # size by size, so that the groups of the models compared at one S run back to back
+        unloadable = set()
+        for size in opts.sizes:
+            for model in models_req:
+                if model not in unloadable and not _measure_group(run, model, size, sampler):
+                    unloadable.add(model)  # the model does not load: no size will
         for model in models_req:
-            for size in opts.sizes:
-                if not _measure_group(run, model, size, sampler):
-                    break  # the model does not load: no size will
-            if opts.ablation and model == run.shipped:
+            if opts.ablation and model == run.shipped and model not in unloadable:
                 run.report["ablation"]["grad_mode"] = run.old.get("ablation", {}).get("grad_mode") or \
                     bench_grad_modes(open_detector(model, backend="torch", device=device, size=512), run.frames)
             if model != run.shipped:
@@ -240,6 +266,7 @@ def run_benchmark(opts: Options, progress: bool = False, on_row: Optional[Callab
         run.report["node"] = run.old.get("node") or run_node_section(opts, run.shipped, work, progress,
                                                                      run.report["skipped"])
         run.save()
+    run.report["model_ratios"] = model_ratios(run.report, opts.reference_model)
     run.report["targets"] = evaluate_targets(run.report)
     run.report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     run.report["duration_s"] = time.time() - started
