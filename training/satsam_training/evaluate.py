@@ -208,7 +208,9 @@ def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, example
         row["file"] = path
         rows.append(row)
     report.write_csv(out / "per_frame.csv", rows)
-    title = (f"model {Path(result['model']).name} on {Path(result['data']).name} ({result['split']}), "
+    model = Path(result["model"])  # a run's checkpoint folder is always "model": name its run too
+    name = f"{model.parent.name}/{model.name}" if model.name == "model" and model.parent.name else model.name
+    title = (f"model {name} on {Path(result['data']).name} ({result['split']}), "
              f"S = {result['size']}")
     text = (
         f"# Evaluation: {title}\n\n"
