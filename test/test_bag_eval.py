@@ -351,7 +351,7 @@ def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
 
     assert PARAM_SPECS["model"].default == "builtin"
     data = tmp_path / "data"
-    assert train_main(["synth", "--out", str(data), "--n-train", "0", "--n-val", "0", "--n-test", "10",
+    assert train_main(["synth", "--out", str(data), "--n-train", "0", "--n-val", "0", "--n-test", "20",
                        "--empty-fraction", "0.3", "--seed", "4242"]) == 0
     assert main(["bag", "make", str(data), "--out", str(tmp_path / "bag"), "--rate", "5"]) == 0
     out = tmp_path / "report"
@@ -360,13 +360,15 @@ def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
                  "--startup-timeout", "120", "--timeout", "60"]) == 0
     s = json.loads((out / "metrics.json").read_text())
     assert s["node"]["parameters"].get("model") is None  # the node's own default ran
-    assert s["frames_sent"] == s["frames_answered"] == 10
+    assert s["frames_sent"] == s["frames_answered"] == 20
     ref = evaluate(DetectorChoice("builtin", size=512, device="cpu", backend="torch"), data, split="test",
                    progress=False, warmup=0, examples=0)
     assert (s["metrics"]["frames"], s["empty_frames"]) == (ref["frames"], ref["empty_frames"])
     assert ref["empty_frames"] > 0 and ref["nonempty_frames"] > 0
     assert s["accuracy"] == ref["accuracy"] and s["false_alarms"] == ref["false_alarms"]
     assert s["mean_iou"] == pytest.approx(ref["mean_iou"], abs=0.01)
-    # a trained model, not noise: it gets satellites right, not only empty frames (the
-    # floor test in training/tests/test_builtin_model.py holds the real bar)
-    assert ref["correct"] - (ref["empty_frames"] - ref["false_alarms"]) >= 2 and ref["mean_iou"] > 0.2
+    # a trained model, not noise: it gets satellites right, not only empty frames, where a
+    # random model gets none and mean IoU about 0 (20 frames, so that a model near the
+    # card's 40 % on satellite frames is not failed by one unlucky frame; the floor test in
+    # training/tests/test_builtin_model.py holds the real bar)
+    assert ref["correct"] - (ref["empty_frames"] - ref["false_alarms"]) >= 2 and ref["mean_iou"] > 0.15
