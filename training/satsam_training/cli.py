@@ -32,12 +32,13 @@ def _add_data_commands(sub) -> None:
 
 
 def _add_training_commands(sub) -> None:
-    """fit, tune-threshold, evaluate, pipeline (defined in train_commands.py)."""
+    """fit, tune-threshold, evaluate, mine, pipeline (defined in train_commands.py)."""
     from . import train_commands
 
     train_commands.add_fit(sub)
     train_commands.add_tune_threshold(sub)
     train_commands.add_evaluate(sub)
+    train_commands.add_mine(sub)
     train_commands.add_pipeline(sub)
 
 

@@ -108,11 +108,7 @@ def extract_patches(
     if not 0.0 <= keep_empty <= 1.0:
         raise ValueError(f"keep_empty must be in [0, 1], got {keep_empty}")
     frames = load_split(data_dir, split)
-    out = Path(out_dir)
-    if (out / "patches.json").exists() or ((out / "images").exists() and any((out / "images").iterdir())):
-        raise ValueError(f"output directory {out} already holds patches; choose an empty directory")
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    out = prepare_patch_dir(out_dir)
 
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -129,18 +125,33 @@ def extract_patches(
         stats["empty_frames"] += status == "empty"
         stats["patches_total"] += total
         for img, m, y, x, positive in kept:
-            name = f"{len(items):06d}.png"
-            for sub, arr in (("images", img), ("masks", m)):
-                path = out / sub / name
-                if not cv2.imwrite(str(path), arr):
-                    raise OSError(f"could not write {path}")
-            items.append({"image": f"images/{name}", "mask": f"masks/{name}", "frame_id": int(frame_id),
-                          "y": y, "x": x, "positive": positive})
+            items.append(write_patch(out, len(items), img, m, frame_id, y, x))
             stats["positive" if positive else "kept_empty"] += 1
     index = {"size": size, "patch_size": patch_size, "source": str(data_dir), "split": split,
              "count": len(items), "keep_empty": keep_empty, "seed": int(seed), "stats": stats, "items": items}
     write_json_atomic(out / "patches.json", index)
     return index
+
+
+def prepare_patch_dir(out_dir) -> Path:
+    """``out_dir`` with empty images/ and masks/ folders; ValueError if it already holds patches."""
+    out = Path(out_dir)
+    if (out / "patches.json").exists() or ((out / "images").exists() and any((out / "images").iterdir())):
+        raise ValueError(f"output directory {out} already holds patches; choose an empty directory")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_patch(out: Path, number: int, image: np.ndarray, mask: np.ndarray, frame_id: int, y: int, x: int) -> dict:
+    """Write patch ``number`` (image and 0/255 mask PNGs) under ``out``; its index item."""
+    name = f"{int(number):06d}.png"
+    for sub, arr in (("images", image), ("masks", mask)):
+        path = out / sub / name
+        if not cv2.imwrite(str(path), arr):
+            raise OSError(f"could not write {path}")
+    return {"image": f"images/{name}", "mask": f"masks/{name}", "frame_id": int(frame_id), "y": int(y),
+            "x": int(x), "positive": bool(mask.any())}
 
 
 def read_patch_index(patches_dir) -> dict:

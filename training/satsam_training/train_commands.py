@@ -269,6 +269,51 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- mine
+
+
+def add_mine(sub) -> None:
+    from satsam_ros.runtime import BACKENDS, DEVICES
+
+    p = sub.add_parser(
+        "mine",
+        help="write the training patches a model gets wrong (hard negatives and misses) as a patches directory",
+        description="Run CKPT through the Detector at size S (its tuned post-processing) on DATA/SPLIT.json, cut "
+                    "each frame into the detector's patch grid and keep the patches with at least --min-pixels "
+                    "wrongly published pixels (false) or missed satellite pixels: OUT/patches.json, as "
+                    "`satsam-train patches` writes it, to pass to `fit --patches` beside the random patches. "
+                    "Mine training frames only, never validation or test frames.",
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory, fit run directory or builtin")
+    p.add_argument("--data", required=True, metavar="DIR", help="COCO dataset directory with masks")
+    p.add_argument("--split", default="train", help="split to mine (default train)")
+    p.add_argument("--size", type=int, choices=_sizes(), required=True, help="frame resize S")
+    p.add_argument("--out", required=True, metavar="DIR", help="patches directory to write (empty)")
+    p.add_argument("--min-pixels", type=int, default=20,
+                   help="wrong pixels (in the S x S frame) that make a patch hard (default 20)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="default torch")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="default cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_mine)
+
+
+def cmd_mine(args) -> int:
+    from .evaluate import DetectorChoice, EvaluationError
+    from .mining import mine_patches
+
+    choice = DetectorChoice(args.checkpoint, size=args.size, backend=args.backend, device=args.device)
+    try:
+        index = mine_patches(choice.open(), args.data, args.out, split=args.split, min_pixels=args.min_pixels,
+                             progress=not args.no_progress, model=args.checkpoint, command=args.command_line)
+    except (EvaluationError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"satsam-train mine: {exc}") from exc
+    st = index["stats"]
+    _err(f"satsam-train mine: S = {index['size']}: {st['frames']} frames, {st['kept']} of {st['patches_total']} "
+         f"patches kept ({st['false']} with false pixels, {st['missed']} with missed pixels) in "
+         f"{Path(args.out) / 'patches.json'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- pipeline
 
 
