@@ -3,11 +3,11 @@
 
 One frame's way through it: the ``image`` subscription callback converts the message
 (:mod:`satsam_ros.ros.convert`, validated) and puts the frame in a one-slot mailbox
-(:mod:`satsam_ros.ros.mailbox`); the worker thread takes it, runs the Detector (or the
-ROI tracker around it) and publishes ``probability``, ``overlay``, ``detections_json``,
-``detections`` and last ``mask``, each with the input frame's header. A frame that
-arrives while another one waits replaces it and is counted as dropped, so the newest
-frame always wins and latency stays bounded under overload.
+(:mod:`satsam_ros.ros.mailbox`); the worker thread (:mod:`satsam_ros.ros.worker`) takes it,
+runs the Detector (or the ROI tracker around it) and publishes (:mod:`satsam_ros.ros.outputs`)
+``probability``, ``overlay``, ``detections_json``, ``detections`` and last ``mask``, each with
+the input frame's header. A frame that arrives while another one waits replaces it and is
+counted as dropped, so the newest frame always wins and latency stays bounded under overload.
 
 Parameters are one table (:mod:`satsam_ros.ros.params`), validated in an on-set
 callback registered before they are declared; the Detector is opened by
@@ -35,6 +35,7 @@ from typing import Any, Dict, Optional
 from ..core.imaging import FrameError
 from . import diagnostics
 from .mailbox import FrameItem, LatestFrameMailbox, Stats
+from .outputs import Outputs
 from .params import (
     NODE_NAME,
     PARAMS,
@@ -45,10 +46,9 @@ from .params import (
     check_parameter,
     descriptor,
 )
+from .worker import FrameWorker
 
 DIAGNOSTICS_PERIOD_S = 1.0
-REJECT_LOG_THROTTLE_S = 2.0
-OUTPUT_QOS_DEPTH = 5
 
 try:  # the ROS shell: only the modules of satsam_ros.ros need rclpy
     from rcl_interfaces.msg import SetParametersResult
@@ -84,10 +84,8 @@ class DetectorNode(LifecycleNode):
         self._declared = False
         self._detector = None
         self._tracker = None
-        self._worker: Optional[threading.Thread] = None
-        self._worker_stop = threading.Event()
+        self._outputs: Optional[Outputs] = None
         self._sub = None
-        self._pubs: Dict[str, Any] = {}
         self._rejected_reason = ""
         self.transition_error = ""
         # validation first, so the start-up values are checked too
@@ -96,6 +94,7 @@ class DetectorNode(LifecycleNode):
         self._declared = True
         self.stats = Stats()
         self._mailbox = LatestFrameMailbox()
+        self._worker = FrameWorker(self, self._mailbox, self._stop)
         self.input_topic = self._resolve_input_topic()
         self._start_diagnostics()  # reports in every lifecycle state
 
@@ -201,7 +200,7 @@ class DetectorNode(LifecycleNode):
         try:
             self._detector = self._open_detector()
             self._tracker = self._make_tracker()
-            self._create_publishers()
+            self._outputs = Outputs(self)
         except Exception as exc:  # noqa: BLE001 - the manager gets FAILURE, the log says why
             return self._failed("configure", exc, state)
         det = self._detector
@@ -214,7 +213,7 @@ class DetectorNode(LifecycleNode):
         subscription means the node is ready)."""
         try:
             result = super().on_activate(state)
-            self._start_worker()
+            self._worker.start()
             self._create_subscription()
         except Exception as exc:  # noqa: BLE001
             return self._failed("activate", exc, state)
@@ -247,7 +246,7 @@ class DetectorNode(LifecycleNode):
     def on_cleanup(self, state):
         """Destroy the outputs and release the model."""
         result = super().on_cleanup(state)
-        self._destroy_publishers()
+        self._destroy_outputs()
         self._release_detector()
         return result
 
@@ -267,11 +266,11 @@ class DetectorNode(LifecycleNode):
         if self._sub is not None:
             self.destroy_subscription(self._sub)
             self._sub = None
-        self._stop_worker()
+        self._worker.stop()
 
     def _teardown(self) -> None:
         self._deactivate()
-        self._destroy_publishers()
+        self._destroy_outputs()
         self._release_detector()
 
     def start_up(self) -> Optional[str]:
@@ -295,64 +294,10 @@ class DetectorNode(LifecycleNode):
         self._teardown()
 
     # ---- activation ---------------------------------------------------------------
-    def _create_publishers(self) -> None:
-        """mask, probability, overlay, detections_json, detections (where vision_msgs
-        imports): lifecycle publishers (they publish only while active), reliable,
-        keep-last, volatile."""
-        from sensor_msgs.msg import Image
-        from std_msgs.msg import String
-
-        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=OUTPUT_QOS_DEPTH,
-                             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
-        pubs = {name: self.create_lifecycle_publisher(Image, name, out_qos)
-                for name in ("mask", "probability", "overlay")}
-        pubs["detections_json"] = self.create_lifecycle_publisher(String, "detections_json", out_qos)
-        self._vision_msgs = self._import_vision_msgs()
-        if self._vision_msgs is not None:
-            pubs["detections"] = self.create_lifecycle_publisher(self._vision_msgs.Detection2DArray, "detections",
-                                                                 out_qos)
-        self._string_cls = String
-        self._pubs = pubs
-
-    def _destroy_publishers(self) -> None:
-        pubs, self._pubs = self._pubs, {}
-        for pub in pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-
-    def _import_vision_msgs(self):
-        try:
-            import vision_msgs.msg as vision
-        except ImportError:
-            self.get_logger().warning(
-                "vision_msgs is not installed: no Detection2DArray will be published on "
-                "'detections'; boxes are still published as JSON on 'detections_json' "
-                "(install ros-<distro>-vision-msgs to get them)"
-            )
-            return None
-        return vision
-
-    def _start_worker(self) -> None:
-        """The thread that takes frames from the mailbox, detects and publishes."""
-        self._extra_latency_s = int(self.settings["extra_latency_ms"]) / 1000.0
-        self._worker_stop = threading.Event()
-        self._mailbox.open()
-        self._worker = threading.Thread(target=self._work, args=(self._worker_stop,), name="satsam-worker",
-                                        daemon=True)
-        self._worker.start()
-
-    def _stop_worker(self, timeout: float = 30.0) -> bool:
-        """Stop the worker (a frame in inference is finished first; a waiting one is
-        dropped) and wait for it; True when it ended within ``timeout``."""
-        worker, self._worker = self._worker, None
-        self._worker_stop.set()
-        self._mailbox.close()
-        if worker is None:
-            return True
-        worker.join(timeout)
-        if worker.is_alive():
-            self.get_logger().warning(f"worker still busy after {timeout:.0f} s; leaving it")
-            return False
-        return True
+    def _destroy_outputs(self) -> None:
+        outputs, self._outputs = self._outputs, None
+        if outputs is not None:
+            outputs.destroy()
 
     def _start_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
@@ -393,7 +338,7 @@ class DetectorNode(LifecycleNode):
         try:
             frame, order = image_msg_to_array(msg)
         except FrameError as exc:
-            self._reject(msg.header, exc)
+            self._worker.reject(msg.header, exc)
             return
         self._mailbox.put(FrameItem(msg.header, frame, order, received))
 
@@ -403,93 +348,6 @@ class DetectorNode(LifecycleNode):
         received = time.monotonic()
         self.stats.count("received")
         self._mailbox.put(FrameItem(msg.header, None, "", received, compressed=msg))
-
-    def _reject(self, header, exc: Exception) -> None:
-        text = f"{exc}"
-        self.stats.count("rejected", text)
-        self.get_logger().warning(
-            f"skipped a bad frame (frame_id {header.frame_id!r}, stamp "
-            f"{header.stamp.sec}.{header.stamp.nanosec:09d}): {text}",
-            throttle_duration_sec=REJECT_LOG_THROTTLE_S,
-        )
-
-    def _work(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            item = self._mailbox.take()
-            if item is None:
-                return
-            try:
-                self._process(item, stop)
-            finally:
-                self._mailbox.done()
-
-    def _decode(self, item: FrameItem) -> Optional[FrameItem]:
-        """The item with pixels: a compressed frame decoded (None, counted and logged
-        as rejected, when it cannot be), a raw one as it is."""
-        if item.frame is not None:
-            return item
-        from .convert import compressed_msg_to_array
-
-        try:
-            frame, order = compressed_msg_to_array(item.compressed, int(self.settings["max_decoded_pixels"]))
-        except FrameError as exc:
-            self._reject(item.header, exc)
-            return None
-        return FrameItem(item.header, frame, order, item.received)
-
-    def _process(self, item: FrameItem, stop: threading.Event) -> None:
-        """Detect on one frame and publish; errors are counted and logged, never raised."""
-        if self._extra_latency_s > 0 and stop.wait(self._extra_latency_s):
-            return
-        item = self._decode(item)
-        if item is None:
-            return
-        tracker, detector = self._tracker, self._detector  # one read: a live change swaps the tracker whole
-        try:
-            result = (tracker or detector).detect(item.frame, item.order)
-        except FrameError as exc:  # e.g. a frame the converter let through
-            self.stats.count("rejected", str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - the node must never die from input
-            self.stats.count("errors", f"{type(exc).__name__}: {exc}")
-            self.get_logger().error(f"detection failed: {type(exc).__name__}: {exc}",
-                                    throttle_duration_sec=REJECT_LOG_THROTTLE_S)
-            return
-        if self._stop.is_set():
-            return
-        try:
-            self._publish(item, result, tracker.last_scan if tracker is not None else "full")
-        except Exception as exc:  # noqa: BLE001 - e.g. during shutdown
-            if self._stop.is_set():
-                return
-            self.stats.count("errors", f"publish: {exc}")
-            self.get_logger().error(f"publishing failed: {exc}", throttle_duration_sec=REJECT_LOG_THROTTLE_S)
-
-    def _publish(self, item: FrameItem, result, scan: str = "full") -> None:
-        """Every output of one frame with its header; the mask last (whoever has a
-        frame's mask has been sent everything else of it)."""
-        from .convert import array_to_image_msg, build_detection_array, detections_json
-
-        header, pubs, p = item.header, self._pubs, self.settings
-        if p["publish_probability"]:
-            pubs["probability"].publish(array_to_image_msg(result.probability, "32FC1", header))
-        if p["publish_overlay"]:
-            from ..core.overlay import overlay_image
-
-            picture = overlay_image(item.frame, result.mask, result.boxes, item.order)
-            pubs["overlay"].publish(array_to_image_msg(picture, "bgr8", header))
-        height, width = result.mask.shape
-        text = detections_json(header, result.boxes, width, height, result.threshold,
-                               {"inference_ms": round(result.timings["total"] * 1000.0, 3),
-                                "patches": int(result.patches), "scan": scan})
-        pubs["detections_json"].publish(self._string_cls(data=text))
-        if "detections" in pubs:
-            pubs["detections"].publish(build_detection_array(header, result.boxes, self._vision_msgs))
-        pubs["mask"].publish(array_to_image_msg(result.mask, "mono8", header))
-        done = time.monotonic()
-        now_ns = self.get_clock().now().nanoseconds
-        stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-        self.stats.record(done - item.received, (now_ns - stamp_ns) / 1e9, result.timings["total"])
 
     # ---- diagnostics ------------------------------------------------------------
     def diagnostics_values(self):
