@@ -13,7 +13,7 @@
 #      or tuning);
 #   5. hard-example mining: long run 1's model on fresh style a training frames (seeds
 #      41 / 42 / 43, one set per S), the patches it gets wrong (`satsam-train mine`);
-#   6. long run 2: long run 1's model trained on for 30,000 more steps (10 epochs of 3,000)
+#   6. long run 2: long run 1's model trained on for 33,000 more steps (11 epochs of 3,000)
 #      on the random patches plus the mined ones (given twice: about a quarter of the
 #      draws), then stages 3 and 4 again for it.
 #
@@ -92,7 +92,7 @@ if [ ! -f "$WORK/long2/fit.json" ]; then
   H=("$WORK/hard512" "$WORK/hard1024" "$WORK/hard2048")
   $T fit --patches "$WORK/p512" "$WORK/p1024" "$WORK/p2048" "${H[@]}" "${H[@]}" \
     --val "$WORK/pv512" "$WORK/pv1024" "$WORK/pv2048" \
-    --out "$WORK/long2" --base "$WORK/long/model" --epochs 10 --steps-per-epoch 3000 --batch-size 8 \
+    --out "$WORK/long2" --base "$WORK/long/model" --epochs 11 --steps-per-epoch 3000 --batch-size 8 \
     --lr 1.5e-4 --optimizer adamw --weight-decay 0.01 --warmup-steps 300 --schedule cosine --clip-grad 1.0 \
     --augment --seed 9 --select val_loss --threads 2 "${RESUME[@]}"
 fi
