@@ -14,7 +14,7 @@
 #   5. hard-example mining: long run 1's model on fresh style a training frames (seeds
 #      41 / 42 / 43, one set per S), the patches it gets wrong (`satsam-train mine`);
 #   6. long run 2: long run 1's model trained on for 33,000 more steps (11 epochs of 3,000)
-#      on the random patches plus the mined ones (given twice: about a quarter of the
+#      on the random patches plus the mined ones (given twice: about a third of the
 #      draws), then stages 3 and 4 again for it. Measured and NOT shipped (no gain:
 #      docs/model-search.md, "Long run 2"); the shipped model is long run 1's.
 #

@@ -18,7 +18,6 @@ validation or test frames of the model that will be trained on the result.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
@@ -83,5 +82,5 @@ def mine_patches(detector, data_dir, out_dir, split: str = "train", min_pixels: 
                                                  "threshold": float(detector.threshold), "postprocess": post,
                                                  "min_pixels": int(min_pixels)},
              "command": command, "stats": stats, "items": items}
-    write_json_atomic(Path(out) / "patches.json", index)
+    write_json_atomic(out / "patches.json", index)
     return index
