@@ -30,7 +30,7 @@ from pycocotools import mask as mask_utils
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from satsam_ros.core.metrics import MetricAccumulator
+from satsam_ros.core.metrics import MetricAccumulator, budget_markdown
 from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.runtime import open_detector
 from satsam_ros.tools.bag import io as bag
@@ -196,6 +196,14 @@ def test_report_files(evaluated, labelled):
     assert len(rows) == labelled["frames"]
     assert sum(int(r["correct"]) for r in rows) == s["metrics"]["correct"]
     assert "ready: model" in (out / "node.log").read_text()
+    # the error budget: every scored frame in one category, the same table in report.md
+    budget = s["error_budget"]
+    assert sum(budget["counts"].values()) == s["metrics"]["frames"] == labelled["frames"]
+    assert budget["counts"]["false_alarm"] == s["false_alarms"] == 1 and budget["counts"]["correct_empty"] == 1
+    assert budget["grid"]["size"] == 512 and budget["grid"]["cells_per_patch"] > 0  # the node's model and size
+    assert [r["category"] for r in rows].count("correct") == budget["counts"]["correct"]
+    assert all((r["category"] in ("correct", "correct_empty")) == (r["correct"] == "1") for r in rows)
+    assert budget_markdown(budget) in text and (out / "error_budget.png").stat().st_size > 1000
 
 
 def test_png_compressed_bag_gives_the_same_answers_as_the_raw_bag(evaluated, labelled, tmp_path):
@@ -367,6 +375,10 @@ def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
     assert ref["empty_frames"] > 0 and ref["nonempty_frames"] > 0
     assert s["accuracy"] == ref["accuracy"] and s["false_alarms"] == ref["false_alarms"]
     assert s["mean_iou"] == pytest.approx(ref["mean_iou"], abs=0.01)
+    # the same error budget, frame for frame, on the same mask grid (builtin's E at S = 512)
+    assert s["error_budget"]["grid"] == ref["error_budget"]["grid"]
+    assert s["error_budget"]["counts"] == ref["error_budget"]["counts"]
+    assert s["error_budget"]["buckets"] == ref["error_budget"]["buckets"]
     # a trained model, not noise: it gets satellites right, not only empty frames, where a
     # random model gets none and mean IoU about 0 (20 frames, so that a model near the
     # card's 40 % on satellite frames is not failed by one unlucky frame; the floor test in

@@ -204,6 +204,8 @@ LAYERS = [
                             "satsam_training"), "reading datasets is plain data code"),
     ("satsam_training", ("satsam_ros.tools", "satsam_ros.ros", "satsam_ros.deploy"),
      "training uses the runtime's library, not its tools"),
+    ("satsam_ros.figures", ("satsam_ros.", "satsam_training"), "figures plot plain dicts; they import nothing of "
+     "the package"),
 ]
 
 

@@ -6,11 +6,18 @@ Every frame goes through the Detector that :func:`satsam_ros.runtime.open_detect
 ``out``::
 
     metrics.json     the summary (accuracy, mean IoU, false-alarm and miss rates,
-                     seconds per frame median / p95) plus the settings
-    per_frame.csv    one row per frame: id, file, IoU, correct, areas, seconds
-    table.md         the reference's Table 1 layout (Image size | Accuracy | Runtime)
-                     and the full metric table
+                     seconds per frame median / p95, the ``error_budget``) plus the
+                     settings
+    per_frame.csv    one row per frame: id, file, IoU, correct, areas, seconds, the
+                     error-budget category, the true extent and the grid-ceiling IoU
+    table.md         the reference's Table 1 layout (Image size | Accuracy | Runtime),
+                     the full metric table and the error budget
+    error_budget.png the budget as stacked bars, one per satellite size bucket
     examples.png     example frames, true mask outlined green, prediction red
+
+The error budget (:mod:`satsam_ros.core.metrics`) splits the frames into correct,
+missed, extra objects, poor mask and false alarm, per size of the true object, with
+the grid ceiling of the model's mask grid at this S.
 """
 
 from __future__ import annotations
@@ -152,14 +159,14 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from satsam_ros.core.metrics import MetricAccumulator
+    from satsam_ros.core.metrics import MaskGrid, MetricAccumulator
 
     frames = load_frames(data, split)
     detector = detector if detector is not None else choice.open()
     s = detector.config.size
     for frame in frames[: max(0, int(warmup))]:
         detector.detect(frame.image())
-    acc = MetricAccumulator()
+    acc = MetricAccumulator(grid=MaskGrid.of_detector(detector))
     files: List[str] = []
     t0 = time.time()
     for frame in tqdm(frames, desc=f"evaluate S={s}", unit="frame", disable=not progress):
@@ -198,7 +205,8 @@ def _result(choice: DetectorChoice, data, split: str, detector, seconds: float) 
 
 def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, examples: int, detector) -> None:
     """metrics.json, per_frame.csv, table.md and examples.png (see the module docstring)."""
-    from satsam_ros.core.metrics import pick_examples
+    from satsam_ros.core.metrics import budget_markdown, pick_examples
+    from satsam_ros.figures import plot_error_budget
 
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "metrics.json", result)
@@ -219,8 +227,10 @@ def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, example
         + report.table1_markdown([result])
         + "\nRuntime: median seconds per frame (`Result.timings['total']`, after one warm-up frame).\n\n"
         + report.metrics_markdown(result)
+        + "\n## Error budget\n\n" + budget_markdown(result["error_budget"])
     )
     report.atomic_write_text(out / "table.md", text)
+    plot_error_budget(result["error_budget"], out / "error_budget.png", title=title)
     picked = pick_examples(dict(enumerate(acc.records)), examples)
     shown = []
     for i in picked:
@@ -231,8 +241,7 @@ def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, example
             "image": img if img.ndim == 2 else img[:, :, 0],
             "true": frame.mask(),
             "pred": res.mask,
-            "caption": f"frame {rec.frame_id}: IoU {rec.iou:.2f} "
-                       f"{'correct' if rec.correct else 'wrong'}{' (empty)' if rec.true_empty else ''}",
+            "caption": f"frame {rec.frame_id}: IoU {rec.iou:.2f} {(rec.category or '').replace('_', ' ')}",
         })
     if shown:
         report.plot_examples(shown, out / "examples.png", title=title)

@@ -14,7 +14,9 @@ The result is stored in the checkpoint's ``satsam.json`` for the frame size it w
 tuned at (``postprocess[S]``; and ``threshold`` / ``min_area`` at the top when S is
 the size the checkpoint was trained for) plus ``provenance.threshold_tuning[S]``,
 rewritten atomically, and the sweep is written as ``threshold_curve.csv`` (every
-setting) and ``threshold_curve.png`` (the thresholds at the chosen other settings).
+setting) and ``threshold_curve.png`` (the thresholds at the chosen other settings), the
+chosen setting's error budget (:mod:`satsam_ros.core.metrics`) as
+``threshold_budget.png`` and in the result (``best["error_budget"]``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from satsam_ros.core.metrics import MaskGrid
 
 from . import report
 from .evaluate import DetectorChoice, EvaluationError, checkpoint_dir, load_frames
@@ -54,11 +58,25 @@ def sweep(
     max_objects: Sequence[int] = (0,),
     min_scores: Sequence[float] = (0.0,),
     group_gaps: Sequence[int] = (0,),
+    grid=None,
 ) -> List[Dict[str, Any]]:
     """Score every post-processing setting on (probability H x W float32, true mask
     H x W or None, seconds or None) triples; returns one row per setting: its
     ``threshold``, ``min_area``, ``max_objects``, ``min_score``, ``group_gap`` + the
-    :class:`satsam_ros.core.metrics.MetricAccumulator` summary."""
+    :class:`satsam_ros.core.metrics.MetricAccumulator` summary (without the error
+    budget: :func:`sweep_accumulators` keeps it). ``grid``: the model's
+    :class:`satsam_ros.core.metrics.MaskGrid` (the budget's grid ceiling)."""
+    settings, accs = sweep_accumulators(probabilities_and_truths, thresholds, min_area, max_objects, min_scores,
+                                        group_gaps, grid)
+    return [dict(post.to_dict(), **acc.summary(budget=False)) for post, acc in zip(settings, accs)]
+
+
+def sweep_accumulators(probabilities_and_truths, thresholds: Sequence[float],
+                       min_area: Union[int, Sequence[int]] = 0, max_objects: Sequence[int] = (0,),
+                       min_scores: Sequence[float] = (0.0,), group_gaps: Sequence[int] = (0,), grid=None):
+    """(settings, one MetricAccumulator per setting) of :func:`sweep`: every frame
+    scored with its error-budget category (the published objects that overlap the
+    truth, from the kept objects' pixel counts)."""
     import numpy as np
 
     from satsam_ros.core import postprocess
@@ -72,13 +90,14 @@ def sweep(
     settings = [postprocess.PostConfig(t, a, k, m, g).validate()
                 for g in group_gaps for a in _min_areas(min_area) for k in max_objects for m in min_scores
                 for t in thresholds]
-    accs = [MetricAccumulator() for _ in settings]
+    accs = [MetricAccumulator(grid=grid) for _ in settings]
     by_mask: Dict[tuple, List[int]] = {}
     for i, post in enumerate(settings):
         by_mask.setdefault((post.group_gap, post.threshold), []).append(i)
     for prob, true, seconds in probabilities_and_truths:
         truth = None if true is None else np.asarray(true) > 0
         true_area = 0 if truth is None else int(np.count_nonzero(truth))
+        extent, ceiling = accs[0].truth_facts(truth)
         for (gap, t), members in by_mask.items():
             objects = postprocess.find_objects(postprocess.threshold(prob, t), prob, gap)
             inter = np.zeros(len(objects), dtype=np.int64)
@@ -87,8 +106,11 @@ def sweep(
                 inter = np.array([int(per_label[m].sum()) for m in objects.members], dtype=np.int64)
             for i in members:
                 keep = postprocess.select_objects(objects, settings[i])
-                accs[i].add_counts(int(inter[keep].sum()), true_area, int(objects.areas[keep].sum()), seconds)
-    return [dict(post.to_dict(), **acc.summary()) for post, acc in zip(settings, accs)]
+                kept_inter, kept_area = inter[keep], objects.areas[keep]
+                accs[i].add_counts(int(kept_inter.sum()), true_area, int(kept_area.sum()), seconds,
+                                   touch_area=int(kept_area[kept_inter > 0].sum()), extent=extent,
+                                   ceiling_iou=ceiling)
+    return settings, accs
 
 
 def choose(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
@@ -159,9 +181,12 @@ def tune_threshold(
     thresholds, areas = grid.threshold_values(), _min_areas(grid.min_areas)
     frames = load_frames(data, split)
     detector = replace(choice, min_area=0).open()  # raw maps: the sweep applies each setting itself
-    rows = sweep(_probability_maps(detector, frames, progress), thresholds, min_area=areas,
-                 max_objects=grid.max_objects, min_scores=grid.min_scores, group_gaps=grid.group_gaps)
-    best = choose(rows)
+    settings, accs = sweep_accumulators(_probability_maps(detector, frames, progress), thresholds, min_area=areas,
+                                        max_objects=grid.max_objects, min_scores=grid.min_scores,
+                                        group_gaps=grid.group_gaps, grid=MaskGrid.of_detector(detector))
+    rows = [dict(post.to_dict(), **acc.summary(budget=False)) for post, acc in zip(settings, accs)]
+    chosen = choose(rows)
+    best = dict(chosen, error_budget=accs[rows.index(chosen)].budget())  # where the chosen setting fails
     result: Dict[str, Any] = {
         "model": str(choice.model),
         "data": str(Path(data).resolve()),
@@ -200,7 +225,10 @@ def _probability_maps(detector, frames, progress: bool):
 
 
 def _write_curve(out_dir: Path, rows: Sequence[Dict[str, Any]], best: Dict[str, Any], title: str) -> Dict[str, str]:
-    """threshold_curve.csv (every pair) and .png (the thresholds at the chosen min_area)."""
+    """threshold_curve.csv (every setting), .png (the thresholds at the chosen other
+    settings) and threshold_budget.png (the chosen setting's error budget)."""
+    from satsam_ros.figures import plot_error_budget
+
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = list(POST_KEYS) + ["accuracy", "mean_iou", "false_alarm_rate", "miss_rate", "correct", "frames",
                                  "false_alarms", "misses"]
@@ -210,7 +238,9 @@ def _write_curve(out_dir: Path, rows: Sequence[Dict[str, Any]], best: Dict[str, 
         same, best["threshold"], out_dir / "threshold_curve.png",
         title=f"{title}, " + _describe(best, with_threshold=False),
     )
-    return {"csv": str(csv_path), "png": str(png_path)}
+    budget_path = plot_error_budget(best["error_budget"], out_dir / "threshold_budget.png",
+                                    title=f"{title}, chosen: " + _describe(best))
+    return {"csv": str(csv_path), "png": str(png_path), "budget_png": str(budget_path)}
 
 
 def _describe(row: Dict[str, Any], with_threshold: bool = True) -> str:
@@ -244,6 +274,7 @@ def _store(ckpt: Path, result: Dict[str, Any], tuning: Dict[str, Any]) -> Path:
         "accuracy": best["accuracy"],
         "mean_iou": best["mean_iou"],
         "false_alarm_rate": best["false_alarm_rate"],
+        "error_budget": best["error_budget"]["counts"],
         "previous": result["previous_postprocess"],
         "command": tuning["command"],
         "tuned": report.now_iso(),

@@ -200,6 +200,9 @@ def cmd_tune_threshold(args) -> int:
     chosen = ", ".join(f"{k} {v:g}" for k, v in result["postprocess"].items())
     _err(f"satsam-train tune-threshold: S = {result['size']}: {chosen} (threshold was "
          f"{result['previous_threshold']:.3f}): accuracy {100 * best['accuracy']:.1f} % on {result['frames']} frames")
+    from satsam_ros.core.metrics import budget_markdown
+
+    _err("error budget of the chosen setting:\n" + budget_markdown(best["error_budget"]))
     if args.json:
         print(json.dumps({k: v for k, v in result.items()}, indent=2))
     return 0
@@ -263,7 +266,10 @@ def cmd_evaluate(args) -> int:
                           progress=not args.no_progress, log=_err)
     except (EvaluationError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"satsam-train evaluate: {exc}") from exc
+    from satsam_ros.core.metrics import budget_markdown
+
     _err("satsam-train evaluate: " + summary_line(result))
+    _err("error budget (frames per category and satellite size):\n" + budget_markdown(result["error_budget"]))
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0

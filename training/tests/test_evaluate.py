@@ -89,3 +89,41 @@ def test_evaluate_errors_name_the_problem(data, tmp_path):
     with pytest.raises(SystemExit, match="no such directory"):
         main(["evaluate", str(tmp_path / "missing"), "--data", str(data), "--out", str(tmp_path / "x"),
               "--no-progress"])
+
+
+def test_evaluate_reports_the_error_budget(data, ckpt, tmp_path, capsys):
+    """metrics.json's error_budget adds up to the frames and agrees with the masks the
+    Detector publishes; per_frame.csv carries category, extent and ceiling; table.md,
+    the command's summary and error_budget.png show it."""
+    import csv
+
+    from satsam_ros.core.metrics import MaskGrid, grid_ceiling, object_extent
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(ckpt), "--data", str(data), "--size", "512", "--threshold", "0.5", "--json",
+                 "--out", str(out), "--no-progress", "--device", "cpu", "--examples", "0"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    budget = result["error_budget"]
+    assert sum(budget["counts"].values()) == budget["frames"] == result["frames"] == 4
+    assert budget["counts"]["correct"] + budget["counts"]["correct_empty"] == result["correct"]
+    assert budget["counts"]["false_alarm"] == result["false_alarms"]
+    assert budget["grid"] == MaskGrid(512, 256, 16).to_dict()  # E = 64: 16 cells per patch
+    assert "| empty frames | 2 |" in captured.err and "grid ceiling fails" in captured.err
+    det = open_detector(str(ckpt), backend="torch", device="cpu", size=512, threshold=0.5)
+    rows = list(csv.DictReader((out / "per_frame.csv").open()))
+    for frame, row in zip(load_split(data, "test"), rows):
+        mask = det.detect(frame.image()).mask
+        want = "correct_empty" if frame.is_empty and not mask.any() else None
+        if frame.is_empty:
+            assert row["category"] == (want or "false_alarm")
+            assert row["ceiling_iou"] == "" and row["extent"] == "0"
+        else:
+            assert row["category"] in ("correct", "missed", "extra_objects", "poor_mask")
+            assert (row["category"] == "correct") == frame_correct(mask, frame.mask())
+            assert (row["category"] == "missed") == (not (mask > 0)[frame.mask() > 0].any())
+            assert int(row["extent"]) == object_extent(frame.mask())
+            assert float(row["ceiling_iou"]) == pytest.approx(grid_ceiling(frame.mask(), MaskGrid(512, 256, 16)),
+                                                              abs=1e-6)
+    assert "## Error budget" in (out / "table.md").read_text()
+    assert (out / "error_budget.png").stat().st_size > 1000

@@ -56,6 +56,11 @@ def cmd_bag_eval(args) -> int:
     except (BagError, OSError, ImportError) as exc:
         raise SystemExit(f"satsam bag eval: {exc}") from exc
     print(summary_table(summary))
+    if summary.get("error_budget"):
+        from ...core.metrics import budget_markdown
+
+        print("Error budget (scored frames per category and satellite size):\n")
+        print(budget_markdown(summary["error_budget"]))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 

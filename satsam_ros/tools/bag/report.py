@@ -10,8 +10,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ...core.imaging import to_uint8_gray
-from ...core.metrics import FrameRecord, pick_examples
+from ...core.metrics import FrameRecord, budget_markdown, pick_examples
 from ...core.overlay import draw_outline
+from ...figures import plot_error_budget
 from .io import format_stamp, read_images
 from .replay import Answer, ReplayRun
 from .score import iter_truth
@@ -144,7 +145,7 @@ def plot_examples(bag: Path, topic: str, picks: List[int], answers: Dict[int, An
         ax.set_axis_off()
         rec = records.get(i)
         if rec is not None:
-            verdict = "correct" if rec.correct else "wrong"
+            verdict = (rec.category or ("correct" if rec.correct else "wrong")).replace("_", " ")
             caption = f"#{i}: {'empty, ' if rec.true_empty else ''}IoU {rec.iou:.2f}, {verdict}"
         else:
             caption = f"#{i}: {int(answers[i].mask().sum())} px detected"
@@ -165,6 +166,9 @@ def write_report(out: Path, summary: Dict[str, Any], run: ReplayRun, opts, recor
         files["node_log"] = "node.log"
     write_per_frame(out / files["per_frame"], run, records)
     plot_latency(summary, run.sends, run.answers, out / files["latency_histogram"], out / files["latency_over_time"])
+    if summary.get("error_budget"):
+        plot_error_budget(summary["error_budget"], out / "error_budget.png", title=f"{run.bag.name} {run.topic}")
+        files["error_budget"] = "error_budget.png"
     picks = _pick_examples(records, sorted(run.answers), opts.examples)
     truth_masks: Dict[int, Optional[np.ndarray]] = {}
     if picks and summary["ground_truth"]:
@@ -186,7 +190,8 @@ def write_per_frame(path: Path, run: ReplayRun, records: Dict[int, FrameRecord])
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["index", "stamp", "bag_stamp", "sent_s", "answered", "latency_ms", "boxes", "scored", "iou",
-                    "correct", "true_empty", "pred_empty", "true_area", "pred_area"])
+                    "correct", "true_empty", "pred_empty", "true_area", "pred_area", "category", "extent",
+                    "ceiling_iou"])
         for i, send in enumerate(run.sends):
             ans = run.answers.get(i)
             rec = records.get(i)
@@ -194,9 +199,10 @@ def write_per_frame(path: Path, run: ReplayRun, records: Dict[int, FrameRecord])
                         "" if send is None else f"{send - t0:.6f}", int(ans is not None),
                         "" if ans is None else f"{(ans.arrival - send) * 1000.0:.3f}", run.boxes.get(i, ""),
                         int(rec is not None),
-                        *(["", "", "", "", "", ""] if rec is None else
+                        *([""] * 9 if rec is None else
                           [f"{rec.iou:.6f}", int(rec.correct), int(rec.true_empty), int(rec.pred_empty),
-                           rec.true_area, rec.pred_area])])
+                           rec.true_area, rec.pred_area, rec.category or "", rec.extent or "",
+                           "" if rec.ceiling_iou is None else f"{rec.ceiling_iou:.6f}"])])
 
 
 def report_markdown(summary: Dict[str, Any], files: Dict[str, str]) -> str:
@@ -235,6 +241,12 @@ def report_markdown(summary: Dict[str, Any], files: Dict[str, str]) -> str:
             f"| false alarms | {m['false_alarms']} ({_pct(m['false_alarm_rate'])} of empty frames) |",
             f"| misses (empty prediction) | {m['misses']} ({_pct(m['miss_rate'])}) |",
             "",
+            "Error budget (`satsam_ros.core.metrics`): every scored frame in one category, by the size of "
+            "the true satellite; the grid ceiling is what a perfect model on the node's mask grid would score"
+            + ("" if summary["error_budget"]["grid"] else " (unknown here: the node's model was not reported)")
+            + (f"; figure `{files['error_budget']}`." if "error_budget" in files else "."),
+            "",
+            budget_markdown(summary["error_budget"]),
         ]
     else:
         lines += ["The bag has no ground truth: timing figures only.", ""]

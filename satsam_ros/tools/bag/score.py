@@ -2,7 +2,9 @@
 
 Frames are scored with :class:`satsam_ros.core.metrics.MetricAccumulator`, the one
 metric (IoU > 0.5 correct; an empty frame only when nothing is predicted), so a bag
-evaluation's accuracy means what training evaluation's does.
+evaluation's accuracy means what training evaluation's does, error budget included:
+its grid ceiling uses the mask grid of the model and size the node reported in its
+diagnostics (:func:`mask_grid_of`; none when the model's encoder input is unknown).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ...core.imaging import FrameError
-from ...core.metrics import FrameRecord, MetricAccumulator
+from ...core.metrics import FrameRecord, MaskGrid, MetricAccumulator
 from ...core.stats import summary_ms
 from .io import BagError, format_stamp, read_images
 from .replay import NODE_COUNTERS, ReplayRun
@@ -55,9 +57,34 @@ class Scored:
     with_truth: int  # frames with a ground-truth mask (answered or not)
 
 
+def mask_grid_of(settings: Dict[str, str]) -> Optional[MaskGrid]:
+    """The mask grid of the node's model at its size, from the diagnostics' ``model``
+    and ``size`` (the model's encoder input E from its satsam.json, its ONNX metadata
+    or the named random spec, without loading weights; E / 4 cells per 256 patch), or
+    None when either is unknown."""
+    from ...model import BUILTIN_DIR, RANDOM_SPECS, SatsamMeta
+
+    spec, size = settings.get("model"), settings.get("size")
+    if not spec or not size or not str(size).isdigit():
+        return None
+    e: Optional[int] = None
+    try:
+        if spec in RANDOM_SPECS:
+            e = RANDOM_SPECS[spec].encoder_input_size
+        elif spec == "builtin" or Path(spec).is_dir() and (Path(spec) / "satsam.json").is_file():
+            e = SatsamMeta.read(BUILTIN_DIR if spec == "builtin" else Path(spec)).encoder_input_size
+        elif spec.endswith(".onnx") and Path(spec).is_file():
+            from ...artefacts import read_onnx_meta
+
+            e = read_onnx_meta(spec).encoder_input_size
+    except (OSError, ValueError):
+        return None
+    return MaskGrid(int(size), 256, int(e) // 4) if e else None
+
+
 def score_answers(bag: Path, truth_topic: str, run: ReplayRun) -> Scored:
     """Score every answered frame that has a ground-truth mask on ``truth_topic``."""
-    acc = MetricAccumulator()
+    acc = MetricAccumulator(grid=mask_grid_of(run.node_settings))
     records: Dict[int, FrameRecord] = {}
     with_truth = 0
     stamps = run.stamps
@@ -133,7 +160,7 @@ def _accuracy(scored: Optional[Scored]) -> Dict[str, Any]:
     """The accuracy fields of the summary (all None without ground truth)."""
     if scored is None:
         return dict.fromkeys(("accuracy", "mean_iou", "false_alarms", "false_alarm_rate", "empty_frames",
-                              "metrics"))
+                              "metrics", "error_budget"))
     metrics = scored.accumulator.summary()
     metrics["frames_with_truth"] = scored.with_truth
     metrics["unanswered_with_truth"] = scored.with_truth - metrics["frames"]
@@ -144,4 +171,5 @@ def _accuracy(scored: Optional[Scored]) -> Dict[str, Any]:
         "false_alarm_rate": metrics["false_alarm_rate"],
         "empty_frames": metrics["empty_frames"],
         "metrics": metrics,
+        "error_budget": metrics.pop("error_budget"),
     }

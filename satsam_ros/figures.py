@@ -1,0 +1,68 @@
+"""Figures shared by the `satsam` tools and the training side (the error budget): plain
+plotting of JSON-ready dicts, importing nothing of the package (training may use it; it
+uses no tool).
+
+matplotlib's Agg backend (no display); imported inside the functions, so the runtime
+imports none of it until a figure is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict
+
+#: one colour per error-budget category (satsam_ros.core.metrics.CATEGORIES)
+CATEGORY_COLOURS = {
+    "correct": "#2ca02c",
+    "missed": "#7f7f7f",
+    "extra_objects": "#ff7f0e",
+    "poor_mask": "#d62728",
+    "correct_empty": "#98df8a",
+    "false_alarm": "#9467bd",
+}
+
+
+def plot_error_budget(budget: Dict[str, Any], path, title: str = "") -> Path:
+    """The error budget (:func:`satsam_ros.core.metrics.error_budget`) as stacked bars ->
+    PNG: one bar per satellite size bucket and one for the empty frames, each split into
+    its categories as shares of the bar's frames (the count above each bar); a black
+    tick marks the share of the bucket's frames whose grid ceiling fails."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    bars = [(f"{label} px", b) for label, b in budget["buckets"].items()] + [("empty", budget["empty"])]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    drawn = set()
+    for x, (_name, block) in enumerate(bars):
+        bottom = 0.0
+        for category, count in block["counts"].items():
+            share = block["shares"][category] or 0.0
+            label = category.replace("_", " ") if category not in drawn and count else None
+            if count:
+                drawn.add(category)
+            ax.bar(x, share, bottom=bottom, color=CATEGORY_COLOURS[category], width=0.7, label=label)
+            bottom += share
+        ax.text(x, 1.02, f"{block['frames']}", ha="center", va="bottom", fontsize=8)
+        fail = block.get("ceiling_fail_share")
+        if fail:
+            ax.plot([x - 0.35, x + 0.35], [fail, fail], color="black", lw=2,
+                    label="grid ceiling fails" if "ceiling" not in drawn else None)
+            drawn.add("ceiling")
+    ax.set_xticks(range(len(bars)))
+    ax.set_xticklabels([name for name, _ in bars])
+    ax.set_xlabel("true satellite extent (frame pixels); frames per bar above it")
+    ax.set_ylabel("share of the bar's frames")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title((title + "\n" if title else "") + "error budget", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
