@@ -33,13 +33,16 @@ def plot_error_budget(budget: Dict[str, Any], path, title: str = "") -> Path:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    bars = [(f"{label} px", b) for label, b in budget["buckets"].items()] + [("empty", budget["empty"])]
+    bars = [(f"{label} px", budget["buckets"][label]) for label in budget["size_buckets"]]
+    bars.append(("empty", budget["empty"]))
     fig, ax = plt.subplots(figsize=(8, 4.2))
     drawn = set()
     for x, (_name, block) in enumerate(bars):
         bottom = 0.0
-        for category, count in block["counts"].items():
-            share = block["shares"][category] or 0.0
+        for category in budget["categories"]:
+            if category not in block["counts"]:
+                continue
+            count, share = block["counts"][category], block["shares"][category] or 0.0
             label = category.replace("_", " ") if category not in drawn and count else None
             if count:
                 drawn.add(category)

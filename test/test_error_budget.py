@@ -200,3 +200,22 @@ def test_threshold_sweep_categories_match_the_mask_categories():
             ref.add(mask, truth)
         assert [r.category for r in acc.records] == [r.category for r in ref.records], post
         assert [r.ceiling_iou for r in acc.records] == [r.ceiling_iou for r in ref.records]
+
+
+def test_budget_keeps_its_bucket_order_through_json(tmp_path):
+    """metrics.json is written with sorted keys: the table and the figure follow the
+    budget's own order of size buckets, not the dict's."""
+    import json
+
+    from satsam_ros.figures import plot_error_budget
+
+    acc = MetricAccumulator(grid=MaskGrid(512))
+    for extent in (5, 20, 40, 90, 200):
+        truth = box(0, 2, 0, extent, 256, 256)
+        acc.add(truth, truth)
+    budget = json.loads(json.dumps(acc.budget(), sort_keys=True))
+    assert list(budget["buckets"]) != budget["size_buckets"]  # sorting did reorder the dict
+    text = budget_markdown(budget)
+    rows = [line.split(" |")[0] for line in text.splitlines() if line.startswith("| ") and " px |" in line]
+    assert rows == ["| <16 px", "| 16-32 px", "| 32-64 px", "| 64-128 px", "| >=128 px"]
+    assert plot_error_budget(budget, tmp_path / "b.png").stat().st_size > 1000

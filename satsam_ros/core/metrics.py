@@ -274,6 +274,7 @@ def error_budget(records: Sequence[FrameRecord], iou_threshold: float = IOU_THRE
     with_sat = block(sat, SATELLITE_CATEGORIES)
     return {
         "categories": list(CATEGORIES),
+        "size_buckets": [label for label, _, _ in SIZE_BUCKETS],  # the order of ``buckets`` (JSON sorts keys)
         "frames": len(recs),
         "counts": overall["counts"],
         "shares": overall["shares"],
@@ -299,13 +300,12 @@ def budget_markdown(budget: Dict[str, Any]) -> str:
 
     head = ["frames", "correct", "missed", "extra objects", "poor mask", "false alarm", "grid ceiling fails"]
     lines = ["| satellite extent | " + " | ".join(head) + " |", "| --- " * (len(head) + 1) + "|"]
-    rows = [(f"{label} px", b) for label, b in budget["buckets"].items()]
+    rows = [(f"{label} px", budget["buckets"][label]) for label in budget["size_buckets"]]
     rows.append(("all with a satellite", budget["satellite"]))
     for name, b in rows:
         c, n = b["counts"], b["frames"]
         lines.append(f"| {name} | {n} | " + " | ".join(
-            [cell(c["correct"], n), cell(c["missed"], n), cell(c["extra_objects"], n), cell(c["poor_mask"], n),
-             "-", cell(b["ceiling_fails"], n)]) + " |")
+            [cell(c[k], n) for k in SATELLITE_CATEGORIES] + ["-", cell(b["ceiling_fails"], n)]) + " |")
     e = budget["empty"]
     lines.append(f"| empty frames | {e['frames']} | {cell(e['counts']['correct_empty'], e['frames'])} | - | - | - | "
                  f"{cell(e['counts']['false_alarm'], e['frames'])} | - |")
