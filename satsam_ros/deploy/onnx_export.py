@@ -54,12 +54,14 @@ from ..artefacts import (
     sha256_file,
     tool_versions,
 )
+from ..core.parity import logit_tolerance
 from ..model import META_FILE, SatsamMeta
 
 LOG = logging.getLogger("satsam_ros.deploy.onnx")
 
-VERIFY_TOLERANCE = 1e-3  # export fails when ORT and PyTorch logits differ by more than
-VERIFY_RELATIVE = 1e-4  # ... max(VERIFY_TOLERANCE, VERIFY_RELATIVE * largest |logit|)
+# The export fails when ORT and PyTorch logits differ by more than
+# satsam_ros.core.parity.logit_tolerance: 1e-3 x max(1, largest |torch logit|), the float32
+# bound every engine comparison uses (derived in that module's docstring).
 
 
 # --------------------------------------------------------------------------- export
@@ -187,7 +189,7 @@ def export_patch_model(
         measured = _max_abs_diff(reference, raw, dummy) if verify else None
         if measured is not None:
             diff, scale = measured
-            tolerance = max(VERIFY_TOLERANCE, VERIFY_RELATIVE * scale)
+            tolerance = logit_tolerance(scale)
             if not diff <= tolerance:  # NaN fails too
                 raise ValueError(
                     f"exported graph for {source or 'model'} disagrees with the PyTorch patch model: "
