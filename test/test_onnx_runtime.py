@@ -5,10 +5,12 @@ import json
 import cv2
 import numpy as np
 import pytest
+from numerics import LogitRecorder, assert_logits_close, assert_masks_equal_except_ties, assert_results_agree
 
 from satsam_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, providers_for
 from satsam_ros.backends.torch_backend import TorchBackend
 from satsam_ros.core.detector import Detector, DetectorConfig
+from satsam_ros.core.parity import probability_tolerance
 from satsam_ros.deploy.onnx_export import export_model
 from satsam_ros.model import load_model
 from satsam_ros.runtime import open_detector
@@ -35,18 +37,6 @@ def random_frames(seed, count=3):
     ][:count]
 
 
-TIE = 1e-5  # the engines sum in different orders: probabilities differ by up to ~1e-6 (bounded below)
-
-
-def same_masks_away_from_ties(ref, got):
-    """The two Results' masks are equal wherever the probability is not within TIE of
-    the threshold, and hold foreground and background (else the check means nothing)."""
-    decided = np.abs(ref.probability - ref.threshold) >= TIE
-    assert decided.mean() > 0.999
-    assert 0 < np.count_nonzero(ref.mask) < ref.mask.size, "the comparison needs foreground and background"
-    return np.array_equal(ref.mask[decided], got.mask[decided])
-
-
 def test_backend_interface(backends):
     _, ort_backend = backends
     assert ort_backend.name == "onnxruntime" and ort_backend.device == "cpu"
@@ -60,31 +50,38 @@ def test_backend_interface(backends):
 def test_logits_match_torch_in_fp32(backends):
     torch_backend, ort_backend = backends
     rng = np.random.default_rng(11)
-    worst = 0.0
     for n in (1, 4, 7):
         x = rng.normal(0.0, 1.0, (n, 3, 256, 256)).astype(np.float32)
         a, b = torch_backend.infer(x), ort_backend.infer(x)
         assert a.shape == b.shape == (n, 64, 64)
-        worst = max(worst, float(np.abs(a - b).max()))
-    assert worst <= 1e-4
+        # two engines, two summation orders: satsam_ros.core.parity's float32 bound,
+        # 1e-3 of the largest |logit| (measured 5e-6 here; test_numerics.py varies the order)
+        assert_logits_close(b, a, f"onnxruntime vs torch, batch {n}")
 
 
 @pytest.mark.parametrize("size", [512, 1024])
 def test_detector_masks_identical_on_random_frames(backends, size):
-    """At the model's own threshold (0.65), the ``tiny`` spec's masks hold foreground."""
+    """At the model's own threshold (0.65), the ``tiny`` spec's masks hold foreground.
+
+    Probabilities agree to satsam_ros.core.parity's bound (a quarter of the logit bound,
+    1e-3 of the torch run's largest |logit|; measured 2.1e-5 against about 5e-4); masks
+    are equal except at ties (reference probability within that bound of 0.65), which
+    are counted and must stay a small share of the frame."""
     torch_backend, ort_backend = backends
     for frame, order in random_frames(seed=size):
-        ref = Detector(torch_backend, DetectorConfig(size=size)).detect(frame, order)
+        recorder = LogitRecorder(torch_backend)
+        ref = Detector(recorder, DetectorConfig(size=size)).detect(frame, order)
         got = Detector(ort_backend, DetectorConfig(size=size)).detect(frame, order)
         assert ref.threshold == got.threshold == 0.65
-        assert same_masks_away_from_ties(ref, got)
-        assert np.abs(ref.probability - got.probability).max() < TIE
+        assert_results_agree(ref, got, recorder.scale, what=f"{size}: {frame.shape} {frame.dtype}")
         if np.array_equal(ref.mask, got.mask):  # no tie flipped: the same components, scores to float noise
             # (listed best score first: components whose scores differ by float noise may swap places)
             a = {(b.x0, b.y0, b.x1, b.y1, b.area): b.score for b in ref.boxes}
             b = {(b.x0, b.y0, b.x1, b.y1, b.area): b.score for b in got.boxes}
             assert a.keys() == b.keys() and len(a) == len(ref.boxes)
-            assert [b[k] for k in a] == pytest.approx(list(a.values()), abs=1e-6)
+            # a score is a mean of probabilities, each within the probability bound
+            tolerance = probability_tolerance(recorder.scale)
+            assert [b[k] for k in a] == pytest.approx(list(a.values()), abs=tolerance)
 
 
 def test_close_drops_the_session(tiny_onnx):
@@ -156,6 +153,7 @@ def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
     frames = tmp_path / "frames"
     frames.mkdir()
     probe = open_detector("tiny", backend="torch", device="cpu", size=512)
+    probe.backend = recorder = LogitRecorder(probe.backend)  # the scale of the probabilities' bound
     probs = []
     for i, (frame, order) in enumerate(random_frames(seed=3, count=2)):
         cv2.imwrite(str(frames / f"r{i}.png"), frame)  # the files hold the same pixels as the frames
@@ -166,8 +164,8 @@ def test_cli_detect_onnxruntime_matches_torch(tiny_onnx, tmp_path):
     for i in range(2):
         a = cv2.imread(str(tmp_path / "t" / f"r{i}.mask.png"), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / "o" / f"r{i}.mask.png"), cv2.IMREAD_UNCHANGED)
-        decided = np.abs(probs[i] - probe.threshold) >= TIE
-        assert set(np.unique(a)) == {0, 255} and np.array_equal(a[decided], b[decided])
+        assert set(np.unique(a)) == {0, 255}
+        assert_masks_equal_except_ties(probs[i], probe.threshold, a, b, recorder.scale, what=f"r{i}.mask.png")
         info = json.loads((tmp_path / "o" / f"r{i}.json").read_text())
         assert info["backend"] == "onnxruntime"
 

@@ -4,9 +4,10 @@ fast mode (E = 256) and faithful mode (E = 1024), in process and through ``satsa
 detect`` / ``satsam export onnx``.
 
 Masks are compared at the model's own threshold, both sides holding foreground and
-background; a pixel may differ only where its probability is within 1e-5 of the
-threshold (a float tie: the two engines sum in different orders; their probabilities
-differ by about 1e-6, checked to stay under 1e-5).
+background; a pixel may differ only at a tie, where its probability is within
+satsam_ros.core.parity's probability bound of the threshold (the two engines sum in
+different orders: logits agree to 1e-3 of the largest |logit|, probabilities to a
+quarter of that; measured a few 1e-6), and ties must stay a small share of the frame.
 """
 
 import json
@@ -15,16 +16,23 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from numerics import (
+    LogitRecorder,
+    assert_logits_close,
+    assert_masks_equal_except_ties,
+    assert_results_agree,
+    export_check_scale,
+    module_outputs,
+)
 
 from satsam_ros.artefacts import BATCH_AXIS, read_onnx_meta
 from satsam_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from satsam_ros.backends.torch_backend import TorchBackend
 from satsam_ros.core.detector import Detector, DetectorConfig
+from satsam_ros.core.parity import logit_tolerance
 from satsam_ros.deploy.onnx_export import export_model, make_export_module
 from satsam_ros.model import load_model, resize_encoder
 from satsam_ros.runtime import open_detector
-
-TIE = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +64,11 @@ def unseen_frames(seed):
     return out
 
 
-def assert_same_masks(ref, got, threshold):
-    """Equal masks with foreground and background on both sides; ties excepted."""
-    decided = np.abs(ref.probability - threshold) >= TIE
-    assert decided.mean() > 0.999
-    for res in (ref, got):
-        assert 0 < np.count_nonzero(res.mask) < res.mask.size, "the comparison needs foreground and background"
-    assert np.array_equal(ref.mask[decided], got.mask[decided])
-    assert np.abs(ref.probability - got.probability).max() < TIE
+def assert_same_masks(ref, got, threshold, scale):
+    """Equal masks with foreground and background on both sides; ties excepted (and
+    counted: a small share of the frame); probabilities within the float32 bound for
+    logits of ``scale`` (the torch run's largest |logit|)."""
+    assert_results_agree(ref, got, scale, threshold)
 
 
 def test_the_graph_is_one_patch_model_with_a_dynamic_batch(sam2_export):
@@ -82,17 +87,22 @@ def test_the_graph_is_one_patch_model_with_a_dynamic_batch(sam2_export):
     assert "cubic" not in modes
     meta = read_onnx_meta(sam2_export.path)
     assert meta.encoder_input_size == 256 and "SAM 2" in meta.provenance["source"]
-    assert sam2_export.max_abs_diff < 1e-4  # checked against the torch patch module at export
+    # checked against the torch patch module at export, to the float32 bound of its check batch
+    sam, _ = load_model("tiny-sam2")
+    assert sam2_export.max_abs_diff <= logit_tolerance(export_check_scale(sam))
 
 
 def test_export_module_computes_the_patch_module(sam2_backends):
-    import torch
-
+    """The same function, not the same kernels: the export module holds the prompt's
+    embeddings and Hiera's position embedding as precomputed constants, so its float32
+    sums run in another order (differences in the 5th significant digit). Within the
+    float32 bound; test_numerics.py shows a real bug (a constant 10 % off) is 9x above it."""
     sam, _ = load_model("tiny-sam2")
     module, reference = make_export_module(sam)
-    x = torch.from_numpy(np.random.default_rng(4).standard_normal((3, 3, 256, 256)).astype(np.float32))
-    with torch.no_grad():
-        assert torch.equal(module(x), reference(x))
+    x = np.random.default_rng(4).standard_normal((3, 3, 256, 256)).astype(np.float32)
+    got, want = module_outputs(module, x), module_outputs(reference, x)
+    assert np.abs(want[0]).std() > 0.3  # logits of order 1
+    assert_logits_close(got[0], want[0], "tiny-sam2 export module vs patch module")
 
 
 def test_onnxruntime_logits_match_torch_for_any_batch(sam2_backends):
@@ -102,15 +112,16 @@ def test_onnxruntime_logits_match_torch_for_any_batch(sam2_backends):
         x = rng.normal(0.0, 1.0, (n, 3, 256, 256)).astype(np.float32)
         a, b = torch_backend.infer(x), ort_backend.infer(x)
         assert a.shape == b.shape == (n, 64, 64) and a.std() > 0.3
-        assert np.abs(a - b).max() <= 1e-4
+        assert_logits_close(b, a, f"tiny-sam2 onnxruntime vs torch, batch {n}")  # measured 5e-6, bound 6e-3
 
 
 def test_detector_masks_are_the_same_on_unseen_frames(sam2_backends):
     torch_backend, ort_backend = sam2_backends
     for frame, order in unseen_frames(seed=5):
-        ref = Detector(torch_backend, DetectorConfig(size=512, threshold=0.5)).detect(frame, order)
+        recorder = LogitRecorder(torch_backend)
+        ref = Detector(recorder, DetectorConfig(size=512, threshold=0.5)).detect(frame, order)
         got = Detector(ort_backend, DetectorConfig(size=512, threshold=0.5)).detect(frame, order)
-        assert_same_masks(ref, got, 0.5)
+        assert_same_masks(ref, got, 0.5, recorder.scale)
 
 
 def test_faithful_export_at_1024_matches_torch(tmp_path):
@@ -118,10 +129,11 @@ def test_faithful_export_at_1024_matches_torch(tmp_path):
     sam, meta = load_model("tiny-sam2")
     cfg = DetectorConfig(size=512, mode="faithful", threshold=0.5)
     frame, order = unseen_frames(seed=6)[0]
-    ref = Detector(TorchBackend(resize_encoder(sam, 1024)), cfg, meta).detect(frame, order)
+    recorder = LogitRecorder(TorchBackend(resize_encoder(sam, 1024)))
+    ref = Detector(recorder, cfg, meta).detect(frame, order)
     got = Detector(OnnxRuntimeBackend(exported.path, "cpu"), cfg).detect(frame, order)
     assert got.patches == 4 and OnnxRuntimeBackend(exported.path, "cpu").input_size == 1024
-    assert_same_masks(ref, got, 0.5)
+    assert_same_masks(ref, got, 0.5, recorder.scale)
 
 
 def test_satsam_export_and_detect_with_both_backends(tmp_path, capsys):
@@ -136,6 +148,7 @@ def test_satsam_export_and_detect_with_both_backends(tmp_path, capsys):
     frames = tmp_path / "frames"
     frames.mkdir()
     probe = open_detector("tiny-sam2", backend="torch", device="cpu", size=512)
+    probe.backend = recorder = LogitRecorder(probe.backend)  # the scale of the probability bound
     probs = {}
     for i, (frame, order) in enumerate(unseen_frames(seed=9)):
         if order == "bgr":
@@ -149,7 +162,6 @@ def test_satsam_export_and_detect_with_both_backends(tmp_path, capsys):
         a = cv2.imread(str(tmp_path / "t" / f"{stem}.mask.png"), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / "o" / f"{stem}.mask.png"), cv2.IMREAD_UNCHANGED)
         assert set(np.unique(a)) == {0, 255}, "the comparison needs foreground and background"
-        decided = np.abs(prob - probe.threshold) >= TIE
-        assert np.array_equal(a[decided], b[decided])
+        assert_masks_equal_except_ties(prob, probe.threshold, a, b, recorder.scale, what=f"{stem}.mask.png")
         info = json.loads((tmp_path / "o" / f"{stem}.json").read_text())
         assert info["backend"] == "onnxruntime" and info["threshold"] == probe.threshold == 0.65
