@@ -521,6 +521,8 @@ def test_fp16_validation_passes_when_masks_agree(real_tiny_onnx, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         res = trt_build.validate_fp16(real_tiny_onnx, real_tiny_onnx, 512)
+    # the stand-in is the reference itself (ONNX Runtime, the same file, session options
+    # and frame): the same kernels in the same order, so bit-equal masks, IoU exactly 1
     assert res["ok"] and res["mask_iou"] == 1.0 and res["reference"] == "onnxruntime-cpu fp32"
 
 
@@ -592,7 +594,7 @@ def test_sam2_fp16_validation_compares_real_masks(real_sam2_onnx, monkeypatch):
     reference = Detector(OnnxRuntimeBackend(real_sam2_onnx, "cpu"), DetectorConfig(size=trt_build.VALIDATION_SIZE))
     mask = reference.detect(synthetic_frame(trt_build.VALIDATION_SEED)[0]).mask
     assert mask.any(), "the check must compare masks with foreground"
-    monkeypatch.setattr(trtb, "TensorRTBackend", onnx_stand_in(0.0))
+    monkeypatch.setattr(trtb, "TensorRTBackend", onnx_stand_in(0.0))  # the reference itself: bit-equal
     assert trt_build.validate_fp16(real_sam2_onnx, real_sam2_onnx, 512)["mask_iou"] == 1.0
     monkeypatch.setattr(trtb, "TensorRTBackend", onnx_stand_in(-3.0))  # an engine whose logits went wrong
     with pytest.warns(RuntimeWarning, match="masks diverge"):

@@ -19,6 +19,7 @@ from satsam_training.validation import auto_select, detector_for, score
 
 from satsam_ros.core.backend import Backend
 from satsam_ros.core.detector import Detector
+from satsam_ros.core.parity import MAX_TIE_SHARE, mask_ties, probability_tolerance
 from satsam_ros.core.synthetic import synthetic_frame
 from satsam_ros.model import load_model
 from satsam_ros.runtime import open_detector
@@ -67,12 +68,34 @@ def test_smoke_loss_decreases_and_checkpoint_matches_memory(data, tmp_path):
 
     # The saved checkpoint, loaded the way the node loads it, gives what the in-memory model gives.
     frame, _ = synthetic_frame(7, 200, 240)
-    in_memory = detector_for(res.model, res.meta, 512, 0.5).detect(frame)
+    detector = detector_for(res.model, res.meta, 512, 0.5)
+    largest = _record_largest_logit(detector)
+    in_memory = detector.detect(frame)
     loaded = open_detector(str(out / "model"), backend="torch", device="cpu", size=512, threshold=0.5).detect(frame)
-    # (the node's Detector may run a fused attention kernel: equal to float rounding)
-    np.testing.assert_allclose(loaded.probability, in_memory.probability, atol=1e-5)
-    borderline = np.abs(in_memory.probability - 0.5) < 1e-5
-    assert np.array_equal(loaded.mask[~borderline], in_memory.mask[~borderline])
+    # The node's Detector may run a fused attention kernel (another float32 summation
+    # order): probabilities agree to satsam_ros.core.parity's bound (a quarter of 1e-3 of
+    # the largest |logit|), masks are equal except at ties (probability within that bound
+    # of the threshold), and ties are a small share of the frame.
+    tolerance = probability_tolerance(largest[0])
+    np.testing.assert_allclose(loaded.probability, in_memory.probability, atol=tolerance, rtol=0)
+    counts = mask_ties(in_memory.probability, 0.5, in_memory.mask, loaded.mask, tolerance)
+    assert counts.flipped_outside_ties == 0 and counts.tie_share <= MAX_TIE_SHARE, counts  # measured 13 of 48,000
+    assert 0 < np.count_nonzero(in_memory.mask) < in_memory.mask.size, "the comparison needs foreground and background"
+
+
+def _record_largest_logit(detector):
+    """Keep (in a one-element list) the largest |logit| the detector's backend returns:
+    the scale of the parity bounds."""
+    largest = [0.0]
+    infer = detector.backend.infer
+
+    def recording(batch):
+        out = infer(batch)
+        largest[0] = max(largest[0], float(np.abs(out).max()))
+        return out
+
+    detector.backend.infer = recording
+    return largest
 
 
 def _state(model):
