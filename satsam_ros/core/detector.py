@@ -17,7 +17,11 @@ encoder input E, low-res logits m = E / 4):
    forward at E = 1024 through transformers' stock modules, as the reference
    pipeline's SamProcessor does). Fast and faithful compute the same function when
    the model's own E is 1024 (``test/test_fastpath.py``; SAM 2: ``test/test_sam2.py``).
-4. :func:`postprocess.stitch_logits`: logits upsampled to P x P straight into the
+4. presence (models with an object-score head, SAM 2 and EdgeTAM): a patch whose
+   ``sigmoid(score)`` is under ``min_object_score`` gets the logit of a skipped patch
+   everywhere (probability 0: it publishes nothing); ``Result.scores`` holds every run
+   patch's presence probability and ``Result.gated`` how many were gated.
+5. :func:`postprocess.stitch_logits`: logits upsampled to P x P straight into the
    S x S frame (blended where patches overlap); sigmoid, resized to H x W,
    thresholded, connected components -> boxes (:mod:`.postprocess`).
 
@@ -49,6 +53,10 @@ class Result:
     mask: H x W uint8, 0 or 255. probability: H x W float32 in [0, 1].
     boxes: connected components (XYXY pixels of the input frame), best score first.
     timings: seconds per stage ("pre", "model", "post", "total").
+    scores: the presence probability (sigmoid of the object-score logit) of each patch
+    run, float32, in the order of the patches run (``grid.origins`` order, or the
+    sorted ``only_patches``); None when the model has no object-score head (SAM).
+    gated: how many of those patches were under ``min_object_score`` (published nothing).
     """
 
     mask: np.ndarray
@@ -58,6 +66,8 @@ class Result:
     patches: int
     size: int
     threshold: float
+    scores: Optional[np.ndarray] = None
+    gated: int = 0
 
     def to_dict(self) -> Dict[str, object]:
         """JSON-ready summary (no pixel arrays)."""
@@ -69,6 +79,8 @@ class Result:
             "timings": dict(self.timings),
             "height": int(self.mask.shape[0]),
             "width": int(self.mask.shape[1]),
+            "object_scores": None if self.scores is None else [round(float(v), 6) for v in self.scores],
+            "gated_patches": int(self.gated),
         }
 
 
@@ -85,6 +97,7 @@ class DetectorConfig:
     max_objects: Optional[int] = None  # None: the checkpoint's value for this size (0 = keep all)
     min_score: Optional[float] = None  # None: the checkpoint's value for this size
     group_gap: Optional[int] = None  # None: the checkpoint's value for this size
+    min_object_score: Optional[float] = None  # None: the checkpoint's value for this size (0 = no presence gate)
     max_batch: int = 16
     precision: str = "fp32"  # torch backend autocast: fp32, bf16, fp16 (CUDA); fast mode only
     encoder_size: Optional[int] = None  # fast mode: run the encoder at this E (None: the model's own)
@@ -107,6 +120,8 @@ class DetectorConfig:
             raise ValueError(f"min_score must be in [0, 1]; got {self.min_score}")
         if self.group_gap is not None and int(self.group_gap) < 0:
             raise ValueError(f"group_gap must be >= 0 pixels; got {self.group_gap}")
+        if self.min_object_score is not None and not 0.0 <= float(self.min_object_score) <= 1.0:
+            raise ValueError(f"min_object_score must be in [0, 1]; got {self.min_object_score}")
         if int(self.max_batch) < 1:
             raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
         if self.precision not in AUTOCAST_PRECISIONS:
@@ -145,7 +160,7 @@ class Detector:
             self.batch = max(1, min(self.batch, int(backend.preferred_batch(self.batch))))
         self.backend_reason = f"{backend.name} given directly"  # open_detector: which engine and why
 
-    POST_FIELDS = ("threshold", "min_area", "max_objects", "min_score", "group_gap")
+    POST_FIELDS = ("threshold", "min_area", "max_objects", "min_score", "group_gap", "min_object_score")
 
     def _resolve_post(self) -> PostConfig:
         """The checkpoint's post-processing for this size, with the config's overrides."""
@@ -198,7 +213,10 @@ class Detector:
         ``order`` is the channel order of colour frames ("rgb", "bgr", "rgba", "bgra").
         ``only_patches`` (indices into ``self.grid.origins``) runs the model on those
         patches only; every other patch gets probability 0 (ROI tracking, see
-        :mod:`satsam_ros.roi`). ``Result.patches`` counts the patches actually run.
+        :mod:`satsam_ros.roi`). ``Result.patches`` counts the patches actually run,
+        ``Result.scores`` holds their presence probabilities (None without an
+        object-score head) and ``Result.gated`` how many of them the presence gate
+        (``min_object_score``) silenced.
         Raises :class:`satsam_ros.imaging.FrameError` for frames it cannot use.
         """
         t0 = time.perf_counter()
@@ -215,16 +233,24 @@ class Detector:
         size, e = self.config.size, self.backend.input_size
         t1 = time.perf_counter()
 
-        low_res = []
+        low_res, score_chunks = [], []
         prep = 0.0
         for start in range(0, len(patches), self.batch):
             tp = time.perf_counter()
             chunk = preprocess.resize_patches(patches[start:start + self.batch], e)
             prep += time.perf_counter() - tp
-            low_res.append(self.backend.infer(chunk))
+            chunk_logits, chunk_scores = self.backend.infer_scored(chunk)
+            low_res.append(chunk_logits)
+            score_chunks.append(chunk_scores)
         t2 = time.perf_counter()
 
         logits = np.concatenate(low_res) if low_res else np.empty((0, 1, 1), np.float32)
+        scores, gated = None, 0
+        if score_chunks and all(c is not None for c in score_chunks):
+            scores, off = postprocess.presence_gate(np.concatenate(score_chunks), self.post.min_object_score)
+            gated = int(np.count_nonzero(off))
+            if gated:  # whole patches at once (logits is concatenate's own copy): probability 0
+                logits[off] = np.float32(postprocess.SKIPPED_LOGIT)
         prob = postprocess.sigmoid(postprocess.stitch_logits(self.grid, logits, chosen))
         prob = tiling.resize(prob, height, width)
         np.clip(prob, 0.0, 1.0, out=prob)
@@ -237,4 +263,4 @@ class Detector:
             "post": t3 - t2,
             "total": t3 - t0,
         }
-        return Result(mask, prob, boxes, timings, len(patches), size, self.threshold)
+        return Result(mask, prob, boxes, timings, len(patches), size, self.threshold, scores, gated)

@@ -33,8 +33,9 @@ class SatsamMeta:
     prompt_policy: str = "full_box"  # one box covering the whole patch
     threshold: float = DEFAULT_THRESHOLD
     min_area: int = 0  # tuned with the threshold: components smaller than this (input pixels) are dropped
-    # per frame size S ("512", ...): post-processing tuned at that size (PostConfig fields); sizes
-    # without an entry use threshold / min_area above and no other prior
+    # per frame size S ("512", ...): post-processing tuned at that size (PostConfig fields: threshold,
+    # min_area, max_objects, min_score, group_gap, min_object_score); sizes without an entry use
+    # threshold / min_area above and no other prior (min_object_score 0: no presence gate)
     postprocess: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     normalization: Dict[str, Any] = field(
         default_factory=lambda: {"scale": "0..255", "mean": list(SAM_PIXEL_MEAN), "std": list(SAM_PIXEL_STD)}

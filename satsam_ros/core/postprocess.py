@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -50,6 +50,18 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return out
 
 
+def presence_gate(score_logits: np.ndarray, min_object_score: float) -> Tuple[np.ndarray, np.ndarray]:
+    """N object-score logits -> (N float32 presence probabilities, N bool: gated).
+
+    A patch is gated (publishes nothing) when its probability is under
+    ``min_object_score``; 0 gates none.
+    """
+    prob = sigmoid(np.asarray(score_logits, dtype=np.float32).reshape(-1))
+    if float(min_object_score) <= 0.0:
+        return prob, np.zeros(prob.shape, dtype=bool)
+    return prob, prob < np.float32(min_object_score)
+
+
 def threshold(prob: np.ndarray, thr: float) -> np.ndarray:
     """Probability -> uint8 mask with 255 where ``prob > thr`` and 0 elsewhere."""
     if not 0.0 <= thr <= 1.0:
@@ -67,7 +79,10 @@ class PostConfig:
     drop objects whose mean probability is below it (weak, blurry responses on
     clouds and coasts). ``group_gap``: connected components closer than this many
     pixels form one object (a satellite whose thin booms were not segmented comes
-    out as a body and detached panels: one object, one box).
+    out as a body and detached panels: one object, one box). ``min_object_score``:
+    a patch whose presence probability (``sigmoid`` of the decoder's object-score
+    logit; models with the head only, SAM 2 and EdgeTAM) is under it publishes
+    nothing (0 = off; :func:`presence_gate`).
     """
 
     threshold: float = 0.65
@@ -75,6 +90,7 @@ class PostConfig:
     max_objects: int = 0
     min_score: float = 0.0
     group_gap: int = 0
+    min_object_score: float = 0.0
 
     def validate(self) -> PostConfig:
         checks = [
@@ -83,6 +99,8 @@ class PostConfig:
             (int(self.max_objects) >= 0, f"max_objects must be >= 0 (0 = all); got {self.max_objects}"),
             (0.0 <= float(self.min_score) <= 1.0, f"min_score must be in [0, 1]; got {self.min_score}"),
             (int(self.group_gap) >= 0, f"group_gap must be >= 0 pixels; got {self.group_gap}"),
+            (0.0 <= float(self.min_object_score) <= 1.0,
+             f"min_object_score must be in [0, 1]; got {self.min_object_score}"),
         ]
         for ok, message in checks:
             if not ok:
