@@ -4,7 +4,10 @@ metadata, and the cache they live in. Reading and locating only; making them is
 
 An ONNX export is the *patch model* in one graph (encoder + the baked-in prompt + mask
 decoder): input ``pixel_values`` N x 3 x E x E float32 (SAM-normalised RGB patches,
-the first axis ``patches`` dynamic), output ``logits`` N x m x m float32 (m = E / 4).
+the first axis ``patches`` dynamic), output ``logits`` N x m x m float32 (m = E / 4)
+and, for a model with an object-score head (SAM 2, EdgeTAM), a second output
+``object_score`` N float32: the presence logit of each patch (export format 2; SAM
+exports and those of format 1 have ``logits`` only, and the backends take both kinds).
 Its metadata (:class:`satsam_ros.model.SatsamMeta`) travels twice: as the ONNX model's
 ``metadata_props`` entry ``satsam`` (authoritative) and as a ``satsam.json`` beside it.
 
@@ -37,10 +40,11 @@ LOG = logging.getLogger("satsam_ros.artefacts")
 
 ONNX_INPUT = "pixel_values"
 ONNX_OUTPUT = "logits"
+ONNX_SCORE_OUTPUT = "object_score"  # second output of a model with presence: N object-score logits
 BATCH_AXIS = "patches"
 DEFAULT_OPSET = 17
 META_KEY = "satsam"
-EXPORT_FORMAT = 1  # bump when the exported graph changes meaning: invalidates caches
+EXPORT_FORMAT = 2  # bump when the exported graph changes meaning: invalidates caches (2: object_score)
 CACHE_ENV = "SATSAM_CACHE_DIR"
 ONNX_FILE = "model.onnx"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")

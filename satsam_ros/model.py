@@ -106,6 +106,8 @@ class SamFamily:
     configs = {"tiny": tiny_config, "vit-b": vit_b_config}
     #: the encoder's attention can run as :mod:`satsam_ros.backends.fused_attention`
     fused_attention = True
+    #: SAM's mask decoder has no object-score head
+    has_presence = False
 
     @staticmethod
     def model_class():
@@ -170,13 +172,17 @@ class SamFamily:
         return new_model.to(device).eval()
 
     @staticmethod
-    def patch_module(model, prompt_policy: str):
+    def patch_module(model, prompt_policy: str, with_score: bool = False):
         """``module(pixel_values N x 3 x E x E) -> logits N x m x m`` with the prompt baked in.
 
         ``full_box``: one box (0, 0, E - 1, E - 1) in encoder pixels, i.e. the whole
-        patch; single-mask output.
+        patch; single-mask output. ``with_score``: SAM has no object-score head (ValueError).
         """
         import torch
+
+        if with_score:
+            raise ValueError("a SAM model (model type 'sam') has no object-score head: no presence score "
+                             "(SAM 2 and EdgeTAM have one)")
 
         class SamPatchModel(torch.nn.Module):
             def __init__(self, sam):
@@ -269,22 +275,41 @@ def resize_encoder(model, new_size: int):
     return family_of(model).resize_encoder(model, int(new_size))
 
 
-def make_patch_module(model, prompt_policy: str = "full_box"):
+def has_presence(model_or_config) -> bool:
+    """Whether the model's mask decoder gives an object-score (presence) logit per patch:
+    True for SAM 2 and EdgeTAM, False for SAM."""
+    return bool(family_of(model_or_config).has_presence)
+
+
+def make_patch_module(model, prompt_policy: str = "full_box", with_score: bool = False):
     """Wrap a model as ``module(pixel_values N x 3 x E x E) -> logits N x m x m``.
+
+    ``with_score``: ``-> (logits N x m x m, score_logits N)``, the second the decoder's
+    object-score logit of mask token 0 (``object_score_logits[:, 0, 0]``; probability
+    ``sigmoid``: a satellite in the patch). Only families with :func:`has_presence`
+    (SAM 2, EdgeTAM); ValueError for SAM.
 
     The prompt policy is applied inside, so training, inference and ONNX export all
     see the same prompt (see the family's ``patch_module``).
     """
     if prompt_policy not in PROMPT_POLICIES:
         raise ValueError(f"prompt policy {prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
-    return family_of(model).patch_module(model, prompt_policy)
+    family = family_of(model)
+    if not with_score:
+        return family.patch_module(model, prompt_policy)
+    if not family.has_presence:
+        raise ValueError(f"with_score: a {family.name.upper()} model (model type "
+                         f"{getattr(model.config, 'model_type', '?')!r}) has no object-score head; "
+                         "SAM 2 and EdgeTAM models have one")
+    return family.patch_module(model, prompt_policy, with_score=True)
 
 
 def make_export_module(model, prompt_policy: str = "full_box"):
-    """The patch module for ONNX export (``pixel_values N x 3 x E x E -> logits N x m x m``):
-    what :func:`make_patch_module` computes, with everything that does not depend on
-    the pixels (the prompt's embeddings, ...) held as constants (the family's
-    ``export_module``)."""
+    """The patch module for ONNX export (``pixel_values N x 3 x E x E -> logits N x m x m``,
+    and for a family with presence ``-> (logits, score_logits N)``): what
+    :func:`make_patch_module` (``with_score`` = :func:`has_presence`) computes, with
+    everything that does not depend on the pixels (the prompt's embeddings, ...) held
+    as constants (the family's ``export_module``)."""
     if prompt_policy not in PROMPT_POLICIES:
         raise ValueError(f"prompt policy {prompt_policy!r} unknown; known: {PROMPT_POLICIES}")
     return family_of(model).export_module(model, prompt_policy)

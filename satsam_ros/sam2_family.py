@@ -155,6 +155,8 @@ class Sam2Family:
     configs = {"tiny-sam2": tiny_sam2_config, "sam2-hiera-tiny": sam2_hiera_tiny_config}
     #: the fused relative-position attention is SAM's ViT; Hiera runs its own attention
     fused_attention = False
+    #: the mask decoder has an object-score head (a presence logit per patch)
+    has_presence = True
 
     @staticmethod
     def model_class():
@@ -203,8 +205,10 @@ class Sam2Family:
         return single_mask_policy(resized).eval()
 
     @staticmethod
-    def patch_module(model, prompt_policy: str):
-        """``module(pixel_values N x 3 x E x E) -> logits N x m x m`` through ``Sam2Model.forward``.
+    def patch_module(model, prompt_policy: str, with_score: bool = False):
+        """``module(pixel_values N x 3 x E x E) -> logits N x m x m`` through ``Sam2Model.forward``;
+        with ``with_score``, ``-> (logits N x m x m, object-score logits N)``
+        (``object_score_logits[:, 0, 0]``).
 
         ``full_box``: one box (0, 0, E - 1, E - 1) in encoder pixels (SAM 2's prompt
         encoder adds 0.5 and divides by E, as SAM's does), mask token 0. The prompt
@@ -219,19 +223,23 @@ class Sam2Family:
             def __init__(self, sam):
                 super().__init__()
                 self.sam = sam
+                self.with_score = bool(with_score)
                 self.register_buffer("box", _full_box(Sam2Family.encoder_input_size(sam)), persistent=False)
 
             def forward(self, pixel_values):
                 boxes = self.box.expand(pixel_values.shape[0], 1, 4)
                 out = self.sam(pixel_values=pixel_values, input_boxes=boxes, multimask_output=False)
+                if self.with_score:
+                    return out.pred_masks[:, 0, 0], out.object_score_logits[:, 0, 0]
                 return out.pred_masks[:, 0, 0]
 
         return Sam2PatchModel(model)
 
     @staticmethod
     def export_module(model, prompt_policy: str) -> Any:
-        """The patch module for ONNX export, everything that does not depend on the pixels
-        held as constants; computes what :meth:`patch_module` computes.
+        """The patch module for ONNX export, ``pixel_values -> (logits N x m x m, object-score
+        logits N)``, everything that does not depend on the pixels held as constants;
+        computes what :meth:`patch_module` with ``with_score`` computes.
 
         Buffers: the box's sparse embedding (1 x 1 x 3 x C: two corners and SAM 2's
         padding point), the no-mask dense embedding and the image-wide positional grid
@@ -280,14 +288,14 @@ class Sam2Family:
                 fpn = fpn[-self.levels:][::-1]  # high -> low: E/4, E/8, E/16
                 high_res = [self.mask_decoder.conv_s0(fpn[0]), self.mask_decoder.conv_s1(fpn[1])]
                 embeddings = fpn[2] + self.no_memory_embedding.reshape(1, -1, 1, 1)
-                low_res = self.mask_decoder(
+                out = self.mask_decoder(
                     image_embeddings=embeddings,
                     image_positional_embeddings=self.positional.expand(n, -1, -1, -1),
                     sparse_prompt_embeddings=self.sparse.expand(n, -1, -1, -1),
                     dense_prompt_embeddings=self.dense.expand(n, -1, -1, -1),
                     multimask_output=False,
                     high_resolution_features=high_res,
-                )[0]
-                return low_res[:, 0, 0]
+                )
+                return out[0][:, 0, 0], out[3][:, 0, 0]  # mask token 0's logits, its object score
 
         return Sam2PatchExport().eval()

@@ -74,7 +74,8 @@ def assert_same_masks(ref, got, threshold, scale):
 def test_the_graph_is_one_patch_model_with_a_dynamic_batch(sam2_export):
     model = onnx.load(str(sam2_export.path))
     onnx.checker.check_model(model, full_check=True)
-    (inp,), (out,) = model.graph.input, model.graph.output
+    (inp,), (out, score) = model.graph.input, model.graph.output  # SAM 2 has the presence output too
+    assert (out.name, score.name) == ("logits", "object_score")
     assert inp.type.tensor_type.shape.dim[0].dim_param == BATCH_AXIS
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]] == [3, 256, 256]
     assert [d.dim_value for d in out.type.tensor_type.shape.dim[1:]] == [64, 64]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..artefacts import meta_from_metadata, resolve_onnx_file
+from ..artefacts import ONNX_SCORE_OUTPUT, meta_from_metadata, resolve_onnx_file
 from ..core.backend import Backend
 
 CPU_EP = "CPUExecutionProvider"
@@ -52,7 +52,9 @@ def _static_dim(value, what: str, path: Path) -> int:
 
 
 class OnnxRuntimeBackend(Backend):
-    """Runs an exported patch model: N x 3 x E x E float32 -> N x m x m float32 logits.
+    """Runs an exported patch model: N x 3 x E x E float32 -> N x m x m float32 logits
+    (and, from a graph with the second output ``object_score``, N object-score logits:
+    ``has_presence``; exports of SAM and those made before it have one output).
 
     ``path``: a .onnx file or a directory holding one. ``device``: "cpu" or "cuda".
     ``threads``: intra-op threads on the CPU (0: ONNX Runtime's default, all cores).
@@ -86,11 +88,18 @@ class OnnxRuntimeBackend(Backend):
             raise ValueError(f"onnxruntime could not start a GPU provider for {self.path} (active: {self.providers})")
 
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
+        if len(inputs) != 1 or len(outputs) not in (1, 2):
             raise ValueError(
-                f"{self.path}: expected one input and one output (a satsam patch model), got "
-                f"{[i.name for i in inputs]} -> {[o.name for o in outputs]}"
+                f"{self.path}: expected one input and one output (logits) or two (logits, {ONNX_SCORE_OUTPUT}) "
+                f"(a satsam patch model), got {[i.name for i in inputs]} -> {[o.name for o in outputs]}"
             )
+        score = None
+        if len(outputs) == 2:  # logits and the object score, in either order
+            outputs = sorted(outputs, key=lambda o: len(o.shape) != 3)
+            score = outputs[1]
+            if len(score.shape) != 1:
+                raise ValueError(f"{self.path}: outputs {[o.name for o in outputs]} have shapes "
+                                 f"{[o.shape for o in outputs]}, expected N x m x m logits and N object scores")
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != 3:
             raise ValueError(f"{self.path}: input {inputs[0].name} has shape {shape}, expected N x 3 x E x E")
@@ -104,6 +113,8 @@ class OnnxRuntimeBackend(Backend):
         self.low_res_size = out_shape[1] if isinstance(out_shape[1], int) else self.input_size // 4
         _static_dim(self.low_res_size, "output side", self.path)
         self._in, self._out = inputs[0].name, outputs[0].name
+        self._score = None if score is None else score.name
+        self.has_presence = score is not None
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.meta = meta_from_metadata(props, self.path, self.input_size)
 
@@ -117,9 +128,23 @@ class OnnxRuntimeBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """N x 3 x E x E float32 normalised patches -> N x m x m float32 logits."""
+        return self._run(batch, False)[0]
+
+    def infer_scored(self, batch: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """N x 3 x E x E -> (N x m x m logits, N object-score logits, or None from a one-output graph)."""
+        if self.infer_overridden(OnnxRuntimeBackend):
+            return self.infer(batch), None
+        return self._run(batch, self.has_presence)
+
+    def _run(self, batch: np.ndarray, scores: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         self.check_batch(batch)
-        out = self.session.run([self._out], {self._in: np.ascontiguousarray(batch)})[0]
-        m = self.low_res_size
-        if out.shape != (batch.shape[0], m, m):
-            raise ValueError(f"{self.path}: the graph returned {out.shape}, expected {(batch.shape[0], m, m)}")
-        return np.asarray(out, dtype=np.float32)
+        names = [self._out, self._score] if scores else [self._out]
+        got = self.session.run(names, {self._in: np.ascontiguousarray(batch)})
+        out, n, m = got[0], batch.shape[0], self.low_res_size
+        if out.shape != (n, m, m):
+            raise ValueError(f"{self.path}: the graph returned {out.shape}, expected {(n, m, m)}")
+        if not scores:
+            return np.asarray(out, dtype=np.float32), None
+        if got[1].shape != (n,):
+            raise ValueError(f"{self.path}: the graph returned {self._score} of shape {got[1].shape}, expected {(n,)}")
+        return np.asarray(out, dtype=np.float32), np.asarray(got[1], dtype=np.float32)

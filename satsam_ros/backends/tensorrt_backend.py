@@ -11,22 +11,26 @@ Two execution APIs, chosen by the TensorRT version (:func:`execution_api`):
   ``set_input_shape`` + ``set_tensor_address`` + ``execute_async_v3(stream_handle)``.
 
 Device buffers are torch CUDA tensors (no pycuda); the engine runs on a torch CUDA
-stream of its own. An engine is loaded only when its key record matches this
-machine's TensorRT and GPU and the engine's bytes (:func:`satsam_ros.artefacts.engine_status`).
+stream of its own. An engine built from an export with presence (SAM 2, EdgeTAM) has a
+second output, ``object_score`` (N object-score logits); the runners find the logits
+(N x m x m) and the score (N) by name or rank, and every output gets a buffer. An
+engine is loaded only when its key record matches this machine's TensorRT and GPU and
+the engine's bytes (:func:`satsam_ros.artefacts.engine_status`).
 Building engines (and checking fp16 ones) is :mod:`satsam_ros.deploy.tensorrt_build`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..artefacts import engine_status, read_record
+from ..artefacts import ONNX_OUTPUT, ONNX_SCORE_OUTPUT, engine_status, read_record
 from ..core.backend import Backend
 
 LOG = logging.getLogger("satsam_ros.tensorrt")
@@ -115,7 +119,8 @@ def environment(trt) -> Dict[str, str]:
 
 @dataclass
 class IoNames:
-    """The engine's one input and one output, by name and (binding API) index."""
+    """The engine's input, its logits output and (an export with presence) its
+    object-score output, by name and (binding API) index."""
 
     input: str
     output: str
@@ -123,6 +128,24 @@ class IoNames:
     output_index: int = -1
     num_bindings: int = 2
     output_dtype: Any = None
+    score: Optional[str] = None
+    score_index: int = -1
+    score_dtype: Any = None
+
+
+def _logits_and_score(names: List[str], ranks: List[int]) -> Tuple[int, Optional[int]]:
+    """Positions (in ``names``) of the logits output and of the object-score output (None
+    when there is one output): by their export names (``logits``, ``object_score``),
+    else by rank (3 and 1). ValueError for anything else."""
+    if len(names) == 1:
+        return 0, None
+    if len(names) == 2:
+        if set(names) == {ONNX_OUTPUT, ONNX_SCORE_OUTPUT}:
+            return names.index(ONNX_OUTPUT), names.index(ONNX_SCORE_OUTPUT)
+        if sorted(ranks) == [1, 3]:
+            return ranks.index(3), ranks.index(1)
+    raise ValueError(f"engine has outputs {names} (ranks {ranks}); expected {ONNX_OUTPUT} (N x m x m) and "
+                     f"optionally {ONNX_SCORE_OUTPUT} (N)")
 
 
 class TensorApiRunner:
@@ -134,19 +157,33 @@ class TensorApiRunner:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"engine has inputs {inputs} and outputs {outputs}; expected one of each")
-        self.io = IoNames(inputs[0], outputs[0], output_dtype=engine.get_tensor_dtype(outputs[0]))
+        if len(inputs) != 1 or len(outputs) not in (1, 2):
+            raise ValueError(f"engine has inputs {inputs} and outputs {outputs}; expected one input and one "
+                             f"output ({ONNX_OUTPUT}) or two ({ONNX_OUTPUT}, {ONNX_SCORE_OUTPUT})")
+        ranks = [len(engine.get_tensor_shape(n)) for n in outputs] if len(outputs) > 1 else [3]
+        o, sc = _logits_and_score(outputs, ranks)
+        self.io = IoNames(inputs[0], outputs[o], output_dtype=engine.get_tensor_dtype(outputs[o]))
+        if sc is not None:
+            self.io.score, self.io.score_dtype = outputs[sc], engine.get_tensor_dtype(outputs[sc])
 
     def set_batch(self, context, shape: Shape) -> Tuple[int, ...]:
-        """Set the input shape; return the output shape TensorRT derives from it."""
+        """Set the input shape; return the logits' shape TensorRT derives from it."""
         if not context.set_input_shape(self.io.input, tuple(shape)):
             raise RuntimeError(f"TensorRT rejected input shape {tuple(shape)} (outside the optimisation profile?)")
         return tuple(context.get_tensor_shape(self.io.output))
 
-    def execute(self, context, input_ptr: int, output_ptr: int, stream_handle: int) -> None:
+    def score_shape(self, context) -> Tuple[int, ...]:
+        """The object score's shape for the input shape set last (with a score output)."""
+        return tuple(context.get_tensor_shape(self.io.score))
+
+    def execute(self, context, input_ptr: int, output_ptr: int, stream_handle: int,
+                score_ptr: Optional[int] = None) -> None:
         context.set_tensor_address(self.io.input, int(input_ptr))
         context.set_tensor_address(self.io.output, int(output_ptr))
+        if self.io.score is not None:
+            if score_ptr is None:
+                raise ValueError(f"the engine's {self.io.score} output needs a buffer")
+            context.set_tensor_address(self.io.score, int(score_ptr))
         if not context.execute_async_v3(int(stream_handle)):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
 
@@ -160,22 +197,37 @@ class BindingApiRunner:
         count = engine.num_bindings
         inputs = [i for i in range(count) if engine.binding_is_input(i)]
         outputs = [i for i in range(count) if i not in inputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"engine has {len(inputs)} input and {len(outputs)} output bindings; expected one each")
-        i, o = inputs[0], outputs[0]
-        self.io = IoNames(
-            engine.get_binding_name(i), engine.get_binding_name(o), i, o, count, engine.get_binding_dtype(o)
-        )
+        if len(inputs) != 1 or len(outputs) not in (1, 2):
+            raise ValueError(f"engine has {len(inputs)} input and {len(outputs)} output bindings; expected one "
+                             f"input and one output ({ONNX_OUTPUT}) or two ({ONNX_OUTPUT}, {ONNX_SCORE_OUTPUT})")
+        names = [engine.get_binding_name(b) for b in outputs]
+        ranks = [len(engine.get_binding_shape(b)) for b in outputs] if len(outputs) > 1 else [3]
+        o, sc = _logits_and_score(names, ranks)
+        i = inputs[0]
+        self.io = IoNames(engine.get_binding_name(i), names[o], i, outputs[o], count,
+                          engine.get_binding_dtype(outputs[o]))
+        if sc is not None:
+            self.io.score, self.io.score_index = names[sc], outputs[sc]
+            self.io.score_dtype = engine.get_binding_dtype(outputs[sc])
 
     def set_batch(self, context, shape: Shape) -> Tuple[int, ...]:
         if not context.set_binding_shape(self.io.input_index, tuple(shape)):
             raise RuntimeError(f"TensorRT rejected input shape {tuple(shape)} (outside the optimisation profile?)")
         return tuple(context.get_binding_shape(self.io.output_index))
 
-    def execute(self, context, input_ptr: int, output_ptr: int, stream_handle: int) -> None:
+    def score_shape(self, context) -> Tuple[int, ...]:
+        """The object score's shape for the input shape set last (with a score output)."""
+        return tuple(context.get_binding_shape(self.io.score_index))
+
+    def execute(self, context, input_ptr: int, output_ptr: int, stream_handle: int,
+                score_ptr: Optional[int] = None) -> None:
         bindings = [0] * self.io.num_bindings
         bindings[self.io.input_index] = int(input_ptr)
         bindings[self.io.output_index] = int(output_ptr)
+        if self.io.score is not None:
+            if score_ptr is None:
+                raise ValueError(f"the engine's {self.io.score} output needs a buffer")
+            bindings[self.io.score_index] = int(score_ptr)
         if not context.execute_async_v2(bindings=bindings, stream_handle=int(stream_handle)):
             raise RuntimeError("TensorRT execute_async_v2 failed (see the TensorRT log)")
 
@@ -197,7 +249,8 @@ def torch_dtype(trt, dtype):
 
 
 class TensorRTBackend(Backend):
-    """Runs a serialized engine on a CUDA GPU: N x 3 x E x E float32 -> N x m x m.
+    """Runs a serialized engine on a CUDA GPU: N x 3 x E x E float32 -> N x m x m (and, an
+    engine with the ``object_score`` output, N object-score logits: ``has_presence``).
 
     The engine's key record (``<engine>.json``) must match this machine's TensorRT
     and GPU and the engine's bytes, else :class:`StaleEngineError` is raised before
@@ -241,7 +294,10 @@ class TensorRTBackend(Backend):
         self.api = self.runner.api
         self.context = self.engine.create_execution_context()
         self._out_dtype = torch_dtype(trt, self.runner.io.output_dtype)
+        self.has_presence = self.runner.io.score is not None
+        self._score_dtype = torch_dtype(trt, self.runner.io.score_dtype) if self.has_presence else None
         self._stream = torch.cuda.Stream()
+        self._cuda = "cuda"  # where the buffers live
 
     def describe(self) -> str:
         return (f"tensorrt {self._trt.__version__} {self.precision} on {torch_device_name(self._torch)} "
@@ -261,22 +317,50 @@ class TensorRTBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """N x 3 x E x E float32 normalised patches -> N x m x m float32 logits."""
+        return self._run(batch)[0]
+
+    def infer_scored(self, batch: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """N x 3 x E x E -> (N x m x m logits, N object-score logits, or None without that output)."""
+        if self.infer_overridden(TensorRTBackend):
+            return self.infer(batch), None
+        return self._run(batch)
+
+    def _on_stream(self):
+        """The context that puts torch's work on the engine's stream."""
+        stream = self._stream
+        return self._torch.cuda.stream(stream) if self._cuda == "cuda" else contextlib.nullcontext()
+
+    def _run(self, batch: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Both outputs of the engine, batches over the profile's maximum split; the score
+        output (when the engine has one) is always bound, as TensorRT requires."""
         self.check_batch(batch)
-        torch = self._torch
-        results = []
+        torch, cuda = self._torch, self._cuda
+        results, scores = [], []
         for start in range(0, batch.shape[0], self.max_batch):
             chunk = np.ascontiguousarray(batch[start:start + self.max_batch])
-            with torch.cuda.stream(self._stream):
-                x = torch.from_numpy(chunk).to("cuda")
+            with self._on_stream():
+                x = torch.from_numpy(chunk).to(cuda)
+                n = x.shape[0]
                 out_shape = self.runner.set_batch(self.context, tuple(x.shape))
                 m = self.low_res_size
-                if tuple(out_shape) != (x.shape[0], m, m):
-                    raise RuntimeError(f"{self.path}: engine output shape {out_shape}, expected {(x.shape[0], m, m)}")
-                out = torch.empty(out_shape, dtype=self._out_dtype, device="cuda")
-                self.runner.execute(self.context, x.data_ptr(), out.data_ptr(), self._stream.cuda_stream)
+                if tuple(out_shape) != (n, m, m):
+                    raise RuntimeError(f"{self.path}: engine output shape {out_shape}, expected {(n, m, m)}")
+                out = torch.empty(out_shape, dtype=self._out_dtype, device=cuda)
+                score = None
+                if self.has_presence:
+                    score_shape = self.runner.score_shape(self.context)
+                    if tuple(score_shape) != (n,):
+                        raise RuntimeError(f"{self.path}: engine {self.runner.io.score} shape {score_shape}, "
+                                           f"expected {(n,)}")
+                    score = torch.empty(score_shape, dtype=self._score_dtype, device=cuda)
+                self.runner.execute(self.context, x.data_ptr(), out.data_ptr(), self._stream.cuda_stream,
+                                    None if score is None else score.data_ptr())
             self._stream.synchronize()
             results.append(out.float().cpu().numpy())
-        return np.concatenate(results) if len(results) > 1 else results[0]
+            if score is not None:
+                scores.append(score.float().cpu().numpy())
+        logits = np.concatenate(results) if len(results) > 1 else results[0]
+        return logits, (np.concatenate(scores) if scores else None)
 
 
 def torch_device_name(torch) -> str:

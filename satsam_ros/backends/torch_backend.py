@@ -20,7 +20,7 @@ so it is opt-in, and the benchmark reports how far the masks move.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -106,7 +106,9 @@ class TorchBackend(Backend):
     ``fused_attention``: run the encoder with :class:`FusedRelPosAttention` (same
     weights, same outputs to float rounding, less time and memory) where the model's
     family has it (SAM; not SAM 2). ``precision``:
-    ``fp32``, ``bf16`` or ``fp16`` (autocast; fp16 only on CUDA).
+    ``fp32``, ``bf16`` or ``fp16`` (autocast; fp16 only on CUDA). A model with an
+    object-score head (SAM 2, EdgeTAM) runs its patch module ``with_score``, so
+    :meth:`infer_scored` gives the presence logits of the same forward.
     """
 
     name = "torch"
@@ -115,7 +117,13 @@ class TorchBackend(Backend):
                  precision: str = "fp32", fused_attention: bool = False):
         import torch
 
-        from ..model import encoder_geometry, encoder_input_size, make_patch_module, supports_fused_attention
+        from ..model import (
+            encoder_geometry,
+            encoder_input_size,
+            has_presence,
+            make_patch_module,
+            supports_fused_attention,
+        )
 
         self._torch = torch
         self.device = device
@@ -126,7 +134,8 @@ class TorchBackend(Backend):
             from .fused_attention import with_fused_attention
 
             model = with_fused_attention(sam_model)
-        self.module = make_patch_module(model, prompt_policy).to(device).eval()
+        self.has_presence = has_presence(sam_model)
+        self.module = make_patch_module(model, prompt_policy, with_score=self.has_presence).to(device).eval()
         self.input_size = encoder_input_size(sam_model)
         self.low_res_size = self.input_size // 4
         self._tokens, self._hidden = encoder_geometry(sam_model)
@@ -151,13 +160,23 @@ class TorchBackend(Backend):
         super().close()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._forward(batch)[0]
+
+    def infer_scored(self, batch: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """N x 3 x E x E -> (N x m x m logits, N object-score logits or None without the head)."""
+        if self.infer_overridden(TorchBackend):
+            return self.infer(batch), None
+        return self._forward(batch)
+
+    def _forward(self, batch: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         self.check_batch(batch)
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
             if self._autocast_dtype is None:
-                logits = self.module(x)
+                out = self.module(x)
             else:
                 with torch.autocast(torch.device(self.device).type, dtype=self._autocast_dtype):
-                    logits = self.module(x)
-            return logits.float().cpu().numpy()
+                    out = self.module(x)
+            logits, scores = out if self.has_presence else (out, None)
+            return logits.float().cpu().numpy(), None if scores is None else scores.float().cpu().numpy()

@@ -2,7 +2,10 @@
 
 The exported graph is the *patch model* of :func:`satsam_ros.model.make_patch_module`,
 in one piece: image encoder + the baked-in prompt (a box over the whole patch) + mask
-decoder; its input and output are described in :mod:`satsam_ros.artefacts`.
+decoder; its input and outputs are described in :mod:`satsam_ros.artefacts`. A model
+with an object-score head (SAM 2, EdgeTAM) gets a second output, ``object_score`` (N
+presence logits, what ``make_patch_module(..., with_score=True)`` gives), checked
+against PyTorch like the logits; SAM's graph has the logits only.
 
 Why one graph and not encoder + decoder as two: the prompt is a constant, so the
 prompt encoder folds to constants and the decoder is a small tail on the encoder; one
@@ -49,6 +52,7 @@ from ..artefacts import (
     ONNX_FILE,
     ONNX_INPUT,
     ONNX_OUTPUT,
+    ONNX_SCORE_OUTPUT,
     onnx_cache_entry,
     patches_per_frame,
     sha256_file,
@@ -72,16 +76,21 @@ class OnnxExport:
     """An export's outcome: the file, its metadata and the parity check against torch.
 
     ``max_abs_diff``: largest |logit| difference between ONNX Runtime (CPU) and
-    PyTorch on a random batch of two patches (NaN when not verified).
+    PyTorch on a random batch of two patches (NaN when not verified);
+    ``max_score_diff`` the same for the object-score logits (NaN when not verified or
+    the graph has no ``object_score`` output: ``has_score`` False).
     """
 
     path: Path
     meta: SatsamMeta
     max_abs_diff: float
     sha256: str
+    max_score_diff: float = float("nan")
+    has_score: bool = False
 
 
-def _export_meta(meta: SatsamMeta, e: int, size: Optional[int], opset: int, source: Optional[str]) -> SatsamMeta:
+def _export_meta(meta: SatsamMeta, e: int, size: Optional[int], opset: int, source: Optional[str],
+                 with_score: bool = False) -> SatsamMeta:
     out = copy.deepcopy(meta)
     out.encoder_input_size = int(e)
     prov = dict(out.provenance)
@@ -97,21 +106,26 @@ def _export_meta(meta: SatsamMeta, e: int, size: Optional[int], opset: int, sour
         "patches_per_frame": patches_per_frame(size, out.patch_size) if size else None,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if with_score:
+        export["score_output"] = (f"{ONNX_SCORE_OUTPUT}: N float32 object-score logits (presence: a patch "
+                                  "whose sigmoid is under min_object_score publishes nothing)")
+    export["outputs"] = [ONNX_OUTPUT, ONNX_SCORE_OUTPUT] if with_score else [ONNX_OUTPUT]
     export.update(tool_versions())
     prov["export"] = export
     out.provenance = prov
     return out.validate()
 
 
-def _torch_export(module, dummy, path: Path, opset: int) -> None:
+def _torch_export(module, dummy, path: Path, opset: int, with_score: bool = False) -> None:
     import inspect
 
     import torch
 
+    outputs = [ONNX_OUTPUT, ONNX_SCORE_OUTPUT] if with_score else [ONNX_OUTPUT]
     kwargs: Dict[str, Any] = dict(
         input_names=[ONNX_INPUT],
-        output_names=[ONNX_OUTPUT],
-        dynamic_axes={ONNX_INPUT: {0: BATCH_AXIS}, ONNX_OUTPUT: {0: BATCH_AXIS}},
+        output_names=outputs,
+        dynamic_axes={ONNX_INPUT: {0: BATCH_AXIS}, **{name: {0: BATCH_AXIS} for name in outputs}},
         opset_version=int(opset),
         do_constant_folding=True,
     )
@@ -127,7 +141,8 @@ def _torch_export(module, dummy, path: Path, opset: int) -> None:
 
 def make_export_module(sam, prompt_policy: str = "full_box"):
     """(export module, reference patch module) of a loaded model, both
-    ``pixel_values N x 3 x E x E -> logits N x m x m``.
+    ``pixel_values N x 3 x E x E -> logits N x m x m``, or for a model with presence
+    (:func:`satsam_ros.model.has_presence`) both ``-> (logits, object-score logits N)``.
 
     The export module (:func:`satsam_ros.model.make_export_module`, the family's) holds
     the prompt's embeddings and whatever else does not depend on the pixels as
@@ -137,10 +152,11 @@ def make_export_module(sam, prompt_policy: str = "full_box"):
     Hiera's position embedding. Every export checks it against the reference,
     :func:`satsam_ros.model.make_patch_module`, through ONNX Runtime.
     """
+    from ..model import has_presence, make_patch_module
     from ..model import make_export_module as family_export_module
-    from ..model import make_patch_module
 
-    reference = make_patch_module(sam, prompt_policy).to(next(sam.parameters()).device)
+    reference = make_patch_module(sam, prompt_policy, with_score=has_presence(sam))
+    reference = reference.to(next(sam.parameters()).device)
     return family_export_module(sam, prompt_policy), reference.eval()
 
 
@@ -165,14 +181,15 @@ def export_patch_model(
     import onnx
     import torch
 
-    from ..model import encoder_input_size
+    from ..model import encoder_input_size, has_presence
 
     out = Path(out)
     if out.suffix != ".onnx":
         raise ValueError(f"ONNX export path must end in .onnx, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     e = encoder_input_size(sam)
-    full_meta = _export_meta(meta, e, size, opset, source)
+    with_score = has_presence(sam)
+    full_meta = _export_meta(meta, e, size, opset, source, with_score)
     module, reference = make_export_module(sam, full_meta.prompt_policy)
     device = next(sam.parameters()).device
     gen = torch.Generator().manual_seed(0)
@@ -182,13 +199,13 @@ def export_patch_model(
     try:
         raw = tmp / "raw.onnx"
         try:
-            _torch_export(module, dummy, raw, opset)
+            _torch_export(module, dummy, raw, opset, with_score)
         except (RuntimeError, ValueError) as exc:  # torch.onnx's errors derive from RuntimeError
             raise ValueError(f"torch.onnx.export failed for {source or 'model'} at opset {opset}: {exc}") from exc
-        diff = float("nan")
+        diff = score_diff = float("nan")
         measured = _max_abs_diff(reference, raw, dummy) if verify else None
         if measured is not None:
-            diff, scale = measured
+            diff, scale = measured[:2]
             tolerance = logit_tolerance(scale)
             if not diff <= tolerance:  # NaN fails too
                 raise ValueError(
@@ -196,12 +213,16 @@ def export_patch_model(
                     f"max |logit difference| {diff:.3g} > {tolerance:.3g}"
                 )
             full_meta.provenance["export"]["verify_max_abs_diff"] = diff
+            score_diff = _check_score_parity(measured, source)
+            if with_score:
+                full_meta.provenance["export"]["verify_max_score_diff"] = score_diff
         model = onnx.load(str(raw))
-        _fix_output_shape(model, e // 4)
+        _fix_output_shape(model, e // 4, with_score)
         del model.metadata_props[:]
         entry = model.metadata_props.add()
         entry.key, entry.value = META_KEY, full_meta.to_json()
-        model.doc_string = "satsam_ros patch model: pixel_values N x 3 x E x E -> logits N x E/4 x E/4"
+        model.doc_string = "satsam_ros patch model: pixel_values N x 3 x E x E -> logits N x E/4 x E/4" + (
+            f", {ONNX_SCORE_OUTPUT} N (object-score logits)" if with_score else "")
         final_tmp = tmp / out.name
         big = model.ByteSize() > 1_800_000_000  # protobuf's 2 GiB limit: ViT-H needs external data
         onnx.save(model, str(final_tmp), save_as_external_data=big, location=out.name + ".data" if big else None)
@@ -216,21 +237,48 @@ def export_patch_model(
         os.replace(tmp / META_FILE, out.parent / META_FILE)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return OnnxExport(out, full_meta, diff, sha256_file(out))
+    return OnnxExport(out, full_meta, diff, sha256_file(out), score_diff, with_score)
 
 
-def _fix_output_shape(model, m: int) -> None:
-    """Declare the output as patches x m x m (the tracer leaves m symbolic)."""
-    dims = model.graph.output[0].type.tensor_type.shape.dim
+def _fix_output_shape(model, m: int, with_score: bool = False) -> None:
+    """Declare the outputs as patches x m x m and (``with_score``) patches (the tracer
+    leaves m symbolic)."""
+    outputs = model.graph.output
+    if len(outputs) != (2 if with_score else 1):
+        raise ValueError(f"exported graph has outputs {[o.name for o in outputs]}, expected "
+                         f"{[ONNX_OUTPUT, ONNX_SCORE_OUTPUT] if with_score else [ONNX_OUTPUT]}")
+    dims = outputs[0].type.tensor_type.shape.dim
     if len(dims) != 3:
         raise ValueError(f"exported graph output has rank {len(dims)}, expected 3 (N x m x m)")
     dims[0].dim_param = BATCH_AXIS
     for d in (dims[1], dims[2]):
         d.dim_value = int(m)
+    if with_score:
+        score = outputs[1].type.tensor_type.shape.dim
+        if len(score) != 1:
+            raise ValueError(f"exported graph output {outputs[1].name} has rank {len(score)}, expected 1 (N)")
+        score[0].dim_param = BATCH_AXIS
 
 
-def _max_abs_diff(module, onnx_path: Path, dummy) -> Optional[Tuple[float, float]]:
-    """(largest |torch - onnxruntime| logit difference, largest |torch logit|) on ``dummy``.
+def _check_score_parity(measured: Tuple[Optional[float], ...], source: Optional[str]) -> float:
+    """The object-score part of :func:`_max_abs_diff`'s measurement, checked with the
+    logits' bound (:func:`satsam_ros.core.parity.logit_tolerance` of the largest |torch
+    score logit|): its largest difference, NaN when the model has no score output.
+    Raises ValueError when ONNX Runtime and PyTorch disagree."""
+    score_diff, score_scale = (tuple(measured) + (None, None))[2:4]
+    if score_diff is None:
+        return float("nan")
+    tolerance = logit_tolerance(score_scale)
+    if not score_diff <= tolerance:  # NaN fails too
+        raise ValueError(f"exported graph for {source or 'model'} disagrees with the PyTorch patch model: "
+                         f"max |object-score logit difference| {score_diff:.3g} > {tolerance:.3g}")
+    return float(score_diff)
+
+
+def _max_abs_diff(module, onnx_path: Path, dummy) -> Optional[Tuple[Any, ...]]:
+    """(largest |torch - onnxruntime| logit difference, largest |torch logit|, the same two
+    for the object-score logits or None, None) on ``dummy``; a ``module`` with presence
+    returns (logits, scores) and the graph has both outputs.
 
     ONNX Runtime's CPU provider; None when onnxruntime is not installed.
     """
@@ -242,10 +290,17 @@ def _max_abs_diff(module, onnx_path: Path, dummy) -> Optional[Tuple[float, float
     except ImportError:
         return None
     with torch.inference_mode():
-        ref = module(dummy).float().cpu().numpy()
+        ref = module(dummy)
+    refs = [t.float().cpu().numpy() for t in (ref if isinstance(ref, (tuple, list)) else (ref,))]
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run([ONNX_OUTPUT], {ONNX_INPUT: dummy.cpu().numpy()})[0]
-    return float(np.max(np.abs(got - ref))), float(np.max(np.abs(ref)))
+    names = [ONNX_OUTPUT, ONNX_SCORE_OUTPUT][:len(refs)]
+    got = sess.run(names, {ONNX_INPUT: dummy.cpu().numpy()})
+    out: list = [float(np.max(np.abs(got[0] - refs[0]))), float(np.max(np.abs(refs[0])))]
+    if len(refs) > 1:
+        out += [float(np.max(np.abs(got[1] - refs[1]))), float(np.max(np.abs(refs[1])))]
+    else:
+        out += [None, None]
+    return tuple(out)
 
 
 def export_model(

@@ -125,6 +125,8 @@ def cmd_export_onnx(args) -> int:
     export = res.meta.provenance["export"]
     print(f"wrote {res.path} (sha256 {res.sha256[:16]}...) and {res.path.parent / 'satsam.json'}")
     print(f"  input {export['input']}; output {export['output']}")
+    if res.has_score:
+        print(f"  second output {export['score_output']}; max |onnxruntime - torch| = {res.max_score_diff:.2e}")
     print(f"  S={args.size} ({export['patches_per_frame']} patches per frame), threshold {res.meta.threshold}, "
           f"onnx checker: ok, max |onnxruntime - torch| = {res.max_abs_diff:.2e}")
     return 0

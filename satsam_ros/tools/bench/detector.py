@@ -160,14 +160,18 @@ class _Recording(Backend):
         self.device = inner.device
         self.input_size = inner.input_size
         self.low_res_size = inner.low_res_size
+        self.has_presence = inner.has_presence
         self.on = False
         self.kept: List[np.ndarray] = []
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        out = self.inner.infer(batch)
+        return self.infer_scored(batch)[0]
+
+    def infer_scored(self, batch: np.ndarray):
+        out, scores = self.inner.infer_scored(batch)
         if self.on:
             self.kept.append(out)
-        return out
+        return out, scores
 
     def describe(self) -> str:
         return self.inner.describe()
