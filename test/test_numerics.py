@@ -4,13 +4,13 @@
   at 1 and 2 intra-op threads, the export module against the patch module, each at
   batch 1 and 4, against one reference (torch, 1 thread, batch 1) on random patches,
   for every spec of ``PARITY_SPECS``. Batch size moves the order most (measured on 2
-  AMD EPYC cores: ``tiny`` 4.4e-5 of the logit scale at batch 4, ``tiny-sam2`` 5.5e-7;
-  threads and engines a few 1e-6), the bound is 1e-3 of the scale.
+  AMD EPYC cores: ``tiny`` 3.1e-5 of the logit scale at batch 4, ``tiny-sam2`` 6e-7;
+  threads and engines a few 1e-6 of the scale), the bound is 1e-3 of the scale.
 * The bound catches real bugs: an export module with its input channels swapped, one
   encoder block skipped, or a precomputed constant 10 % off is rejected by the same
-  assertion (measured 1.3 / 0.8 / 1.5e-2 of the scale for ``tiny``, 0.95 / 0.67 /
-  8.9e-3 for ``tiny-sam2``), and ``export_patch_model`` refuses to write the last,
-  subtlest one.
+  assertion (measured 1.4 / 0.85 / 1.7e-2 of the scale for ``tiny``, 1.0 / 0.82 /
+  9.3e-3 for ``tiny-sam2``: 17x and 9x the bound for the last), and
+  ``export_patch_model`` refuses to write the last, subtlest one.
 * The mask-tie count on hand-made arrays.
 """
 

@@ -21,9 +21,10 @@ larger terms (random weights) they grow relative to the logits. With D = 200 red
 of n = 4096, ``D * sqrt(n) * u`` = 7.6e-4 of the logit scale. So two runs' logits must
 agree to ``LOGIT_RELATIVE`` = 1e-3 of the reference's scale ``max(1, max |logit|)``
 (the 1 keeps the bound meaningful when every logit is near 0): measured on 2 cores
-(AMD EPYC, AVX2) the worst was 3.5e-5 of the scale (torch at batch 4 against batch 1),
-about 30x below the bound, while a real bug (a channel swap, a block skipped, a
-constant off by 10 %) moves logits by 1e-1 of the scale or more, 100x above it.
+(AMD EPYC, AVX2) the worst was 4.4e-5 of the scale (``tiny``, torch at batch 4 against
+batch 1), more than 20x below the bound, while a real bug moves logits by far more: a
+channel swap or a block skipped by 0.8 of the scale or more, a precomputed constant
+10 % off by 1e-2 (``test/test_numerics.py``).
 
 Probabilities follow: the Detector resamples the logits bilinearly (a convex
 combination, which does not enlarge the largest difference), takes the sigmoid (slope
