@@ -13,6 +13,7 @@ Model specs understood by :func:`load_model`:
 * ``vit-b``: the ViT-B architecture with random weights (for speed measurements);
 * ``tiny-sam2``: a small random SAM 2 (seeded, identical every time) for tests;
 * ``sam2-hiera-tiny``: the SAM 2.1 hiera-tiny architecture with random weights (speed);
+* ``tiny-edgetam``: a small random EdgeTAM (``efficientvit_b0`` backbone; seeded) for tests;
 * ``builtin``: the model shipped inside this package (:func:`shipped_model`);
 * a directory: a project checkpoint, or a plain transformers SAM or SAM 2 / 2.1
   directory (such as a local copy of ``facebook/sam-vit-base`` or
@@ -27,8 +28,15 @@ resizing the encoder to another E, and the *patch module* that bakes the prompt 
 in. Everything else (metadata, loading, saving, the backends, export, training) goes
 through the module-level functions, which pick the family from the model's config.
 The second family, SAM 2 (:class:`satsam_ros.sam2_family.Sam2Family`), is registered
-here under ``sam2`` and ``sam2_video``; the family of a directory is read from its
-``config.json``, so one loader and one ``satsam.json`` serve both.
+here under ``sam2`` and ``sam2_video``, the third, EdgeTAM
+(:class:`satsam_ros.edgetam_family.EdgeTamFamily`, a timm CNN backbone under SAM 2's
+decoder), under ``edgetam``; the family of a directory is read from its
+``config.json``, so one loader and one ``satsam.json`` serve all three.
+
+**Presence.** SAM 2's and EdgeTAM's mask decoders also give an object-score logit per
+mask (``has_presence``; SAM's has no such head): ``make_patch_module(model,
+with_score=True)`` returns ``(logits N x m x m, score logits N)``, the export module
+returns both, and the Detector gates patches on ``sigmoid(score) >= min_object_score``.
 
 torch and transformers are imported lazily, inside the functions, so that importing
 this module stays cheap for the ONNX Runtime and TensorRT backends.
@@ -45,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .core.meta import META_FILE, PROMPT_POLICIES, SatsamMeta
+from .edgetam_family import EDGETAM_MODEL_TYPES, EdgeTamFamily, calibrate_batchnorm
 from .sam2_family import SAM2_MODEL_TYPES, Sam2Family
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "models" / "builtin"
@@ -239,7 +248,8 @@ class SamFamily:
 #: model families by transformers' ``config.model_type`` (a SAM 2 checkpoint is
 #: ``sam2``; the hub's SAM 2 / 2.1 folders are the video model, ``sam2_video``, whose
 #: image path loads into the same ``Sam2Model``)
-FAMILIES: Dict[str, Any] = {"sam": SamFamily(), **{kind: Sam2Family() for kind in SAM2_MODEL_TYPES}}
+FAMILIES: Dict[str, Any] = {"sam": SamFamily(), **{kind: Sam2Family() for kind in SAM2_MODEL_TYPES},
+                             **{kind: EdgeTamFamily() for kind in EDGETAM_MODEL_TYPES}}
 DEFAULT_FAMILY = "sam"
 
 
@@ -387,7 +397,7 @@ class RandomSpec:
     """A model spec that builds a seeded random model: its configuration, init and E.
 
     ``fan_in``: :func:`random_model`'s fan-in init; ``adjust``: applied to the model
-    afterwards (deterministic, no random draws).
+    afterwards (deterministic: no draws from torch's global generator).
     """
 
     config: Callable[[], Any]
@@ -413,6 +423,9 @@ RANDOM_SPECS: Dict[str, RandomSpec] = {
                             "tiny random SAM 2 config, seed 0, fan-in init"),
     "sam2-hiera-tiny": RandomSpec(Sam2Family.configs["sam2-hiera-tiny"], 1024, False,
                                   "SAM 2.1 hiera-tiny architecture, random weights"),
+    "tiny-edgetam": RandomSpec(EdgeTamFamily.configs["tiny-edgetam"], 256, True,
+                               "tiny random EdgeTAM config (efficientvit_b0, FPN 64), seed 0, fan-in init, "
+                               "BatchNorm statistics from a seeded batch", adjust=calibrate_batchnorm),
 }
 
 
@@ -425,7 +438,7 @@ def shipped_model() -> Tuple[str, str]:
 
 def directory_family(path) -> Any:
     """The family of a transformers directory, by the ``model_type`` in its config.json
-    (``sam``; ``sam2`` or ``sam2_video`` for SAM 2 / 2.1). Raises ValueError naming the
+    (``sam``; ``sam2`` or ``sam2_video`` for SAM 2 / 2.1; ``edgetam``). Raises ValueError naming the
     file and the type when it is not supported."""
     config = Path(path) / "config.json"
     try:
@@ -438,7 +451,7 @@ def directory_family(path) -> Any:
 
 
 def load_model(spec: str, device: str = "cpu") -> Tuple[Any, SatsamMeta]:
-    """Load a SAM or SAM 2 model and its metadata from a spec (see the module docstring).
+    """Load a SAM, SAM 2 or EdgeTAM model and its metadata from a spec (see the module docstring).
 
     Returns ``(model in eval mode on device, SatsamMeta)``. Raises ValueError or
     FileNotFoundError with a message naming the spec when it cannot be loaded.

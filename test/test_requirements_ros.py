@@ -31,7 +31,7 @@ ROSDEP = {  # module -> rosdep key declared in package.xml
     "launch": "launch", "launch_ros": "launch_ros", "ament_index_python": "ament_index_python",
     "numpy": "python3-numpy", "cv2": "python3-opencv", "tqdm": "python3-tqdm",
 }
-REQUIREMENTS_ROS = {"torch": "torch", "transformers": "transformers", "onnx": "onnx"}
+REQUIREMENTS_ROS = {"torch": "torch", "transformers": "transformers", "onnx": "onnx", "timm": "timm"}
 OPTIONAL = {"onnxruntime": "onnxruntime"}  # the README's optional line (or onnxruntime-gpu)
 NOT_FOR_THE_NODE = {  # module -> why a ROS install does without it
     "tensorrt": "part of JetPack / TensorRT installs, never pip-installed here",
@@ -97,6 +97,7 @@ def test_markers_are_evaluated_for_the_target_python():
     for py, has_transformers in (("3.8", False), ("3.9", False), ("3.10", True), ("3.12", True)):
         names = {Requirement(s).name for s in check.for_python(required, py)}
         assert ("transformers" in names) == has_transformers, (py, names)
+        assert ("timm" in names) == has_transformers, (py, names)  # EdgeTAM's backbones: with transformers
         assert {"torch", "onnx"} <= names
         assert all(Requirement(s).marker is None for s in check.for_python(required, py))
 

@@ -21,8 +21,8 @@ def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin
     from ..runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEVICES
 
     p.add_argument("--model", default=default_model,
-                   help="builtin, tiny, tiny-sam2, vit-b, sam2-hiera-tiny, a checkpoint or transformers SAM / SAM 2 "
-                        "dir, a hub id, a .onnx export or a TensorRT .engine")
+                   help="builtin, tiny, tiny-sam2, tiny-edgetam, vit-b, sam2-hiera-tiny, a checkpoint or transformers "
+                        "SAM / SAM 2 / EdgeTAM dir, a hub id, a .onnx export or a TensorRT .engine")
     p.add_argument("--size", type=int, default=512, choices=ALLOWED_SIZES, help="frame resize S (default 512)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
@@ -157,8 +157,8 @@ def add_export_commands(sub) -> None:
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
     kinds.required = True
     q = kinds.add_parser("onnx", help="one ONNX graph (encoder + prompt + decoder), dynamic patch batch")
-    q.add_argument("--model", required=True, help="builtin, tiny, tiny-sam2, vit-b, sam2-hiera-tiny, a "
-                   "checkpoint or transformers SAM / SAM 2 dir, or a hub id")
+    q.add_argument("--model", required=True, help="builtin, tiny, tiny-sam2, tiny-edgetam, vit-b, sam2-hiera-tiny, a "
+                   "checkpoint or transformers SAM / SAM 2 / EdgeTAM dir, or a hub id")
     q.add_argument("--size", type=int, default=512, choices=ALLOWED_SIZES, help="frame size S it is for")
     q.add_argument("--out", required=True, help="output .onnx file (satsam.json is written beside it)")
     q.add_argument("--encoder-size", type=int, default=None,

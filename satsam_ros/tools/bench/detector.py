@@ -79,6 +79,8 @@ def _is_slow(sam) -> bool:
     vision = sam.config.vision_config
     if family_of(sam).name == "sam2":
         return int(vision.backbone_config.embed_dim_per_stage[-1]) >= SLOW_HIDDEN_SIZE
+    if family_of(sam).name == "edgetam":  # a timm CNN: its widest (stride-32) feature
+        return int(vision.backbone_channel_list[0]) >= SLOW_HIDDEN_SIZE
     return int(vision.hidden_size) >= SLOW_HIDDEN_SIZE
 
 
