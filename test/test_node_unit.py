@@ -46,6 +46,7 @@ BAD_VALUES = {
     "max_objects": [-2, 1001],
     "min_score": [1.5, -0.5],
     "group_gap": [-2],
+    "min_object_score": [1.5, -0.5],
     "qos_reliability": ["sometimes"],
     "qos_depth": [0, 101],
     "extra_latency_ms": [-5, 60001],
@@ -72,7 +73,8 @@ def test_every_default_is_valid_and_every_bad_value_is_refused_naming_the_parame
 
 def test_descriptors_describe_ranges_choices_and_read_only():
     live = {spec.name for spec in params.PARAMS if spec.live}
-    assert live == {"threshold", "min_area", "max_objects", "min_score", "group_gap", "publish_probability",
+    assert live == {"threshold", "min_area", "max_objects", "min_score", "group_gap", "min_object_score",
+                    "publish_probability",
                     "publish_overlay", "roi_tracking", "roi_margin", "roi_full_scan_every", "max_decoded_pixels"}
     for spec in params.PARAMS:
         desc = params.descriptor(spec)
@@ -169,7 +171,8 @@ DIAGNOSTIC_KEYS = [
     "input_rate_hz", "processed_rate_hz", "frames_received", "frames_processed", "frames_dropped",
     "frames_rejected", "frames_pending", "frames_in_progress", "processing_errors", "latency_p50_ms",
     "latency_p95_ms", "stamp_age_p50_ms", "stamp_age_p95_ms", "inference_p50_ms", "backend", "device", "model",
-    "size", "mode", "threshold", "min_area", "postprocess", "roi_tracking", "input_topic", "image_transport",
+    "size", "mode", "threshold", "min_area", "postprocess", "presence", "patches_gated", "roi_tracking",
+    "input_topic", "image_transport",
     "lifecycle_state", "last_problem",
 ]
 

@@ -45,21 +45,36 @@ def roi_status(tracker: Any) -> str:
             f"{st['full']} full, {st['roi']} roi, {st['rescan']} rescans")
 
 
+def presence_status(detector: Any, settings: Dict[str, Any]) -> str:
+    """The presence gate: ``min_object_score X`` (``off`` at 0), and whether the model has
+    the object-score head it needs; before configuring, the parameter as set."""
+    if detector is None:
+        value = float(settings.get("min_object_score", -1.0))
+        return "min_object_score from the checkpoint once configured" if value == -1.0 else \
+            f"min_object_score {value:g}"
+    value = float(getattr(detector.post, "min_object_score", 0.0))
+    if not getattr(detector.backend, "has_presence", False):
+        return "no object-score head (not applied)" if value > 0 else "no object-score head"
+    return f"min_object_score {value:g}" if value > 0 else "off (min_object_score 0)"
+
+
 def detector_values(detector: Any, settings: Dict[str, Any]) -> Dict[str, str]:
-    """backend, device, size, mode, threshold and min_area: what the Detector runs with,
-    or, with no Detector (the node is unconfigured), the parameters it will be built from
-    (``auto`` and -1 not yet resolved)."""
+    """backend, device, size, mode, threshold, min_area, the other post-processing and the
+    presence gate: what the Detector runs with, or, with no Detector (the node is
+    unconfigured), the parameters it will be built from (``auto`` and -1 not yet resolved)."""
     if detector is None:
         return {"backend": str(settings["backend"]), "device": str(settings["device"]),
                 "size": str(settings["size"]), "mode": str(settings["mode"]),
                 "threshold": f"{float(settings['threshold']):g}", "min_area": str(settings["min_area"]),
-                "postprocess": "from the checkpoint once configured"}
+                "postprocess": "from the checkpoint once configured",
+                "presence": presence_status(None, settings)}
     post = detector.post
     return {"backend": detector.backend.name, "device": str(detector.backend.device),
             "size": str(detector.config.size), "mode": detector.config.mode,
             "threshold": f"{detector.threshold:g}", "min_area": str(detector.min_area),
             "postprocess": f"max_objects {post.max_objects}, min_score {post.min_score:g}, "
-                           f"group_gap {post.group_gap}"}
+                           f"group_gap {post.group_gap}",
+            "presence": presence_status(detector, settings)}
 
 
 def status_values(snapshot: Dict[str, Any], queue: Dict[str, int], rates: Tuple[float, float], detector: Any,
@@ -96,6 +111,8 @@ def status_values(snapshot: Dict[str, Any], queue: Dict[str, int], rates: Tuple[
         ("threshold", det["threshold"]),
         ("min_area", det["min_area"]),
         ("postprocess", det["postprocess"]),
+        ("presence", det["presence"]),
+        ("patches_gated", str(snapshot.get("gated", 0))),
         ("roi_tracking", str(context["roi_tracking"])),
         ("input_topic", str(context["input_topic"])),
         ("image_transport", str(context["image_transport"])),

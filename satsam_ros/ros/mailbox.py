@@ -99,6 +99,7 @@ class Stats:
         self.processed = 0
         self.rejected = 0
         self.errors = 0
+        self.gated = 0  # patches the presence gate (min_object_score) silenced
         self.last_problem = ""
         self.latency: Deque[float] = collections.deque(maxlen=window)  # receive -> publish, s
         self.stamp_age: Deque[float] = collections.deque(maxlen=window)  # stamp -> publish, s
@@ -109,6 +110,11 @@ class Stats:
             setattr(self, field, getattr(self, field) + 1)
             if problem:
                 self.last_problem = problem
+
+    def add(self, field: str, amount: int) -> None:
+        """Add ``amount`` to a counter (e.g. ``gated``: the patches of one frame)."""
+        with self.lock:
+            setattr(self, field, getattr(self, field) + int(amount))
 
     def record(self, latency: float, stamp_age: float, inference: float) -> None:
         with self.lock:
@@ -124,6 +130,7 @@ class Stats:
                 "processed": self.processed,
                 "rejected": self.rejected,
                 "errors": self.errors,
+                "gated": self.gated,
                 "last_problem": self.last_problem,
                 "latency": list(self.latency),
                 "stamp_age": list(self.stamp_age),

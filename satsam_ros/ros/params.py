@@ -48,7 +48,8 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("size", 512, "Frames are resized to size x size before tiling (S).",
               choices=ALLOWED_SIZES),
     ParamSpec("model", DEFAULT_MODEL, "Model: 'builtin' (the shipped model, trained on synthetic frames), "
-              "'tiny' / 'tiny-sam2' (small random SAM / SAM 2 for tests: their output means nothing), "
+              "'tiny' / 'tiny-sam2' / 'tiny-edgetam' (small random SAM / SAM 2 / EdgeTAM for tests: their output "
+              "means nothing), "
               "'vit-b' / 'sam2-hiera-tiny' (architectures with random weights, for speed), a checkpoint or "
               "transformers SAM / SAM 2 directory, or a hub id (needs network)."),
     ParamSpec("backend", DEFAULT_BACKEND,
@@ -71,6 +72,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "tuned value for this size, else 0..1.", float_range=(-1.0, 1.0, 0.0), live=True),
     ParamSpec("group_gap", -1, "Components closer than this (input pixels) are one object with one box; -1 = "
               "the checkpoint's tuned value for this size.", int_range=(-1, 100000, 1), live=True),
+    ParamSpec("min_object_score", -1.0, "Presence gate (models with an object-score head: SAM 2, EdgeTAM): a patch "
+              "whose presence probability is under this publishes nothing; 0 = off; -1 = the checkpoint's tuned "
+              "value for this size, else 0..1.", float_range=(-1.0, 1.0, 0.0), live=True),
     ParamSpec("publish_probability", True, "Publish the 32FC1 probability image.", live=True),
     ParamSpec("publish_overlay", False, "Publish a bgr8 overlay (frame, mask, boxes).", live=True),
     ParamSpec("image_transport", "raw", "Input transport, as image_transport names it: raw subscribes to 'image' "
@@ -98,7 +102,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
 )
 PARAM_SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 # the Detector's post-processing settings (satsam_ros.core.postprocess.PostConfig); -1 = the checkpoint's
-POST_PARAMS = ("threshold", "min_area", "max_objects", "min_score", "group_gap")
+POST_PARAMS = ("threshold", "min_area", "max_objects", "min_score", "group_gap", "min_object_score")
+#: post-processing parameters that are probabilities: -1 or in [0, 1]
+UNIT_PARAMS = ("threshold", "min_score", "min_object_score")
 
 
 def _fmt(values) -> str:
@@ -109,12 +115,12 @@ def allowed_values(spec: ParamSpec) -> str:
     """Human text of a parameter's allowed values ("one of 512, 1024, 2048", ...)."""
     if spec.choices:
         return f"one of {_fmt(spec.choices)}"
-    if spec.name in ("threshold", "min_score"):
+    if spec.name in UNIT_PARAMS:
         return "-1 (from the checkpoint) or in [0, 1]"
     if spec.name == "min_area":
         return f"-1 (from the checkpoint) or an integer in [0, {INT32_MAX}]"
     if spec.name == "model":
-        return "tiny, builtin, vit-b, a checkpoint directory or a hub id"
+        return "tiny, tiny-sam2, tiny-edgetam, builtin, vit-b, a checkpoint directory or a hub id"
     if spec.int_range is not None:
         lo, hi, step = spec.int_range
         return f"an integer in [{lo}, {hi}]" + (f" in steps of {step}" if step > 1 else "")
@@ -137,7 +143,7 @@ def check_parameter(name: str, value: Any) -> Optional[str]:
         return f"parameter '{name}' must be {allowed_values(spec)}; got {value!r}"
     if name == "model" and not str(value).strip():
         return f"parameter 'model' must be {allowed_values(spec)}; got an empty string"
-    if name in ("threshold", "min_score") and value != -1.0 and not 0.0 <= value <= 1.0:
+    if name in UNIT_PARAMS and value != -1.0 and not 0.0 <= value <= 1.0:
         return f"parameter '{name}' must be {allowed_values(spec)}; got {value}"
     if spec.int_range is not None:
         lo, hi, step = spec.int_range

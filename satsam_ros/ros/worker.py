@@ -103,6 +103,8 @@ class FrameWorker:
             return
         if self._shutdown.is_set():
             return
+        if getattr(result, "gated", 0):
+            node.stats.add("gated", result.gated)
         try:
             node._outputs.publish(item, result, tracker.last_scan if tracker is not None else "full")
         except Exception as exc:  # noqa: BLE001 - e.g. during shutdown
