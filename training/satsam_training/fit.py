@@ -68,8 +68,10 @@ def build_model(cfg: FitConfig):
 
     From scratch: ``tiny`` is a SamModel with transformers' initialisation;
     ``tiny-sam2`` a Sam2Model with the fan-in initialisation (transformers' std-0.02
-    init leaves SAM 2's logits at ~1e-4, a flat start), both seeded by ``cfg.seed``
-    and sized by ``cfg.base_config``.
+    init leaves SAM 2's logits at ~1e-4, a flat start); ``tiny-edgetam`` an
+    EdgeTamModel (a timm backbone, ``satsam_ros.edgetam_family.edgetam_config``) with
+    the fan-in init and its BatchNorm statistics set from one seeded batch; all seeded
+    by ``cfg.seed`` and sized by ``cfg.base_config``.
     """
     from satsam_ros.core.meta import SatsamMeta
     from satsam_ros.model import encoder_input_size, load_model, random_model, resize_encoder, tiny_config
@@ -85,6 +87,15 @@ def build_model(cfg: FitConfig):
         except ValueError as exc:
             raise FitError(f"fit: --base tiny-sam2 --base-config: {exc}") from exc
         model = random_model(config, seed=cfg.seed, fan_in=True)
+        return model, SatsamMeta(encoder_input_size=int(e))
+    if cfg.base == "tiny-edgetam":  # as the tiny-edgetam spec: fan-in init, BatchNorm statistics from a batch
+        from satsam_ros.edgetam_family import calibrate_batchnorm, edgetam_config
+
+        try:
+            config = edgetam_config(image_size=int(e), **cfg.base_config)
+        except (TypeError, ValueError) as exc:
+            raise FitError(f"fit: --base tiny-edgetam --base-config: {exc}") from exc
+        model = calibrate_batchnorm(random_model(config, seed=cfg.seed, fan_in=True), seed=cfg.seed)
         return model, SatsamMeta(encoder_input_size=int(e))
     try:
         model, meta = load_model(cfg.base, device="cpu")

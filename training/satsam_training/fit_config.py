@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +15,20 @@ SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 SELECT_METRICS = ("auto", "val_loss", "val_patch_accuracy", "val_frame_accuracy")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
-FROM_SCRATCH = ("tiny", "tiny-sam2")
+FROM_SCRATCH = ("tiny", "tiny-sam2", "tiny-edgetam")
 #: ``--base-config`` keys of each from-scratch base: integers, or lists of integers
-#: (one per Hiera stage) for SAM 2's widths, blocks and heads
+#: (one per Hiera stage) for SAM 2's widths, blocks and heads; EdgeTAM's are the
+#: arguments of ``satsam_ros.edgetam_family.edgetam_config``: ``backbone`` (a timm
+#: architecture name), ``model_args`` (a JSON object of timm keyword arguments) and
+#: integers ``fpn_hidden``, ``decoder_heads``, ``mlp_ratio``
 SCRATCH_CONFIG_KEYS = {
     "tiny": ("hidden", "layers", "decoder_hidden", "patch"),
     "tiny-sam2": ("widths", "blocks", "heads", "fpn"),
+    "tiny-edgetam": ("backbone", "model_args", "fpn_hidden", "decoder_heads", "mlp_ratio"),
 }
 LIST_KEYS = ("widths", "blocks", "heads")
+STRING_KEYS = ("backbone",)
+OBJECT_KEYS = ("model_args",)
 HIERA_STAGES = 4
 BASE_CONFIG_KEYS = tuple(k for keys in SCRATCH_CONFIG_KEYS.values() for k in keys)
 LOSSES = ("dicece", "dicefocal")
@@ -40,9 +47,10 @@ class FitConfig:
     val: Any = None  # patches directory/directories of the val split (loss + patch metrics)
     val_frames: Optional[str] = None  # COCO dataset directory: frame metrics via the Detector
     val_frames_split: str = "val"
-    base: str = "tiny"  # tiny | tiny-sam2 | vit-b | builtin | checkpoint dir | hub id
+    base: str = "tiny"  # tiny | tiny-sam2 | tiny-edgetam | vit-b | builtin | checkpoint dir | hub id
     # from-scratch sizes: tiny: hidden, layers, decoder_hidden, patch (ints); tiny-sam2: widths, blocks,
-    # heads (4 ints each, one per Hiera stage), fpn (int)
+    # heads (4 ints each, one per Hiera stage), fpn (int); tiny-edgetam: backbone (timm name),
+    # model_args (timm kwargs), fpn_hidden, decoder_heads, mlp_ratio (ints)
     base_config: Dict[str, Any] = field(default_factory=dict)
     encoder_size: Optional[int] = None  # E; default 256 from scratch, the base's own otherwise
     train: Optional[str] = None  # mask_decoder | all; default all from scratch, mask_decoder otherwise
@@ -91,6 +99,9 @@ class FitConfig:
         if cfg.base == "tiny-sam2" and cfg.encoder_size % 32:
             raise FitError(f"fit: --encoder-size of a SAM 2 (tiny-sam2) must be a multiple of 32 (patch stride 4 "
                            f"x stage-0 window 8); got {cfg.encoder_size}")
+        if cfg.base == "tiny-edgetam" and cfg.encoder_size % 32:
+            raise FitError(f"fit: --encoder-size of an EdgeTAM (tiny-edgetam) must be a multiple of 32 (the "
+                           f"backbone's stride-32 feature); got {cfg.encoder_size}")
         unknown = set(cfg.base_config) - set(BASE_CONFIG_KEYS)
         if unknown:
             raise FitError(f"fit: --base-config keys {sorted(unknown)} unknown; known: {', '.join(BASE_CONFIG_KEYS)}")
@@ -156,7 +167,8 @@ def dir_list(value) -> List[str]:
 
 def check_base_config(base: str, config: Dict[str, Any]) -> None:
     """FitError unless every key of ``config`` belongs to the from-scratch ``base`` and
-    has its shape: an int > 0, or for SAM 2's widths / blocks / heads 4 of them."""
+    has its shape: an int > 0, or for SAM 2's widths / blocks / heads 4 of them, for
+    EdgeTAM's ``backbone`` a name and its ``model_args`` an object."""
     keys = SCRATCH_CONFIG_KEYS[base]
     for key, value in config.items():
         if key not in keys:
@@ -164,17 +176,46 @@ def check_base_config(base: str, config: Dict[str, Any]) -> None:
             raise FitError(f"fit: --base-config {key} is a key of --base {other}, not of --base {base} "
                            f"(which takes {', '.join(keys)})")
         if key in LIST_KEYS:
-            ok = isinstance(value, (list, tuple)) and len(value) == HIERA_STAGES
+            ok = isinstance(value, (list, tuple)) and len(value) == HIERA_STAGES and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value)
             what = f"{HIERA_STAGES} comma-separated integers (one per Hiera stage), e.g. {key}=1,1,2,1"
+        elif key in STRING_KEYS:
+            ok = isinstance(value, str) and bool(value.strip())
+            what = "a timm architecture name, e.g. backbone=repvit_m0_9"
+        elif key in OBJECT_KEYS:
+            ok = isinstance(value, dict)
+            what = 'a JSON object of timm keyword arguments, e.g. {"model_args": {"depth": [1, 1, 4, 1]}}'
         else:
-            ok = isinstance(value, int)
+            ok = isinstance(value, int) and not isinstance(value, bool)
             what = "one integer"
         if not ok:
             raise FitError(f"fit: --base-config {key}={_show(value)}: expected {what}")
+        if key not in STRING_KEYS + OBJECT_KEYS and min(value if isinstance(value, (list, tuple)) else [value]) <= 0:
+            raise FitError(f"fit: --base-config {key}={_show(value)}: must be positive")
 
 
 def _show(value) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value)
     return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _json_words(item: str, out: Dict[str, Any]) -> None:
+    """A ``--base-config`` word that is a JSON object: its keys into ``out`` (FitError
+    if malformed, unknown or given twice)."""
+    try:
+        data = json.loads(item)
+    except json.JSONDecodeError as exc:
+        raise FitError(f"fit: --base-config {item!r}: not a valid JSON object ({exc})") from exc
+    if not isinstance(data, dict):
+        raise FitError(f"fit: --base-config {item!r}: a JSON word must be an object of KEY: value")
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        if key not in BASE_CONFIG_KEYS:
+            raise FitError(f"fit: --base-config key {key!r} unknown; known: {', '.join(BASE_CONFIG_KEYS)}")
+        if key in out:
+            raise FitError(f"fit: --base-config {key} given twice")
+        out[key] = list(value) if isinstance(value, tuple) else value
 
 
 def parse_base_config(items: Optional[Sequence[str]]) -> Dict[str, Any]:
@@ -186,11 +227,28 @@ def parse_base_config(items: Optional[Sequence[str]]) -> Dict[str, Any]:
     ``["hidden=192,layers=6"]`` -> ``{"hidden": 192, "layers": 6}``, and
     ``["widths=48,96,192,384", "blocks=1,2,4,2", "fpn=96"]`` (or the same words
     joined by commas) -> ``{"widths": [48, 96, 192, 384], "blocks": [1, 2, 4, 2],
-    "fpn": 96}``. Whether the keys suit the base is :func:`check_base_config`'s job.
+    "fpn": 96}``. A word that starts with ``{`` is a JSON object of keys and values
+    (EdgeTAM's ``backbone`` name and ``model_args`` object need it, e.g.
+    ``'{"backbone": "repvit_m0_9", "model_args": {"embed_dim": [32, 64, 128, 256],
+    "depth": [1, 1, 4, 1]}, "fpn_hidden": 64}'``); KEY=INT words may follow it, and
+    ``backbone=NAME`` is also understood as a word. Whether the keys suit the base is
+    :func:`check_base_config`'s job.
     """
     out: Dict[str, Any] = {}
     key: Optional[str] = None
     for item in items or []:
+        if item.strip().startswith("{"):
+            _json_words(item, out)
+            key = None
+            continue
+        name, sep, value = item.partition("=")
+        if sep and name.strip().replace("-", "_") in STRING_KEYS:
+            key = name.strip().replace("-", "_")
+            if key in out:
+                raise FitError(f"fit: --base-config {key} given twice")
+            out[key] = value.strip()
+            key = None
+            continue
         for part in item.split(","):
             part = part.strip()
             if not part:

@@ -34,13 +34,18 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
     g = p.add_argument_group("model and training")
     g.add_argument("--base", default="tiny",
                    help="tiny (random small SAM, trained from scratch), tiny-sam2 (random small SAM 2, trained "
-                        "from scratch), vit-b, builtin, a checkpoint or transformers SAM / SAM 2 directory, or a hub "
+                        "from scratch), tiny-edgetam (random small EdgeTAM: a timm backbone, trained from scratch), "
+                        "vit-b, builtin, a checkpoint or transformers SAM / SAM 2 / EdgeTAM directory, or a hub "
                         "id (default tiny)")
     g.add_argument("--base-config", nargs="*", default=None, metavar="KEY=INT",
                    help="from-scratch architecture. tiny: hidden=96 layers=4 decoder_hidden=64 patch=16 (its "
                         "defaults; patch = encoder token size, 8 for a finer mask grid). tiny-sam2: "
                         "widths=32,64,128,256 blocks=1,1,2,1 heads=1,1,2,4 fpn=64 (its defaults: per Hiera stage "
-                        "the width, blocks and heads; fpn = FPN and decoder width, a multiple of 8)")
+                        "the width, blocks and heads; fpn = FPN and decoder width, a multiple of 8). tiny-edgetam: "
+                        "a JSON object, e.g. '{\"backbone\": \"repvit_m0_9\", \"model_args\": {\"embed_dim\": "
+                        "[32, 64, 128, 256], \"depth\": [1, 1, 4, 1]}, \"fpn_hidden\": 64}' (defaults: backbone "
+                        "efficientvit_b0, fpn_hidden 64, decoder_heads 4, mlp_ratio 4; the backbone needs features at "
+                        "strides 4, 8, 16, 32)")
     g.add_argument("--encoder-size", type=int, default=None, metavar="E",
                    help="encoder input E (patches are resized to E x E); default 256 from scratch, the base's own "
                         "otherwise (a pretrained encoder is resized to E); a multiple of 32 for SAM 2")

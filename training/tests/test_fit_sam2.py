@@ -73,7 +73,7 @@ def test_base_config_syntax_errors_name_the_word(words, message):
     ("tiny", {"heads": [1, 2, 4, 8]}, "heads is a key of --base tiny-sam2, not of --base tiny"),
     ("tiny-sam2", {"widths": [32, 64, 128]}, r"widths=32,64,128: expected 4 comma-separated integers"),
     ("tiny-sam2", {"fpn": [64, 64]}, "fpn=64,64: expected one integer"),
-    ("vit-b", {"fpn": 64}, r"only applies to a from-scratch base \(tiny, tiny-sam2\), not 'vit-b'"),
+    ("vit-b", {"fpn": 64}, r"only applies to a from-scratch base \(tiny, tiny-sam2, tiny-edgetam\), not 'vit-b'"),
 ])
 def test_base_config_keys_belong_to_their_base(data, tmp_path, base, config, message):
     with pytest.raises(FitError, match=message):
