@@ -117,8 +117,9 @@ def test_torch_threads_restores_the_previous_count():
 def test_a_real_bug_fails_the_parity_assertion(parity, mutation):
     module, reference = broken_export_module(parity.sam, mutation)
     got, want = module_outputs(module, parity.x[:4])[0], module_outputs(reference, parity.x[:4])[0]
-    # a bug is at least 5x the bound away (measured: 9x for the subtlest, a constant 10 % off)
-    assert max_abs_diff(got, want) > 5 * logit_tolerance(want)
+    # a bug is well clear of the bound (at least 2x; float noise stays under 1/20 of it):
+    # measured 17x (tiny) and 9x (tiny-sam2) for the subtlest, a constant 10 % off
+    assert max_abs_diff(got, want) > 2 * logit_tolerance(want)
     with pytest.raises(AssertionError, match="more than float32 rounding"):
         assert_logits_close(got, want, f"{parity.spec}: {mutation}")
 
