@@ -21,7 +21,8 @@ Exporter: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript tracer), ops
 (LayerNormalization is a native op from 17; ``--opset 14``, the lowest that exports
 SAM's scaled-dot-product attention, decomposes LayerNorm for older TensorRT). The
 dynamo exporter needs the ``onnxscript`` package, which the runtime does not carry;
-the tracer exports this model exactly (fp32 difference to PyTorch ~1e-8).
+the tracer exports this model exactly (fp32 difference to PyTorch 1e-6 to 1e-4, summation
+order; bounded by :func:`satsam_ros.core.parity.logit_tolerance`).
 
 Metadata travels twice: as the ONNX model's ``metadata_props`` entry ``satsam`` (the
 authoritative copy, a :class:`satsam_ros.model.SatsamMeta` JSON document whose
