@@ -160,9 +160,9 @@ def test_detector_uses_the_postprocessing_tuned_for_its_size(tmp_path):
     at512 = open_detector(str(ckpt), backend="torch", device="cpu", size=512)
     at1024 = open_detector(str(ckpt), backend="torch", device="cpu", size=1024)
     assert at512.post.to_dict() == {"threshold": 0.6, "min_area": 3, "max_objects": 0, "min_score": 0.0,
-                                    "group_gap": 0}
+                                    "group_gap": 0, "min_object_score": 0.0}
     assert at1024.post.to_dict() == {"threshold": 0.7, "min_area": 9, "max_objects": 1, "min_score": 0.75,
-                                     "group_gap": 5}
+                                     "group_gap": 5, "min_object_score": 0.0}
     override = Detector(at1024.backend, DetectorConfig(size=1024, max_objects=3, min_score=0.0), at1024.meta)
     assert (override.post.max_objects, override.post.min_score, override.post.threshold) == (3, 0.0, 0.7)
     override.set_post(max_objects=None)
