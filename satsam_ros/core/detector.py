@@ -85,6 +85,26 @@ class Result:
 
 
 @dataclass
+class RawPatches:
+    """The model's output for one frame before the gate and the threshold
+    (:meth:`Detector.run_patches`).
+
+    logits: N x m x m float32 of the patches run; score_logits: N object-score logits
+    or None (no presence head); chosen: the patch indices run (None: all); height,
+    width: the input frame's size; patches: N; pre_seconds / model_seconds: timings.
+    """
+
+    logits: np.ndarray
+    score_logits: Optional[np.ndarray]
+    chosen: Optional[List[int]]
+    height: int
+    width: int
+    patches: int
+    pre_seconds: float
+    model_seconds: float
+
+
+@dataclass
 class DetectorConfig:
     """Settings of a Detector; every field is checked by :meth:`validate`."""
 
@@ -220,6 +240,27 @@ class Detector:
         Raises :class:`satsam_ros.imaging.FrameError` for frames it cannot use.
         """
         t0 = time.perf_counter()
+        raw = self.run_patches(frame, order, only_patches)
+        t2 = time.perf_counter()
+        prob, scores, gated = self.probability(raw)
+        mask = postprocess.threshold(prob, self.post.threshold)
+        boxes = postprocess.apply_post(mask, prob, self.post)
+        t3 = time.perf_counter()
+        timings = {
+            "pre": raw.pre_seconds,
+            "model": raw.model_seconds,
+            "post": t3 - t2,
+            "total": t3 - t0,
+        }
+        return Result(mask, prob, boxes, timings, raw.patches, self.config.size, self.threshold, scores, gated)
+
+    def run_patches(self, frame: np.ndarray, order: str = "rgb",
+                    only_patches: Optional[Sequence[int]] = None) -> RawPatches:
+        """The model's part of :meth:`detect`: the frame's patches (all, or
+        ``only_patches``) through the backend -> :class:`RawPatches` (logits and
+        object-score logits), before any gate or threshold. :meth:`probability` turns it
+        into the probability map; the threshold tuner keeps it to try several gates."""
+        t0 = time.perf_counter()
         total = len(self.grid)
         if only_patches is None:
             chosen = None
@@ -230,7 +271,7 @@ class Detector:
             if len(chosen) == total:
                 chosen = None
         patches, (height, width) = preprocess.frame_patches(frame, order, self.grid, chosen)  # N x 3 x P x P
-        size, e = self.config.size, self.backend.input_size
+        e = self.backend.input_size
         t1 = time.perf_counter()
 
         low_res, score_chunks = [], []
@@ -243,24 +284,28 @@ class Detector:
             low_res.append(chunk_logits)
             score_chunks.append(chunk_scores)
         t2 = time.perf_counter()
-
         logits = np.concatenate(low_res) if low_res else np.empty((0, 1, 1), np.float32)
-        scores, gated = None, 0
+        score_logits = None
         if score_chunks and all(c is not None for c in score_chunks):
-            scores, off = postprocess.presence_gate(np.concatenate(score_chunks), self.post.min_object_score)
+            score_logits = np.concatenate([np.asarray(c, np.float32).reshape(-1) for c in score_chunks])
+        return RawPatches(logits, score_logits, chosen, int(height), int(width), len(patches),
+                          (t1 - t0) + prep, (t2 - t1) - prep)
+
+    def probability(self, raw: RawPatches, min_object_score: Optional[float] = None):
+        """(H x W float32 probability in [0, 1], presence probabilities of the run patches
+        or None, patches gated) of :meth:`run_patches`' output: patches under the presence
+        gate (``min_object_score``, default this Detector's) get the skipped-patch logit
+        (probability 0, they publish nothing), the logits are stitched into the S x S
+        frame, sigmoid, resized to the input's H x W."""
+        gate = self.post.min_object_score if min_object_score is None else float(min_object_score)
+        logits, scores, gated = raw.logits, None, 0
+        if raw.score_logits is not None:
+            scores, off = postprocess.presence_gate(raw.score_logits, gate)
             gated = int(np.count_nonzero(off))
-            if gated:  # whole patches at once (logits is concatenate's own copy): probability 0
+            if gated:  # whole patches at once, on a copy (raw stays as the model gave it)
+                logits = logits.copy()
                 logits[off] = np.float32(postprocess.SKIPPED_LOGIT)
-        prob = postprocess.sigmoid(postprocess.stitch_logits(self.grid, logits, chosen))
-        prob = tiling.resize(prob, height, width)
+        prob = postprocess.sigmoid(postprocess.stitch_logits(self.grid, logits, raw.chosen))
+        prob = tiling.resize(prob, raw.height, raw.width)
         np.clip(prob, 0.0, 1.0, out=prob)
-        mask = postprocess.threshold(prob, self.post.threshold)
-        boxes = postprocess.apply_post(mask, prob, self.post)
-        t3 = time.perf_counter()
-        timings = {
-            "pre": (t1 - t0) + prep,
-            "model": (t2 - t1) - prep,
-            "post": t3 - t2,
-            "total": t3 - t0,
-        }
-        return Result(mask, prob, boxes, timings, len(patches), size, self.threshold, scores, gated)
+        return prob, scores, gated

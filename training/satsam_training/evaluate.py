@@ -101,7 +101,8 @@ class DetectorChoice:
     ``model``: a spec for :func:`satsam_ros.runtime.open_detector` (a training run
     directory stands for its ``model/``); ``size`` None: the size the checkpoint was
     trained for, else 512; ``threshold`` / ``min_area`` / ``max_objects`` /
-    ``min_score`` / ``group_gap`` None: the checkpoint's tuned values for that size;
+    ``min_score`` / ``group_gap`` / ``min_object_score`` None: the checkpoint's tuned
+    values for that size;
     ``backend`` / ``device``: the runtime's defaults unless given.
     """
 
@@ -112,6 +113,7 @@ class DetectorChoice:
     max_objects: Optional[int] = None
     min_score: Optional[float] = None
     group_gap: Optional[int] = None
+    min_object_score: Optional[float] = None
     mode: str = "fast"
     overlap: int = 0
     backend: str = DEFAULT_BACKEND
@@ -134,7 +136,8 @@ class DetectorChoice:
             return open_detector(self.spec, backend=self.backend, device=self.device, size=self.frame_size(),
                                  threshold=self.threshold, mode=self.mode, overlap=self.overlap,
                                  min_area=self.min_area, max_objects=self.max_objects,
-                                 min_score=self.min_score, group_gap=self.group_gap)
+                                 min_score=self.min_score, group_gap=self.group_gap,
+                                 min_object_score=self.min_object_score)
         except (OSError, ValueError) as exc:
             raise EvaluationError(f"model {self.model!r}: {exc}") from exc
 

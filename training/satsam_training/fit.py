@@ -55,7 +55,7 @@ from .fit_config import (  # noqa: F401 (FitConfig, FitError, FitResult: this mo
 )
 from .patch_data import EpochPermutation, PatchDataset, StreamPermutation
 from .train_state import check_resume, load_training_state, rng_states, save_training_state, set_rng_states
-from .validation import auto_select, logits_for_loss, score, validate_frames, validate_patches
+from .validation import auto_select, patch_loss, score, validate_frames, validate_patches
 
 Say = Callable[[str], None]
 
@@ -270,11 +270,16 @@ class Trainer:
         """Trainable parameters, the patch module, optimiser, loader, schedule, loss."""
         import torch
 
-        from satsam_ros.model import make_patch_module
+        from satsam_ros.model import has_presence, make_patch_module
 
         cfg = self.cfg
         self.params = set_trainable(self.model, cfg.train)
-        module = make_patch_module(self.model, self.meta.prompt_policy)
+        head = has_presence(self.model)
+        self.presence_weight = float(cfg.presence_weight if cfg.presence_weight is not None else (1.0 if head else 0))
+        if self.presence_weight and not head:
+            raise FitError(f"fit: --presence-weight {cfg.presence_weight}: this model ({cfg.base}) has no "
+                           "object-score head (SAM 2 and EdgeTAM have one)")
+        module = make_patch_module(self.model, self.meta.prompt_policy, with_score=self.presence_weight > 0)
         opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.steps_per_epoch:  # epochs of N steps from an endless shuffled stream
@@ -374,8 +379,7 @@ class Trainer:
     def _step(self, x, y) -> float:
         """One optimizer step on a batch; the loss averaged over processes."""
         cfg, acc = self.cfg, self.accelerator
-        logits = self.module(x)
-        loss = self.loss_fn(logits_for_loss(logits, y.shape[-1]), y.float())
+        loss, _mask_loss, _bce = patch_loss(self.module(x), y, self.loss_fn, self.presence_weight)
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
         if cfg.clip_grad > 0:
@@ -424,7 +428,7 @@ class Trainer:
         threshold, device = self.meta.threshold, self.accelerator.device
         if self.val_set is not None:
             out.update(validate_patches(self.raw, self.val_set, self.loss_fn, threshold, self.cfg.batch_size,
-                                        device))
+                                        device, self.presence_weight))
         if self.val_frames is not None:
             out.update(validate_frames(self.raw.sam, self.meta, self.val_frames, int(self.size), threshold,
                                        str(device), self.cfg.progress))
@@ -473,14 +477,15 @@ class Trainer:
             "base": cfg.base,
             "base_config": cfg.base_config,
             "train": cfg.train,
+            "presence_weight": self.presence_weight,
             "data": {
-                "patches": [str(Path(d).resolve()) for d in cfg.patches],
+                "patches": [report.repo_path(d) for d in cfg.patches],
                 "patches_source": [ix.get("source") for ix in train_set.indexes],
                 "patches_split": [ix.get("split") for ix in train_set.indexes],
                 "patches_size": train_set.sizes,
                 "patches_count": len(train_set),
-                "val": [str(Path(d).resolve()) for d in cfg.val] if cfg.val else None,
-                "val_frames": str(Path(cfg.val_frames).resolve()) if cfg.val_frames else None,
+                "val": [report.repo_path(d) for d in cfg.val] if cfg.val else None,
+                "val_frames": report.repo_path(cfg.val_frames) if cfg.val_frames else None,
             },
             "settings": {k: v for k, v in asdict(cfg).items() if k not in ("command", "progress", "resume")},
             "epoch": entry["epoch"],
@@ -543,6 +548,8 @@ def _epoch_line(entry: Dict[str, Any], epochs: int, improved: bool) -> str:
         ("val_loss", "val loss"),
         ("val_patch_accuracy", "val patch acc"),
         ("val_patch_mean_iou", "val patch mIoU"),
+        ("val_presence_accuracy", "val presence acc"),
+        ("val_presence_auc", "val presence AUC"),
         ("val_frame_accuracy", "val frame acc"),
         ("val_frame_mean_iou", "val frame mIoU"),
         ("val_frame_false_alarm_rate", "val false alarms"),

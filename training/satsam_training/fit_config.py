@@ -65,6 +65,9 @@ class FitConfig:
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     loss_resolution: str = "patch"
     loss: str = "dicece"  # dicece: monai DiceCELoss; dicefocal: monai DiceFocalLoss
+    # weight of the BCE on the decoder's object-score logit (positive: any satellite pixel in the
+    # patch); None: 1.0 for a model with a presence head (SAM 2, EdgeTAM), 0 for SAM; 0 = off
+    presence_weight: Optional[float] = None
     augment: bool = False
     seed: int = 0
     threshold: Optional[float] = None  # threshold for validation metrics and the saved meta
@@ -117,6 +120,8 @@ class FitConfig:
             (cfg.loss in LOSSES, f"--loss must be one of {LOSSES}; got {cfg.loss!r}"),
             (cfg.batch_size >= 1, f"--batch-size must be >= 1; got {cfg.batch_size}"),
             (cfg.lr > 0, f"--lr must be > 0; got {cfg.lr}"),
+            (cfg.presence_weight is None or cfg.presence_weight >= 0,
+             f"--presence-weight must be >= 0; got {cfg.presence_weight}"),
             (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
             (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {cfg.warmup_steps}"),
             (cfg.clip_grad >= 0, f"--clip-grad must be >= 0; got {cfg.clip_grad}"),

@@ -136,6 +136,20 @@ def command_line(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+#: the repository this package lies in (training/satsam_training -> the repository root)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repo_path(path) -> str:
+    """``path`` as provenance records it: relative to the repository when it lies inside
+    it (``runs/p512``, the same on every machine), else absolute."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return str(resolved.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(resolved)
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -168,6 +182,8 @@ def plot_training_curves(history: Sequence[Dict[str, Any]], path: Path, title: s
     metric_keys = (
         ("val_patch_accuracy", "val patch accuracy"),
         ("val_patch_mean_iou", "val patch mean IoU"),
+        ("val_patch_accuracy_gated", "val patch accuracy, presence-gated"),
+        ("val_presence_auc", "val presence AUC"),
         ("val_frame_accuracy", "val frame accuracy"),
         ("val_frame_mean_iou", "val frame mean IoU"),
         ("val_frame_false_alarm_rate", "val false-alarm rate"),

@@ -1,7 +1,9 @@
 """Choosing the post-processing on validation frames: threshold, min_area and the priors.
 
-The Detector runs once per frame (the node's code path) and gives the H x W
-probability map. Every setting of the grid is then applied with the Detector's own
+The Detector runs once per frame (the node's code path) and gives the patches' logits
+and presence scores; each presence gate (``min_object_score``, models with the head)
+turns them into an H x W probability map (:meth:`Detector.probability`, the node's
+code). Every setting of the grid is then applied with the Detector's own
 post-processing (``satsam_ros.core.postprocess``: ``threshold``, ``find_objects``
 with each ``group_gap``, ``select_objects`` with each ``min_area``, ``max_objects``
 and ``min_score``) and scored with ``satsam_ros.core.metrics`` (from pixel counts of
@@ -30,7 +32,7 @@ from satsam_ros.core.metrics import MaskGrid
 from . import report
 from .evaluate import DetectorChoice, EvaluationError, checkpoint_dir, load_frames
 
-POST_KEYS = ("threshold", "min_area", "max_objects", "min_score", "group_gap")
+POST_KEYS = ("threshold", "min_area", "max_objects", "min_score", "group_gap", "min_object_score")
 
 
 def default_grid(step: float = 0.05) -> List[float]:
@@ -139,6 +141,7 @@ class Grid:
     max_objects: Sequence[int] = (0,)
     min_scores: Sequence[float] = (0.0,)
     group_gaps: Sequence[int] = (0,)
+    min_object_scores: Sequence[float] = (0.0,)  # presence gates (models with the head; 0 = off)
 
     def threshold_values(self) -> List[float]:
         return list(self.thresholds) if self.thresholds is not None else default_grid()
@@ -147,7 +150,8 @@ class Grid:
         return {"grid": [float(t) for t in self.threshold_values()], "min_area_grid": _min_areas(self.min_areas),
                 "max_objects_grid": [int(k) for k in self.max_objects],
                 "min_score_grid": [float(m) for m in self.min_scores],
-                "group_gap_grid": [int(g) for g in self.group_gaps]}
+                "group_gap_grid": [int(g) for g in self.group_gaps],
+                "min_object_score_grid": [float(m) for m in self.min_object_scores]}
 
 
 def tune_threshold(
@@ -181,9 +185,21 @@ def tune_threshold(
     thresholds, areas = grid.threshold_values(), _min_areas(grid.min_areas)
     frames = load_frames(data, split)
     detector = replace(choice, min_area=0).open()  # raw maps: the sweep applies each setting itself
-    settings, accs = sweep_accumulators(_probability_maps(detector, frames, progress), thresholds, min_area=areas,
-                                        max_objects=grid.max_objects, min_scores=grid.min_scores,
-                                        group_gaps=grid.group_gaps, grid=MaskGrid.of_detector(detector))
+    raws = _raw_patches(detector, frames, progress)
+    gates = [float(m) for m in grid.min_object_scores]
+    for m in gates:
+        if not 0.0 <= m <= 1.0:
+            raise ValueError(f"min_object_score {m} is outside [0, 1]")
+    if all(raw.score_logits is None for raw, _, _ in raws):
+        gates = [0.0]  # no presence head: the gate does not exist for this model
+    settings, accs = [], []
+    for gate in gates:  # the gate outermost: each gate is one set of probability maps
+        maps = ((detector.probability(raw, gate)[0], true, seconds) for raw, true, seconds in raws)
+        gate_settings, gate_accs = sweep_accumulators(
+            maps, thresholds, min_area=areas, max_objects=grid.max_objects, min_scores=grid.min_scores,
+            group_gaps=grid.group_gaps, grid=MaskGrid.of_detector(detector))
+        settings += [replace(post, min_object_score=gate) for post in gate_settings]
+        accs += gate_accs
     rows = [dict(post.to_dict(), **acc.summary(budget=False)) for post, acc in zip(settings, accs)]
     chosen = choose(rows)
     best = dict(chosen, error_budget=accs[rows.index(chosen)].budget())  # where the chosen setting fails
@@ -214,14 +230,20 @@ def tune_threshold(
     return result
 
 
-def _probability_maps(detector, frames, progress: bool):
-    """(H x W probability, true mask or None, seconds) per frame, as the sweep takes them."""
+def _raw_patches(detector, frames, progress: bool):
+    """[(the Detector's RawPatches, true mask or None, seconds)] per frame: the model
+    runs once, every presence gate and setting is tried on its output."""
+    import time
+
     from tqdm import tqdm
 
+    out = []
     for frame in tqdm(frames, desc=f"threshold sweep S={detector.config.size}", unit="frame",
                       disable=not progress):
-        res = detector.detect(frame.image())
-        yield res.probability, frame.mask(), res.timings["total"]
+        t0 = time.perf_counter()
+        raw = detector.run_patches(frame.image())
+        out.append((raw, frame.mask(), time.perf_counter() - t0))
+    return out
 
 
 def _write_curve(out_dir: Path, rows: Sequence[Dict[str, Any]], best: Dict[str, Any], title: str) -> Dict[str, str]:
@@ -246,6 +268,7 @@ def _write_curve(out_dir: Path, rows: Sequence[Dict[str, Any]], best: Dict[str, 
 def _describe(row: Dict[str, Any], with_threshold: bool = True) -> str:
     parts = [f"threshold {row['threshold']:.3f}"] if with_threshold else []
     parts += [f"min_area {row['min_area']}", f"max_objects {row['max_objects']}", f"min_score {row['min_score']:g}",
+              f"min_object_score {row.get('min_object_score', 0.0):g}",
               f"group_gap {row['group_gap']}"]
     return ", ".join(parts)
 
@@ -265,7 +288,7 @@ def _store(ckpt: Path, result: Dict[str, Any], tuning: Dict[str, Any]) -> Path:
         meta.min_area = int(best["min_area"])
     meta.provenance = dict(meta.provenance or {})
     record = {
-        "data": result["data"],
+        "data": report.repo_path(result["data"]),
         "split": result["split"],
         "size": size,
         "frames": result["frames"],

@@ -69,6 +69,10 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
                         "E/4 logits against an area-downsampled soft mask")
     g.add_argument("--loss", choices=LOSSES, default="dicece",
                    help="dicece: monai DiceCELoss, the reference's (default); dicefocal: Dice + focal")
+    g.add_argument("--presence-weight", type=float, default=None, metavar="W",
+                   help="weight of the BCE on the decoder's object score (a satellite in the patch or not), "
+                        "added to the mask loss on every patch (default 1 for SAM 2 and EdgeTAM, which have "
+                        "the head; 0 = off)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the model for training (a one-off compile of minutes; faster steps)")
     g.add_argument("--augment", action="store_true", help="random flips / 90-degree rotations / brightness gain")
@@ -100,6 +104,7 @@ def _fit_config(args, patches, val=None, val_frames=None, out: str = ""):
         lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup_steps,
         clip_grad=args.clip_grad, loss_resolution=args.loss_resolution, loss=args.loss, compile=args.compile,
+        presence_weight=args.presence_weight,
         augment=args.augment, seed=args.seed,
         threshold=args.threshold, select=args.select, mixed_precision=args.mixed_precision, cpu=args.cpu,
         workers=args.workers, threads=args.threads, resume=getattr(args, "resume", False),
@@ -177,6 +182,9 @@ def add_tune_threshold(sub) -> None:
                    help="drop objects whose mean probability is under P: values to sweep (default 0)")
     p.add_argument("--group-gap", type=int, nargs="+", default=[0], metavar="PIXELS",
                    help="components closer than this form one object: values to sweep (default 0)")
+    p.add_argument("--min-object-score", type=float, nargs="+", default=[0.0], metavar="P",
+                   help="presence gates to sweep: a patch whose object score (sigmoid) is under P publishes "
+                        "nothing (models with the head: SAM 2, EdgeTAM; default 0 = off)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
                    help=f"default {DEFAULT_BACKEND}: the engine the node would pick")
     p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
@@ -195,7 +203,8 @@ def cmd_tune_threshold(args) -> int:
         result = tune_threshold(
             DetectorChoice(args.checkpoint, size=args.size, backend=args.backend, device=args.device), args.data,
             split=args.split,
-            grid=Grid(args.thresholds, args.min_area, args.max_objects, args.min_score, args.group_gap), out=args.out,
+            grid=Grid(args.thresholds, args.min_area, args.max_objects, args.min_score, args.group_gap,
+                      args.min_object_score), out=args.out,
             write=not args.dry_run,
             progress=not args.no_progress, log=_err, command=args.command_line,
         )
@@ -243,6 +252,9 @@ def add_evaluate(sub) -> None:
                    help="drop objects with a mean probability under this (default: the checkpoint's value)")
     p.add_argument("--group-gap", type=int, default=None,
                    help="components closer than this (pixels) are one object (default: the checkpoint's value)")
+    p.add_argument("--min-object-score", type=float, default=None,
+                   help="presence gate: patches whose object score is under this publish nothing (0 = off; "
+                        "default: the checkpoint's value for this size)")
     p.add_argument("--overlap", type=int, default=0, help="patch overlap in pixels (default 0)")
     p.add_argument("--mode", default="fast", choices=MODES)
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
@@ -261,7 +273,8 @@ def cmd_evaluate(args) -> int:
 
     choice = DetectorChoice(args.checkpoint, size=args.size, threshold=args.threshold, min_area=args.min_area,
                             max_objects=args.max_objects, min_score=args.min_score, group_gap=args.group_gap,
-                            mode=args.mode, overlap=args.overlap, backend=args.backend, device=args.device)
+                            min_object_score=args.min_object_score, mode=args.mode, overlap=args.overlap,
+                            backend=args.backend, device=args.device)
     try:
         out = args.out
         if out is None:

@@ -80,13 +80,13 @@ def test_tune_threshold_end_to_end(tmp_path, capsys):
     assert meta["threshold"] == best and meta["min_area"] == result["min_area"]
     assert meta["postprocess"]["512"] == result["postprocess"]
     assert result["postprocess"] == {"threshold": best, "min_area": result["min_area"], "max_objects": 0,
-                                     "min_score": 0.0, "group_gap": 0}
+                                     "min_score": 0.0, "group_gap": 0, "min_object_score": 0.0}
     tuning = meta["provenance"]["threshold_tuning"]["512"]
     assert tuning["previous"]["threshold"] == 0.65 and tuning["frames"] == 4 and tuning["split"] == "val"
     assert tuning["min_area_grid"] == [0, 30] and tuning["chosen"]["min_area"] == result["min_area"]
     assert (ckpt / "threshold_curve.png").is_file()
     csv_lines = (ckpt / "threshold_curve.csv").read_text().strip().splitlines()
-    assert csv_lines[0].startswith("threshold,min_area,max_objects,min_score,group_gap,accuracy,mean_iou")
+    assert csv_lines[0].startswith("threshold,min_area,max_objects,min_score,group_gap,min_object_score,accuracy,")
     assert len(csv_lines) == 1 + 2 * len(grid)
 
     # Same code path as the node: evaluating with the Detector at each threshold gives the sweep's rows.
