@@ -35,7 +35,7 @@ from satsam_ros.core.parity import (
 
 #: the model specs every order-sensitivity and mutation test runs on; a new family's
 #: small spec is added here (and only here)
-PARITY_SPECS: List[str] = ["tiny", "tiny-sam2"]
+PARITY_SPECS: List[str] = ["tiny", "tiny-sam2", "tiny-edgetam"]
 
 
 def _log(**fields) -> None:

@@ -31,7 +31,7 @@ from satsam_ros.runtime import DEFAULT_BACKEND, DEFAULT_DEVICE
 
 from . import report
 
-NAMED_MODELS = ("tiny", "builtin", "vit-b", "tiny-sam2", "sam2-hiera-tiny")
+NAMED_MODELS = ("tiny", "builtin", "vit-b", "tiny-sam2", "sam2-hiera-tiny", "tiny-edgetam")
 
 
 class EvaluationError(ValueError):
