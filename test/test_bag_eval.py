@@ -360,7 +360,7 @@ def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
     assert PARAM_SPECS["model"].default == "builtin"
     data = tmp_path / "data"
     assert train_main(["synth", "--out", str(data), "--n-train", "0", "--n-val", "0", "--n-test", "20",
-                       "--empty-fraction", "0.3", "--seed", "4242"]) == 0
+                       "--empty-fraction", "0.3", "--seed", "4242", "--real-share", "0"]) == 0  # as it trained
     assert main(["bag", "make", str(data), "--out", str(tmp_path / "bag"), "--rate", "5"]) == 0
     out = tmp_path / "report"
     assert main(["bag", "eval", str(tmp_path / "bag"), "--out", str(out), "--rate", "step", "--backend", "torch",
