@@ -1,6 +1,7 @@
 """Start the satsam detector: ``ros2 launch satsam_ros detect.launch.py size:=1024 image:=/my/camera``.
 
-``image_transport:=compressed`` reads ``<image>/compressed`` (JPEG / PNG);
+``image_transport:=compressed`` reads ``<image>/compressed`` (JPEG / PNG); ``cascade:=off``
+runs the full patch grid at size 1024 / 2048 (``auto``: the checkpoint's coarse-to-fine setting);
 ``autostart:=false`` leaves the lifecycle node unconfigured for a lifecycle manager.
 
 Thin on purpose: it declares arguments and hands them to the node as typed
@@ -23,7 +24,7 @@ from satsam_ros.ros.params import NODE_NAME, PARAM_SPECS
 
 PACKAGE = "satsam_ros"
 #: node parameters that are also launch arguments (the launch argument wins over params_file)
-PARAMETER_ARGUMENTS = ("size", "model", "backend", "device", "threshold", "image_transport", "autostart")
+PARAMETER_ARGUMENTS = ("size", "model", "backend", "device", "threshold", "cascade", "image_transport", "autostart")
 
 
 def launch_value(value) -> str:

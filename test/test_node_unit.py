@@ -54,6 +54,8 @@ BAD_VALUES = {
     "roi_full_scan_every": [0],
     "image_transport": ["theora", "Compressed", ""],
     "max_decoded_pixels": [0, -1],
+    "cascade": ["256", "2048", "yes", "", 512],
+    "cascade_margin": [-2, 100001],
 }
 
 
@@ -171,7 +173,8 @@ DIAGNOSTIC_KEYS = [
     "input_rate_hz", "processed_rate_hz", "frames_received", "frames_processed", "frames_dropped",
     "frames_rejected", "frames_pending", "frames_in_progress", "processing_errors", "latency_p50_ms",
     "latency_p95_ms", "stamp_age_p50_ms", "stamp_age_p95_ms", "inference_p50_ms", "backend", "device", "model",
-    "size", "mode", "threshold", "min_area", "postprocess", "presence", "patches_gated", "roi_tracking",
+    "size", "mode", "threshold", "min_area", "postprocess", "presence", "patches_gated", "patches_run_p50", "cascade",
+    "roi_tracking",
     "input_topic", "image_transport",
     "lifecycle_state", "last_problem",
 ]
@@ -203,9 +206,12 @@ def test_diagnostics_values_in_the_documented_order():
     stats.count("received")
     stats.count("received")
     stats.record(latency=0.020, stamp_age=0.030, inference=0.010)
+    for patches, stage in ((4, "stopped"), (13, "refined"), (4, "stopped")):  # a cascade at S = 2048
+        stats.record_patches(patches, stage)
     detector = SimpleNamespace(backend=SimpleNamespace(name="onnxruntime", device="cpu"),
                                config=SimpleNamespace(size=512, mode="fast"), threshold=0.65, min_area=100,
-                               post=SimpleNamespace(max_objects=1, min_score=0.7, group_gap=8))
+                               post=SimpleNamespace(max_objects=1, min_score=0.7, group_gap=8),
+                               describe_cascade=lambda: "512 first, margin 32 px")
     values = diagnostics.status_values(stats.snapshot(), {"dropped": 1, "pending": 0, "in_progress": 1},
                                        (2.0, 1.0), detector, _context(input_topic="/satsam/image"))
     assert [k for k, _ in values] == DIAGNOSTIC_KEYS
@@ -218,10 +224,13 @@ def test_diagnostics_values_in_the_documented_order():
                                                                                 "/satsam/image")
     assert (v["image_transport"], v["lifecycle_state"]) == ("raw", "active")
     assert v["postprocess"] == "max_objects 1, min_score 0.7, group_gap 8"
+    assert v["patches_run_p50"] == "4"
+    assert v["cascade"] == "512 first, margin 32 px: 2 of 3 frames stopped at the coarse pass"
     empty = dict(diagnostics.status_values(mailbox.Stats().snapshot(), {"dropped": 0, "pending": 0,
                                                                         "in_progress": 0}, (0.0, 0.0), detector,
                                            _context()))
     assert empty["latency_p95_ms"] == "nan"  # no frame yet: no latency, not 0
+    assert empty["patches_run_p50"] == "nan" and empty["cascade"] == "512 first, margin 32 px"
 
 
 def _context(**changes):
@@ -240,6 +249,7 @@ def test_diagnostics_without_a_detector_report_the_parameters_and_the_state():
     assert (v["backend"], v["device"], v["size"], v["mode"], v["threshold"], v["min_area"]) == (
         "onnxruntime", "cpu", "1024", "fast", "0.7", "-1")
     assert (v["lifecycle_state"], v["image_transport"], v["frames_processed"]) == ("unconfigured", "compressed", "0")
+    assert v["cascade"] == "auto (margin from the checkpoint) once configured"
 
 
 def test_docs_list_every_diagnostic_key():
@@ -294,7 +304,7 @@ def test_launch_arguments_follow_the_node_parameter_table(monkeypatch):
     spec.loader.exec_module(launch_file)
     launch_file.generate_launch_description()
     args = {a.name: a for a in seen["args"]}
-    parameter_args = ["size", "model", "backend", "device", "threshold", "image_transport", "autostart"]
+    parameter_args = ["size", "model", "backend", "device", "threshold", "cascade", "image_transport", "autostart"]
     assert list(args) == parameter_args + ["image", "params_file", "namespace"]
     for name in parameter_args:
         table = params.PARAM_SPECS[name]
@@ -314,7 +324,7 @@ def test_launch_arguments_follow_the_node_parameter_table(monkeypatch):
     assert file_params == "$(params_file)"  # the file first: the launch arguments win
     assert {k: (v.value, v.type) for k, v in overrides.items()} == {
         "size": ("$(size)", int), "model": ("$(model)", str), "backend": ("$(backend)", str),
-        "device": ("$(device)", str), "threshold": ("$(threshold)", float),
+        "device": ("$(device)", str), "threshold": ("$(threshold)", float), "cascade": ("$(cascade)", str),
         "image_transport": ("$(image_transport)", str), "autostart": ("$(autostart)", bool)}
 
 # ---- ros_io -----------------------------------------------------------------------------

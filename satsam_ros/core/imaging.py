@@ -165,8 +165,10 @@ def check_frame(frame: np.ndarray) -> np.ndarray:
     return arr
 
 
-def to_sam_rgb(frame: np.ndarray, order: str = "rgb") -> np.ndarray:
-    """Any supported frame -> H x W x 3 float32 RGB on SAM's 0..255 scale.
+def to_sam_planes(frame: np.ndarray, order: str = "rgb") -> np.ndarray:
+    """Any supported frame -> H x W x C float32 on SAM's 0..255 scale: C = 1 for a
+    one-channel (gray) frame, whose R, G and B are that one plane (broadcast it, as
+    :func:`to_sam_rgb` does, only where three copies are needed), else C = 3 (RGB).
 
     ``order`` names the channel order of a 3/4-channel frame ("rgb", "bgr", "rgba",
     "bgra"); it is ignored for one-channel frames.
@@ -181,11 +183,21 @@ def to_sam_rgb(frame: np.ndarray, order: str = "rgb") -> np.ndarray:
     if out.ndim == 2:
         out = out[:, :, None]
     if out.shape[2] == 1:
-        return np.repeat(out, 3, axis=2)
+        return out
     out = out[:, :, :3]
     if order.startswith("bgr"):
         out = out[:, :, ::-1]
     return np.ascontiguousarray(out)
+
+
+def to_sam_rgb(frame: np.ndarray, order: str = "rgb") -> np.ndarray:
+    """Any supported frame -> H x W x 3 float32 RGB on SAM's 0..255 scale.
+
+    ``order`` names the channel order of a 3/4-channel frame ("rgb", "bgr", "rgba",
+    "bgra"); it is ignored for one-channel frames.
+    """
+    out = to_sam_planes(frame, order)
+    return np.repeat(out, 3, axis=2) if out.shape[2] == 1 else out
 
 
 def normalize(rgb: np.ndarray) -> np.ndarray:

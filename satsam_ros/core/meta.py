@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from .imaging import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from .postprocess import PostConfig
@@ -21,6 +21,10 @@ META_FORMAT = 1
 PROMPT_POLICIES = ("full_box",)
 DEFAULT_THRESHOLD = 0.65
 BUILTIN_DIR = Path(__file__).resolve().parent / "models" / "builtin"
+#: the coarse-to-fine cascade's keys of ``postprocess[S]`` (besides the PostConfig fields):
+#: ``cascade`` the coarse size run first (0 = off: full tiling), ``cascade_margin`` input-frame
+#: pixels around each coarse proposal (:class:`satsam_ros.core.detector.Detector`)
+CASCADE_KEYS = ("cascade", "cascade_margin")
 
 
 @dataclass
@@ -34,8 +38,9 @@ class SatsamMeta:
     threshold: float = DEFAULT_THRESHOLD
     min_area: int = 0  # tuned with the threshold: components smaller than this (input pixels) are dropped
     # per frame size S ("512", ...): post-processing tuned at that size (PostConfig fields: threshold,
-    # min_area, max_objects, min_score, group_gap, min_object_score); sizes without an entry use
-    # threshold / min_area above and no other prior (min_object_score 0: no presence gate)
+    # min_area, max_objects, min_score, group_gap, min_object_score) and the cascade tuned with it
+    # (CASCADE_KEYS: cascade, cascade_margin); sizes without an entry use threshold / min_area above
+    # and no other prior (min_object_score 0: no presence gate; no cascade: full tiling)
     postprocess: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     normalization: Dict[str, Any] = field(
         default_factory=lambda: {"scale": "0..255", "mean": list(SAM_PIXEL_MEAN), "std": list(SAM_PIXEL_STD)}
@@ -56,11 +61,12 @@ class SatsamMeta:
         for size, values in (self.postprocess or {}).items():
             if not str(size).isdigit():
                 raise ValueError(f"satsam.json: postprocess keys are frame sizes S, got {size!r}")
-            unknown = set(values) - set(PostConfig.__dataclass_fields__)
+            unknown = set(values) - set(PostConfig.__dataclass_fields__) - set(CASCADE_KEYS)
             if unknown:
                 raise ValueError(f"satsam.json: postprocess[{size!r}] has unknown keys {sorted(unknown)}")
             try:
                 self.post_for(int(size))
+                self.cascade_for(int(size))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"satsam.json: postprocess[{size!r}]: {exc}") from exc
         if int(self.format) > META_FORMAT:
@@ -72,7 +78,20 @@ class SatsamMeta:
         ``postprocess`` entry, else ``threshold`` / ``min_area`` with no other prior."""
         values: Dict[str, Any] = {"threshold": float(self.threshold), "min_area": int(self.min_area)}
         values.update((self.postprocess or {}).get(str(size), {}) if size is not None else {})
-        return PostConfig(**values).validate()
+        return PostConfig(**{k: v for k, v in values.items() if k not in CASCADE_KEYS}).validate()
+
+    def cascade_for(self, size: Optional[int]) -> Tuple[Optional[int], Optional[int]]:
+        """(coarse size, margin in input-frame pixels) of the cascade tuned for frame size
+        ``size``; None for what its ``postprocess`` entry does not say. A coarse size is
+        0 (off: full tiling) or a frame size S below ``size``."""
+        values = (self.postprocess or {}).get(str(size), {}) if size is not None else {}
+        coarse, margin = values.get("cascade"), values.get("cascade_margin")
+        if coarse is not None and (isinstance(coarse, bool) or int(coarse) != coarse or
+                                   (int(coarse) != 0 and not 0 < int(coarse) < int(size))):
+            raise ValueError(f"cascade must be 0 (off) or a frame size below {size}; got {coarse!r}")
+        if margin is not None and (isinstance(margin, bool) or int(margin) != margin or int(margin) < 0):
+            raise ValueError(f"cascade_margin must be an integer >= 0 (input pixels); got {margin!r}")
+        return (None if coarse is None else int(coarse)), (None if margin is None else int(margin))
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> SatsamMeta:

@@ -63,9 +63,15 @@ def presence_gate(score_logits: np.ndarray, min_object_score: float) -> Tuple[np
 
 
 def threshold(prob: np.ndarray, thr: float) -> np.ndarray:
-    """Probability -> uint8 mask with 255 where ``prob > thr`` and 0 elsewhere."""
+    """Probability -> uint8 mask with 255 where ``prob > thr`` and 0 elsewhere.
+
+    ``thr`` is compared as float32 (as ``prob > np.float32(thr)``); one cv2 pass.
+    """
     if not 0.0 <= thr <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {thr}")
+    prob = np.asarray(prob)
+    if prob.dtype == np.float32 and prob.ndim == 2 and prob.size:
+        return cv2.compare(prob, float(np.float32(thr)), cv2.CMP_GT)
     return np.where(prob > np.float32(thr), np.uint8(255), np.uint8(0))
 
 
@@ -116,9 +122,11 @@ class Objects:
     """The objects of a thresholded mask (see :func:`find_objects`).
 
     ``labels``: H x W int32 component labels of the mask (0 = background; 8-connected
-    components, before grouping). Per object ``k``: ``members[k]`` its component
-    labels, ``areas[k]`` its pixel count, ``sums[k]`` the sum of the probability over
-    its pixels, ``bounds[k]`` its XYXY half-open box.
+    components, before grouping), nonzero only inside ``window``. Per object ``k``:
+    ``members[k]`` its component labels, ``areas[k]`` its pixel count, ``sums[k]`` the
+    sum of the probability over its pixels, ``bounds[k]`` its XYXY half-open box.
+    ``window``: (y0, x0, y1, x1), the part of the frame that holds every label (the
+    mask's foreground and a margin); the rest of ``labels`` is 0.
     """
 
     labels: np.ndarray
@@ -126,6 +134,7 @@ class Objects:
     areas: np.ndarray
     sums: np.ndarray
     bounds: np.ndarray  # K x 4 int (x0, y0, x1, y1)
+    window: Tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def scores(self) -> np.ndarray:
@@ -135,12 +144,37 @@ class Objects:
         return len(self.members)
 
 
+def _component_stats(binary: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """count x 5 int64 (left, top, width, height, area) of labels 0..count-1 of the
+    0/255 ``binary``, as ``cv2.connectedComponentsWithStats`` gives them for the
+    foreground (row 0 unused): from the foreground pixels only, so the cost follows the
+    objects, not the frame."""
+    points = cv2.findNonZero(binary).reshape(-1, 2)
+    xs, ys = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
+    lab = labels[ys, xs]
+    stats = np.zeros((count, 5), dtype=np.int64)
+    area = np.bincount(lab, minlength=count)
+    x0 = np.full(count, np.iinfo(np.int64).max)
+    y0 = np.full(count, np.iinfo(np.int64).max)
+    x1 = np.full(count, -1)
+    y1 = np.full(count, -1)
+    np.minimum.at(x0, lab, xs)
+    np.minimum.at(y0, lab, ys)
+    np.maximum.at(x1, lab, xs)
+    np.maximum.at(y1, lab, ys)
+    fg = slice(1, count)
+    stats[fg, 0], stats[fg, 1] = x0[fg], y0[fg]
+    stats[fg, 2], stats[fg, 3] = x1[fg] - x0[fg] + 1, y1[fg] - y0[fg] + 1
+    stats[fg, 4] = area[fg]
+    return stats
+
+
 def _component_sums(labels: np.ndarray, prob: np.ndarray, stats: np.ndarray, count: int) -> np.ndarray:
     """Sum of ``prob`` over each labelled component 1..count-1 (float64).
 
     A few components (the usual case): sum inside each component's bounding box only,
     so the cost follows the objects' size, not the frame's. Many components: one
-    ``bincount`` over the whole frame.
+    ``bincount`` over the whole (cropped) frame.
     """
     if count - 1 > 32:
         return np.bincount(labels.ravel(), weights=prob.ravel().astype(np.float64), minlength=count)[1:]
@@ -153,37 +187,65 @@ def _component_sums(labels: np.ndarray, prob: np.ndarray, stats: np.ndarray, cou
 
 
 def _groups(binary: np.ndarray, labels: np.ndarray, count: int, gap: int) -> List[List[int]]:
-    """Component labels 1..count-1 grouped: components within ``gap`` pixels share a group."""
+    """Component labels 1..count-1 grouped: components within ``gap`` pixels share a group.
+
+    Each component lies in one group of the dilated mask (it is connected, and so is
+    its dilation), so one pixel per component names its group. ``binary`` must hold
+    the mask with at least ``group_margin(gap)`` pixels around its foreground (or the
+    frame's edge), so the dilation is the frame's own.
+    """
     if gap <= 0 or count <= 2:
         return [[i] for i in range(1, count)]
     radius = (int(gap) + 1) // 2
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     _, grouped = cv2.connectedComponents(cv2.dilate(binary, kernel), connectivity=8)
     fg = labels > 0
-    pairs = np.unique(np.stack([labels[fg], grouped[fg]]), axis=1)  # 2 x M (component, group)
+    group_of = np.zeros(count, dtype=np.int64)
+    group_of[labels[fg]] = grouped[fg]
     by_group: Dict[int, List[int]] = {}
-    for comp, group in pairs.T:
-        by_group.setdefault(int(group), []).append(int(comp))
-    return sorted(by_group.values(), key=lambda m: m[0])
+    for comp in range(1, count):  # ascending: members ascending, groups in order of their first member
+        by_group.setdefault(int(group_of[comp]), []).append(comp)
+    return list(by_group.values())
+
+
+def group_margin(gap: int) -> int:
+    """Pixels around the foreground that :func:`_groups` needs to see (dilation radius + 2)."""
+    return (int(gap) + 1) // 2 + 2 if int(gap) > 0 else 1
 
 
 def find_objects(mask: np.ndarray, prob: np.ndarray, group_gap: int = 0) -> Objects:
-    """The objects of an H x W 0/255 mask with their areas, probability sums and boxes."""
+    """The objects of an H x W 0/255 mask with their areas, probability sums and boxes.
+
+    Labelling runs on the window around the foreground only (the mask's bounding
+    rectangle and :func:`group_margin`), so its cost follows the objects, not the frame.
+    """
     binary = mask if mask.dtype == np.uint8 and mask.ndim == 2 else (mask > 0).astype(np.uint8)
     empty = Objects(np.zeros(binary.shape, np.int32), [], np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4), int))
     if cv2.countNonZero(binary) == 0:  # the common empty frame: labelling it costs ms
         return empty
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    bx, by, bw, bh = cv2.boundingRect(binary)
+    pad = group_margin(group_gap)
+    y0, x0 = max(0, by - pad), max(0, bx - pad)
+    y0, x0 = y0 - y0 % 2, x0 - x0 % 2  # even: cv2 labels 2 x 2 blocks, so the frame's label order is kept
+    y1, x1 = min(binary.shape[0], by + bh + pad), min(binary.shape[1], bx + bw + pad)
+    crop = np.ascontiguousarray(binary[y0:y1, x0:x1])
+    count, sub = cv2.connectedComponents(crop, connectivity=8)
     if count <= 1:
         return empty
-    sums = _component_sums(labels, prob, stats, count)
-    members = _groups(binary, labels, count, group_gap)
+    stats = _component_stats(crop, sub, count)
+    sums = _component_sums(sub, prob[y0:y1, x0:x1], stats, count)
+    members = _groups(crop, sub, count, group_gap)
+    stats = stats.astype(np.int64)
+    stats[:, 0] += x0
+    stats[:, 1] += y0
+    labels = np.zeros(binary.shape, dtype=np.int32)
+    labels[y0:y1, x0:x1] = sub
     areas = np.array([int(stats[m, cv2.CC_STAT_AREA].sum()) for m in members], dtype=np.int64)
     psum = np.array([float(sums[np.asarray(m) - 1].sum()) for m in members])
     bounds = np.array([[int(stats[m, 0].min()), int(stats[m, 1].min()),
                         int((stats[m, 0] + stats[m, 2]).max()), int((stats[m, 1] + stats[m, 3]).max())]
                        for m in members], dtype=int)
-    return Objects(labels, members, areas, psum, bounds)
+    return Objects(labels, members, areas, psum, bounds, (y0, x0, y1, x1))
 
 
 def select_objects(objects: Objects, post: PostConfig) -> List[int]:
@@ -207,8 +269,13 @@ def apply_post(mask: np.ndarray, prob: np.ndarray, post: PostConfig) -> List[Box
     keep = select_objects(objects, post)
     if len(keep) < len(objects):
         kept = set(keep)
-        dropped = [c for k in range(len(objects)) if k not in kept for c in objects.members[k]]
-        mask[np.isin(objects.labels, dropped)] = 0
+        drop = np.zeros(sum(len(m) for m in objects.members) + 1, dtype=bool)  # by component label
+        for k in range(len(objects)):
+            if k not in kept:
+                drop[objects.members[k]] = True
+        y0, x0, y1, x1 = objects.window
+        region = mask[y0:y1, x0:x1]
+        region[drop[objects.labels[y0:y1, x0:x1]]] = 0
     scores = objects.scores
     return [Box(*(int(v) for v in objects.bounds[k]), float(scores[k]), int(objects.areas[k])) for k in keep]
 
@@ -247,6 +314,47 @@ def upsample_logits(logits: np.ndarray, size: int) -> np.ndarray:
     out = np.empty((n, size, size), dtype=np.float32)
     for i in range(n):
         out[i] = cv2.resize(logits[i], (size, size), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def sigmoid_into(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """:func:`sigmoid` of ``logits`` written into ``out`` (same shape, float32; e.g. a
+    patch's place in the frame): the same float32 operations, no temporary frame."""
+    np.multiply(logits, np.float32(0.5), out=out)
+    np.tanh(out, out=out)
+    out += np.float32(1.0)
+    out *= np.float32(0.5)
+    return out
+
+
+def stitch_probability(grid: PatchGrid, logits: np.ndarray, chosen: Optional[List[int]],
+                       silent: Optional[np.ndarray] = None) -> np.ndarray:
+    """Low-res logits of the patches run (all, or ``chosen``) -> S x S float32 probability.
+
+    Equal to ``sigmoid(stitch_logits(...))`` with the ``silent`` patches (a bool per
+    patch run: gated by the presence gate) given ``SKIPPED_LOGIT``: patches not run or
+    silent are probability 0 (the sigmoid of ``SKIPPED_LOGIT`` is exactly 0). On an exact
+    tiling only the patches that speak are upsampled and put through the sigmoid,
+    straight into their place in the frame, so the cost follows the patches run, not S.
+    With overlap the logits are blended first (the sigmoid of the blend).
+    """
+    p, total = grid.patch, len(grid)
+    if not (grid.overlap == 0 and grid.size % p == 0):
+        if silent is not None and np.any(silent):
+            logits = logits.copy()
+            logits[np.asarray(silent, dtype=bool)] = np.float32(SKIPPED_LOGIT)
+        return sigmoid(stitch_logits(grid, logits, chosen))
+    indices = range(total) if chosen is None else chosen
+    quiet = np.zeros(len(logits), dtype=bool) if silent is None else np.asarray(silent, dtype=bool)
+    whole = chosen is None and not quiet.any()
+    out = (np.empty if whole else np.zeros)((grid.size, grid.size), dtype=np.float32)
+    same = logits.shape[1] == p
+    for k, i in enumerate(indices):
+        if quiet[k]:
+            continue
+        y, x = grid.origins[i]
+        up = logits[k] if same else cv2.resize(logits[k], (p, p), interpolation=cv2.INTER_LINEAR)
+        sigmoid_into(up, out[y:y + p, x:x + p])
     return out
 
 

@@ -37,14 +37,39 @@ def frame_patches(frame: np.ndarray, order: str, grid: tiling.PatchGrid,
     """A frame -> (N x 3 x P x P float32 normalised patches of it resized to S x S, (H, W)).
 
     ``grid`` is the S x S patch layout; ``chosen`` selects patches (grid order), default
-    all. A gray frame is resized as one channel and broadcast to three in the one copy
-    the patches are cut into. Raises FrameError for frames that cannot be used.
+    all. Raises FrameError for frames that cannot be used. (:func:`imaging.to_sam_planes`
+    then :func:`grid_patches`; the cascade converts a frame once for both its grids.)
     """
-    rgb = imaging.to_sam_rgb(frame, order)
-    single = np.ndim(frame) == 2 or np.shape(frame)[2] == 1
-    resized = tiling.resize(rgb[:, :, :1] if single else rgb, grid.size, grid.size)
-    patches = grid.extract_chw(resized, 3, chosen)  # our own copy: normalised in place
-    return normalize_patches(patches), (rgb.shape[0], rgb.shape[1])
+    planes = imaging.to_sam_planes(frame, order)
+    return grid_patches(planes, grid, chosen), (planes.shape[0], planes.shape[1])
+
+
+def grid_patches(planes: np.ndarray, grid: tiling.PatchGrid, chosen: Optional[List[int]] = None) -> np.ndarray:
+    """H x W x C float32 SAM planes (:func:`imaging.to_sam_planes`: C = 1 for a gray frame,
+    else 3) -> N x 3 x P x P float32 patches of the frame resized to S x S, normalised.
+
+    The frame is resized once (one channel for a gray frame); each patch's three planes
+    are normalised straight from that image into the output (``(x - mean) / std`` per
+    channel: the arithmetic of :func:`normalize_patches`, without a copy first). Only
+    the ``chosen`` patches (grid order; default all) are cut; none: an empty batch.
+    """
+    order = range(len(grid.origins)) if chosen is None else list(chosen)
+    p = grid.patch
+    out = np.empty((len(order), 3, p, p), dtype=np.float32)
+    if not len(out):
+        return out
+    resized = tiling.resize(planes, grid.size, grid.size)
+    if resized.ndim == 2:
+        resized = resized[:, :, None]
+    gray = resized.shape[2] == 1
+    for k, i in enumerate(order):
+        y, x = grid.origins[i]
+        window = resized[y:y + p, x:x + p]
+        for c in range(3):
+            plane = out[k, c]
+            np.subtract(window[:, :, 0 if gray else c], _MEAN[c], out=plane)
+            np.divide(plane, _STD[c], out=plane)
+    return out
 
 
 def resize_patches(patches: np.ndarray, size: int) -> np.ndarray:

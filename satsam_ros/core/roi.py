@@ -3,12 +3,15 @@
 A :class:`RoiTracker` wraps a :class:`~satsam_ros.detector.Detector` and has the same
 one-call API (``tracker.detect(frame, order) -> Result``). Per frame it decides:
 
-* **full scan** (every patch) on the first frame, after the target was lost, when the
+* **full scan** (every patch; with the Detector's coarse-to-fine cascade on, the
+  patches the cascade chooses) on the first frame, after the target was lost, when the
   frame size changes, and at least every ``full_scan_every`` frames (so a second
   object, or a target that jumped, is found again within that many frames);
 * otherwise an **ROI frame**: only the patches that intersect the last detection's box
-  grown by ``margin`` input pixels on each side are run through the model. The other
-  patches get probability 0 (so mask, probability and boxes are zero there).
+  grown by ``margin`` input pixels on each side are run through the model
+  (:func:`satsam_ros.core.selection.select_patches`, the selection the cascade uses
+  too). The other patches get probability 0 (so mask, probability and boxes are zero
+  there).
 * When an ROI frame finds nothing, the target is considered lost; with
   ``rescan_on_loss`` the same frame is scanned again in full at once (the Result then
   reports the summed timings of both passes), otherwise the next frame is.
@@ -22,11 +25,11 @@ Pure core: no ROS imports. The node is to expose it as a parameter, off by defau
 
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import selection
 from .detector import Detector, Result
 from .postprocess import Box
 
@@ -46,20 +49,10 @@ def patches_for_region(
     """Indices of the detector's patches that intersect ``region`` grown by ``margin``.
 
     ``region`` is (x0, y0, x1, y1) in input-frame pixels (half-open), ``frame_shape``
-    is (H, W) of the input frame; the detector resizes frames to S x S, so the region
-    is scaled by S / W and S / H before it is compared with the patch grid.
+    is (H, W) of the input frame. The one patch-selection mechanism,
+    :func:`satsam_ros.core.selection.select_patches` (the cascade uses it too).
     """
-    height, width = int(frame_shape[0]), int(frame_shape[1])
-    size = detector.config.size
-    p = detector.grid.patch
-    sx, sy = size / float(width), size / float(height)
-    x0 = math.floor((region[0] - margin) * sx)
-    x1 = math.ceil((region[2] + margin) * sx)
-    y0 = math.floor((region[1] - margin) * sy)
-    y1 = math.ceil((region[3] + margin) * sy)
-    return [
-        i for i, (py, px) in enumerate(detector.grid.origins) if px < x1 and px + p > x0 and py < y1 and py + p > y0
-    ]
+    return selection.select_patches(detector.grid, [region], frame_shape, margin)
 
 
 class RoiTracker:
@@ -128,5 +121,5 @@ class RoiTracker:
         self.last_patches = list(chosen)
         self.stats["frames"] += 1
         self.stats[kind] += 1
-        self.stats["patches_run"] += int(result.patches)
+        self.stats["patches_run"] += int(result.patches_run)
         return result

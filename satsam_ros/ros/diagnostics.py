@@ -58,6 +58,25 @@ def presence_status(detector: Any, settings: Dict[str, Any]) -> str:
     return f"min_object_score {value:g}" if value > 0 else "off (min_object_score 0)"
 
 
+def cascade_status(detector: Any, settings: Dict[str, Any], snapshot: Dict[str, Any]) -> str:
+    """The cascade: ``off``, or its coarse size and margin and how many frames stopped at
+    the coarse pass; before configuring, the parameters as set."""
+    if detector is None:
+        margin = int(settings.get("cascade_margin", -1))
+        return (f"{settings.get('cascade', 'auto')} (margin "
+                f"{'from the checkpoint' if margin == -1 else f'{margin} px'}) once configured")
+    text = detector.describe_cascade() if hasattr(detector, "describe_cascade") else "off"
+    frames = int(snapshot.get("cascade_frames", 0))
+    if frames:
+        text += f": {snapshot.get('cascade_stopped', 0)} of {frames} frames stopped at the coarse pass"
+    return text
+
+
+def _median_count(values) -> str:
+    v = percentile(values, 50)
+    return "nan" if v is None else f"{v:g}"
+
+
 def detector_values(detector: Any, settings: Dict[str, Any]) -> Dict[str, str]:
     """backend, device, size, mode, threshold, min_area, the other post-processing and the
     presence gate: what the Detector runs with, or, with no Detector (the node is
@@ -113,6 +132,8 @@ def status_values(snapshot: Dict[str, Any], queue: Dict[str, int], rates: Tuple[
         ("postprocess", det["postprocess"]),
         ("presence", det["presence"]),
         ("patches_gated", str(snapshot.get("gated", 0))),
+        ("patches_run_p50", _median_count(snapshot.get("patches", []))),
+        ("cascade", cascade_status(detector, context.get("settings", {}), snapshot)),
         ("roi_tracking", str(context["roi_tracking"])),
         ("input_topic", str(context["input_topic"])),
         ("image_transport", str(context["image_transport"])),

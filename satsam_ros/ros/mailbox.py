@@ -100,10 +100,13 @@ class Stats:
         self.rejected = 0
         self.errors = 0
         self.gated = 0  # patches the presence gate (min_object_score) silenced
+        self.cascade_frames = 0  # frames the cascade ran on
+        self.cascade_stopped = 0  # ... of which stopped at the coarse pass (no S patch ran)
         self.last_problem = ""
         self.latency: Deque[float] = collections.deque(maxlen=window)  # receive -> publish, s
         self.stamp_age: Deque[float] = collections.deque(maxlen=window)  # stamp -> publish, s
         self.inference: Deque[float] = collections.deque(maxlen=window)  # detect() total, s
+        self.patches: Deque[int] = collections.deque(maxlen=window)  # patches run per frame (coarse ones included)
 
     def count(self, field: str, problem: str = "") -> None:
         with self.lock:
@@ -115,6 +118,15 @@ class Stats:
         """Add ``amount`` to a counter (e.g. ``gated``: the patches of one frame)."""
         with self.lock:
             setattr(self, field, getattr(self, field) + int(amount))
+
+    def record_patches(self, patches: int, cascade: Optional[str] = None) -> None:
+        """One frame's cost in patches (``Result.patches_run``) and its cascade outcome
+        (``Result.cascade``: None, "stopped" or "refined")."""
+        with self.lock:
+            self.patches.append(int(patches))
+            if cascade is not None:
+                self.cascade_frames += 1
+                self.cascade_stopped += int(cascade == "stopped")
 
     def record(self, latency: float, stamp_age: float, inference: float) -> None:
         with self.lock:
@@ -131,6 +143,9 @@ class Stats:
                 "rejected": self.rejected,
                 "errors": self.errors,
                 "gated": self.gated,
+                "cascade_frames": self.cascade_frames,
+                "cascade_stopped": self.cascade_stopped,
+                "patches": list(self.patches),
                 "last_problem": self.last_problem,
                 "latency": list(self.latency),
                 "stamp_age": list(self.stamp_age),

@@ -150,6 +150,7 @@ class DetectorNode(LifecycleNode):
 
     # ---- detector ---------------------------------------------------------------
     def _open_detector(self):
+        from ..core.detector import parse_cascade
         from ..model import RANDOM_SPECS
         from ..runtime import open_detector
 
@@ -162,7 +163,8 @@ class DetectorNode(LifecycleNode):
         try:
             return open_detector(
                 model=p["model"], backend=p["backend"], device=p["device"], size=p["size"],
-                mode=p["mode"], patch_size=p["patch_size"], overlap=p["overlap"],
+                mode=p["mode"], patch_size=p["patch_size"], overlap=p["overlap"], cascade=parse_cascade(p["cascade"]),
+                cascade_margin=None if p["cascade_margin"] == -1 else p["cascade_margin"],
                 **{name: None if p[name] == -1 else p[name] for name in POST_PARAMS},
             )
         except Exception as exc:  # noqa: BLE001 - any failure here ends start-up with its message
@@ -220,7 +222,8 @@ class DetectorNode(LifecycleNode):
         p, det = self.settings, self._detector
         self.get_logger().info(
             f"ready: model {p['model']!r}, {det.backend.describe()}, size {det.config.size} "
-            f"({len(det.grid.origins)} patches of {det.config.patch_size}, {det.config.mode}), "
+            f"({len(det.grid.origins)} patches of {det.config.patch_size}, {det.config.mode}; cascade "
+            f"{det.describe_cascade()}), "
             f"threshold {det.threshold}; input {self._sub.topic_name} "
             f"({p['image_transport']}, {p['qos_reliability']}, depth {p['qos_depth']})")
         return result

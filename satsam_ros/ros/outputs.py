@@ -72,7 +72,9 @@ class Outputs:
         height, width = result.mask.shape
         text = detections_json(header, result.boxes, width, height, result.threshold,
                                {"inference_ms": round(result.timings["total"] * 1000.0, 3),
-                                "patches": int(result.patches), "scan": scan})
+                                "patches": int(result.patches), "scan": scan,
+                                "coarse_patches": int(getattr(result, "coarse_patches", 0)),
+                                "cascade": getattr(result, "cascade", None)})
         pubs["detections_json"].publish(self._string_cls(data=text))
         if "detections" in pubs:
             pubs["detections"].publish(build_detection_array(header, result.boxes, self._vision_msgs))

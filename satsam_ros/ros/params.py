@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from ..core.compressed import DEFAULT_MAX_PIXELS
-from ..core.detector import MODES, DetectorConfig
+from ..core.detector import CASCADE_CHOICES, DEFAULT_COARSE_SIZE, MODES, DetectorConfig
 from ..core.tiling import ALLOWED_SIZES
 from ..runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL, DEVICES
 
@@ -64,6 +64,13 @@ PARAMS: Tuple[ParamSpec, ...] = (
               int_range=(0, 1024, 1)),
     ParamSpec("mode", "fast", "fast: batched patches at the model's own input size; faithful: "
               "one patch per pass at 1024 as the reference pipeline (slow).", choices=MODES),
+    ParamSpec("cascade", "auto", "Coarse to fine for size above the coarse size: run the coarse grid first (its "
+              "checkpoint post-processing) and only the size x size patches under the objects it publishes (and the "
+              "patches it scores present) grown by cascade_margin; a frame it finds empty costs the coarse pass only. "
+              f"auto: the checkpoint's setting for this size (else off); off: full tiling; on: {DEFAULT_COARSE_SIZE} "
+              "first; or the coarse size.", choices=CASCADE_CHOICES),
+    ParamSpec("cascade_margin", -1, "Cascade: input pixels added on every side of each coarse proposal; -1 = the "
+              "checkpoint's tuned value for this size (else 32).", int_range=(-1, 100000, 1)),
     ParamSpec("min_area", -1, "Drop connected components smaller than this (input pixels); -1 = the "
               "checkpoint's tuned value.", int_range=(-1, INT32_MAX, 1), live=True),
     ParamSpec("max_objects", -1, "Keep only this many objects, best score first (0 = all); -1 = the "
@@ -119,6 +126,8 @@ def allowed_values(spec: ParamSpec) -> str:
         return "-1 (from the checkpoint) or in [0, 1]"
     if spec.name == "min_area":
         return f"-1 (from the checkpoint) or an integer in [0, {INT32_MAX}]"
+    if spec.name == "cascade_margin":
+        return f"-1 (from the checkpoint) or an integer in [0, {spec.int_range[1]}]"
     if spec.name == "model":
         return "tiny, tiny-sam2, tiny-edgetam, builtin, vit-b, a checkpoint directory or a hub id"
     if spec.int_range is not None:
@@ -153,13 +162,16 @@ def check_parameter(name: str, value: Any) -> Optional[str]:
 
 
 def check_combination(values: Dict[str, Any]) -> Optional[str]:
-    """None when size, patch_size, overlap and mode fit together, else the reason."""
+    """None when size, patch_size, overlap, mode and cascade fit together, else the reason."""
+    from ..core.detector import parse_cascade
+
     cfg = DetectorConfig(size=values["size"], patch_size=values["patch_size"],
-                         overlap=values["overlap"], mode=values["mode"])
+                         overlap=values["overlap"], mode=values["mode"],
+                         cascade=parse_cascade(values.get("cascade", "auto")))
     try:
         cfg.validate()
     except ValueError as exc:
-        return f"parameters size/patch_size/overlap/mode do not fit together: {exc}"
+        return f"parameters size/patch_size/overlap/mode/cascade do not fit together: {exc}"
     return None
 
 

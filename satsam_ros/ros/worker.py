@@ -105,6 +105,7 @@ class FrameWorker:
             return
         if getattr(result, "gated", 0):
             node.stats.add("gated", result.gated)
+        node.stats.record_patches(getattr(result, "patches_run", result.patches), getattr(result, "cascade", None))
         try:
             node._outputs.publish(item, result, tracker.last_scan if tracker is not None else "full")
         except Exception as exc:  # noqa: BLE001 - e.g. during shutdown

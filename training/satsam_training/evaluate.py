@@ -103,7 +103,9 @@ class DetectorChoice:
     trained for, else 512; ``threshold`` / ``min_area`` / ``max_objects`` /
     ``min_score`` / ``group_gap`` / ``min_object_score`` None: the checkpoint's tuned
     values for that size;
-    ``backend`` / ``device``: the runtime's defaults unless given.
+    ``backend`` / ``device``: the runtime's defaults unless given; ``cascade`` /
+    ``cascade_margin`` None: the checkpoint's coarse-to-fine setting for that size
+    (``cascade`` 0: full tiling; else the coarse size run first).
     """
 
     model: str
@@ -118,6 +120,8 @@ class DetectorChoice:
     overlap: int = 0
     backend: str = DEFAULT_BACKEND
     device: str = DEFAULT_DEVICE
+    cascade: Optional[int] = None
+    cascade_margin: Optional[int] = None
 
     @property
     def spec(self) -> str:
@@ -137,7 +141,8 @@ class DetectorChoice:
                                  threshold=self.threshold, mode=self.mode, overlap=self.overlap,
                                  min_area=self.min_area, max_objects=self.max_objects,
                                  min_score=self.min_score, group_gap=self.group_gap,
-                                 min_object_score=self.min_object_score)
+                                 min_object_score=self.min_object_score, cascade=self.cascade,
+                                 cascade_margin=self.cascade_margin)
         except (OSError, ValueError) as exc:
             raise EvaluationError(f"model {self.model!r}: {exc}") from exc
 
@@ -171,13 +176,16 @@ def evaluate(
         detector.detect(frame.image())
     acc = MetricAccumulator(grid=MaskGrid.of_detector(detector))
     files: List[str] = []
+    results = []
     t0 = time.time()
     for frame in tqdm(frames, desc=f"evaluate S={s}", unit="frame", disable=not progress):
         res = detector.detect(frame.image())
         acc.add(res.mask, frame.mask(), seconds=res.timings["total"], frame_id=frame.id)
         files.append(str(frame.path))
+        results.append((res.timings, res.patches_run, res.cascade))
     result = _result(choice, data, split, detector, time.time() - t0)
     result.update(acc.summary())
+    result["cost"] = frame_cost(results, acc.records)
     if out is not None:
         write_outputs(Path(out), result, acc, frames, files, examples, detector)
         if log is not None:
@@ -201,8 +209,37 @@ def _result(choice: DetectorChoice, data, split: str, detector, seconds: float) 
         "patch_size": int(detector.config.patch_size),
         "mode": detector.config.mode,
         "model_trained_size": detector.meta.size,
+        "cascade": int(getattr(detector, "cascade_size", 0)),
+        "cascade_margin": int(getattr(detector, "cascade_margin", 0)),
+        "cascade_description": detector.describe_cascade() if hasattr(detector, "describe_cascade") else "off",
         "wall_seconds": seconds,
         "evaluated": report.now_iso(),
+    }
+
+
+def frame_cost(results, records) -> Dict[str, Any]:
+    """Where the time goes, from each frame's (timings, patches run, cascade outcome):
+    seconds per frame on frames with and without a satellite (median, p95), patches run
+    per frame (the cascade's coarse ones included), the share of frames the cascade
+    stopped at the coarse pass, and the pre + post share of the frame time."""
+    from satsam_ros.core.stats import percentile
+
+    def secs(empty: bool):
+        return [t["total"] for (t, _, _), r in zip(results, records) if r.true_empty == empty]
+
+    totals = sum(t["total"] for t, _, _ in results)
+    outside = sum(t.get("pre", 0.0) + t.get("post", 0.0) for t, _, _ in results)
+    cascaded = [c for _, _, c in results if c is not None]
+    patches = [n for _, n, _ in results]
+    return {
+        "seconds_satellite_median": percentile(secs(False), 50.0),
+        "seconds_satellite_p95": percentile(secs(False), 95.0),
+        "seconds_empty_median": percentile(secs(True), 50.0),
+        "seconds_empty_p95": percentile(secs(True), 95.0),
+        "patches_median": percentile(patches, 50.0),
+        "patches_mean": float(sum(patches)) / len(patches) if patches else None,
+        "cascade_stopped_share": (sum(c == "stopped" for c in cascaded) / len(cascaded)) if cascaded else None,
+        "pre_post_share": outside / totals if totals > 0 else None,
     }
 
 
@@ -226,7 +263,8 @@ def write_outputs(out: Path, result: Dict[str, Any], acc, frames, files, example
     text = (
         f"# Evaluation: {title}\n\n"
         f"Threshold {result['threshold']:.3f}, backend {result['backend']} on {result['device']}, "
-        f"encoder input {result['encoder_input_size']}, {result['frames']} frames.\n\n"
+        f"encoder input {result['encoder_input_size']}, cascade {result.get('cascade_description', 'off')}, "
+        f"{result['frames']} frames.\n\n"
         + report.table1_markdown([result])
         + "\nRuntime: median seconds per frame (`Result.timings['total']`, after one warm-up frame).\n\n"
         + report.metrics_markdown(result)
@@ -256,8 +294,10 @@ def summary_line(result: Dict[str, Any]) -> str:
         return "n/a" if v is None else f"{100 * v:.1f} %"
 
     secs = result.get("seconds_median")
+    cascade = result.get("cascade_description", "off")
     return (
-        f"S={result['size']}: accuracy {pct(result['accuracy'])} over {result['frames']} frames, "
+        f"S={result['size']}{'' if cascade == 'off' else f' (cascade {cascade})'}: accuracy "
+        f"{pct(result['accuracy'])} over {result['frames']} frames, "
         f"mean IoU {'n/a' if result['mean_iou'] is None else format(result['mean_iou'], '.3f')}, "
         f"false alarms {pct(result['false_alarm_rate'])}, misses {pct(result['miss_rate'])}, "
         f"{'n/a' if secs is None else format(secs, '.3f')} s/frame (median)"

@@ -9,8 +9,18 @@ with each ``group_gap``, ``select_objects`` with each ``min_area``, ``max_object
 and ``min_score``) and scored with ``satsam_ros.core.metrics`` (from pixel counts of
 the kept objects, so a grid of thousands of settings costs milliseconds per frame).
 The chosen setting maximises frame accuracy; ties go to the higher mean IoU, then the
-lower false-alarm rate, then the middle of the tied run (the most robust choice on a
-plateau).
+lower false-alarm rate, then (where the cascade is swept) to the cascade, which costs
+less, then the middle of the tied run (the most robust choice on a plateau).
+
+The coarse-to-fine cascade (S above the coarse size, ``Grid.cascades`` and
+``Grid.cascade_margins``) is swept as exactly and cheaply: the full S grid runs once
+(:meth:`Detector.run_patches` with ``cascade=False``) and the coarse pass once
+(:meth:`Detector.coarse_pass`: the checkpoint's post-processing for the coarse size, so
+tune that size first); each margin then selects its patches from the full output
+(:meth:`RawPatches.select`: the unselected patches get the skipped-patch logit, as a
+cascaded run gives them, since patches are computed independently), and every such
+output goes through the same gates and settings. The chosen ``cascade`` and
+``cascade_margin`` are stored with the rest in ``postprocess[S]``.
 
 The result is stored in the checkpoint's ``satsam.json`` for the frame size it was
 tuned at (``postprocess[S]``; and ``threshold`` / ``min_area`` at the top when S is
@@ -33,6 +43,7 @@ from . import report
 from .evaluate import DetectorChoice, EvaluationError, checkpoint_dir, load_frames
 
 POST_KEYS = ("threshold", "min_area", "max_objects", "min_score", "group_gap", "min_object_score")
+CASCADE_KEYS = ("cascade", "cascade_margin")  # also tuned where Grid.cascades is given at S above the coarse size
 
 
 def default_grid(step: float = 0.05) -> List[float]:
@@ -127,6 +138,8 @@ def choose(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
     best_key = max(key(r) for r in rows)
     tied = [r for r in rows if key(r) == best_key]
+    cheaper = [r for r in tied if r.get("cascade")]  # the cascade ties: it costs less
+    tied = cheaper or tied
     return tied[(len(tied) - 1) // 2]
 
 
@@ -142,6 +155,8 @@ class Grid:
     min_scores: Sequence[float] = (0.0,)
     group_gaps: Sequence[int] = (0,)
     min_object_scores: Sequence[float] = (0.0,)  # presence gates (models with the head; 0 = off)
+    cascades: Optional[Sequence[int]] = None  # coarse sizes to try (0 = off: full tiling); None: not swept
+    cascade_margins: Sequence[int] = (32,)  # input-frame pixels around the coarse proposals
 
     def threshold_values(self) -> List[float]:
         return list(self.thresholds) if self.thresholds is not None else default_grid()
@@ -151,7 +166,22 @@ class Grid:
                 "max_objects_grid": [int(k) for k in self.max_objects],
                 "min_score_grid": [float(m) for m in self.min_scores],
                 "group_gap_grid": [int(g) for g in self.group_gaps],
-                "min_object_score_grid": [float(m) for m in self.min_object_scores]}
+                "min_object_score_grid": [float(m) for m in self.min_object_scores],
+                **({} if self.cascades is None else {"cascade_grid": [int(c) for c in self.cascades],
+                                                     "cascade_margin_grid": [int(m) for m in self.cascade_margins]})}
+
+    def cascade_variants(self, size: int) -> List[Any]:
+        """(coarse size, margin) pairs to try at frame size ``size``: (0, None) is full
+        tiling; none swept (or nothing coarser than ``size``): [(0, None)] only."""
+        coarse = sorted({int(c) for c in (self.cascades or (0,)) if int(c) < int(size)})
+        if len({c for c in coarse if c}) > 1:
+            raise ValueError(f"cascade: one coarse size per tuning run; got {coarse}")
+        for m in self.cascade_margins:
+            if int(m) < 0:
+                raise ValueError(f"cascade margin {m} must be >= 0 pixels")
+        out: List[Any] = [(0, None)] if 0 in coarse or not coarse else []
+        out += [(c, int(m)) for c in coarse if c for m in self.cascade_margins]
+        return out
 
 
 def tune_threshold(
@@ -184,25 +214,42 @@ def tune_threshold(
         )
     thresholds, areas = grid.threshold_values(), _min_areas(grid.min_areas)
     frames = load_frames(data, split)
-    detector = replace(choice, min_area=0).open()  # raw maps: the sweep applies each setting itself
+    # raw maps: the sweep applies each setting itself; the coarse grid only to propose patches
+    if grid.cascades is None:  # not swept: tuned as the size runs now (the checkpoint's cascade, or off)
+        detector = replace(choice, min_area=0, cascade=None, cascade_margin=None).open()
+        variants = [(detector.cascade_size, detector.cascade_margin if detector.cascade_size else None)]
+    else:
+        variants = grid.cascade_variants(choice.frame_size())
+        detector = replace(choice, min_area=0, cascade=max(c for c, _ in variants), cascade_margin=None).open()
+    swept = grid.cascades is not None and any(c for c, _ in variants)
     raws = _raw_patches(detector, frames, progress)
     gates = [float(m) for m in grid.min_object_scores]
     for m in gates:
         if not 0.0 <= m <= 1.0:
             raise ValueError(f"min_object_score {m} is outside [0, 1]")
-    if all(raw.score_logits is None for raw, _, _ in raws):
+    if all(raw.score_logits is None for raw, _, _, _ in raws):
         gates = [0.0]  # no presence head: the gate does not exist for this model
-    settings, accs = [], []
-    for gate in gates:  # the gate outermost: each gate is one set of probability maps
-        maps = ((detector.probability(raw, gate)[0], true, seconds) for raw, true, seconds in raws)
-        gate_settings, gate_accs = sweep_accumulators(
-            maps, thresholds, min_area=areas, max_objects=grid.max_objects, min_scores=grid.min_scores,
-            group_gaps=grid.group_gaps, grid=MaskGrid.of_detector(detector))
-        settings += [replace(post, min_object_score=gate) for post in gate_settings]
-        accs += gate_accs
-    rows = [dict(post.to_dict(), **acc.summary(budget=False)) for post, acc in zip(settings, accs)]
+    settings, accs, tags = [], [], []
+    for coarse, margin in variants:  # the cascade outermost, then the gate: each pair is one set of maps
+        outputs = [(raw if not coarse else raw.select(detector.cascade_select(first, (raw.height, raw.width),
+                                                                              margin), first),
+                    true, seconds if not coarse else None) for raw, first, true, seconds in raws]
+        for gate in gates:
+            maps = ((detector.probability(raw, gate)[0], true, seconds) for raw, true, seconds in outputs)
+            gate_settings, gate_accs = sweep_accumulators(
+                maps, thresholds, min_area=areas, max_objects=grid.max_objects, min_scores=grid.min_scores,
+                group_gaps=grid.group_gaps, grid=MaskGrid.of_detector(detector))
+            settings += [replace(post, min_object_score=gate) for post in gate_settings]
+            accs += gate_accs
+            tags += [{"cascade": coarse, "cascade_margin": margin}] * len(gate_settings)
+    rows = [dict(post.to_dict(), **(tag if swept else {}), **acc.summary(budget=False))
+            for post, tag, acc in zip(settings, tags, accs)]
+    keys = POST_KEYS + (CASCADE_KEYS if swept else ())
     chosen = choose(rows)
     best = dict(chosen, error_budget=accs[rows.index(chosen)].budget())  # where the chosen setting fails
+    previous = detector.meta.post_for(detector.config.size).to_dict()
+    if swept:
+        previous.update(zip(CASCADE_KEYS, detector.meta.cascade_for(detector.config.size)))
     result: Dict[str, Any] = {
         "model": str(choice.model),
         "data": str(Path(data).resolve()),
@@ -211,10 +258,10 @@ def tune_threshold(
         "frames": len(frames),
         "threshold": best["threshold"],
         "min_area": best["min_area"],
-        "postprocess": {k: best[k] for k in POST_KEYS},
+        "postprocess": {k: best[k] for k in keys},
         "previous_threshold": float(detector.meta.threshold),
         "previous_min_area": int(detector.meta.min_area),
-        "previous_postprocess": detector.meta.post_for(detector.config.size).to_dict(),
+        "previous_postprocess": previous,
         "best": best,
         "rows": rows,
     }
@@ -231,8 +278,9 @@ def tune_threshold(
 
 
 def _raw_patches(detector, frames, progress: bool):
-    """[(the Detector's RawPatches, true mask or None, seconds)] per frame: the model
-    runs once, every presence gate and setting is tried on its output."""
+    """[(the Detector's RawPatches of every patch, its coarse pass or None, true mask or
+    None, seconds)] per frame: the model runs once, every cascade margin, presence gate
+    and setting is tried on its output."""
     import time
 
     from tqdm import tqdm
@@ -241,8 +289,10 @@ def _raw_patches(detector, frames, progress: bool):
     for frame in tqdm(frames, desc=f"threshold sweep S={detector.config.size}", unit="frame",
                       disable=not progress):
         t0 = time.perf_counter()
-        raw = detector.run_patches(frame.image())
-        out.append((raw, frame.mask(), time.perf_counter() - t0))
+        image = frame.image()
+        raw = detector.run_patches(image, cascade=False)  # every patch: the cascade's choices select from it
+        seconds = time.perf_counter() - t0
+        out.append((raw, detector.coarse_pass(image), frame.mask(), seconds))
     return out
 
 
@@ -252,10 +302,11 @@ def _write_curve(out_dir: Path, rows: Sequence[Dict[str, Any]], best: Dict[str, 
     from satsam_ros.figures import plot_error_budget
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = list(POST_KEYS) + ["accuracy", "mean_iou", "false_alarm_rate", "miss_rate", "correct", "frames",
-                                 "false_alarms", "misses"]
+    keys = POST_KEYS + (CASCADE_KEYS if "cascade" in best else ())
+    columns = list(keys) + ["accuracy", "mean_iou", "false_alarm_rate", "miss_rate", "correct", "frames",
+                            "false_alarms", "misses"]
     csv_path = report.write_csv(out_dir / "threshold_curve.csv", rows, columns)
-    same = [r for r in rows if all(r[k] == best[k] for k in POST_KEYS if k != "threshold")]
+    same = [r for r in rows if all(r[k] == best[k] for k in keys if k != "threshold")]
     png_path = report.plot_threshold_curve(
         same, best["threshold"], out_dir / "threshold_curve.png",
         title=f"{title}, " + _describe(best, with_threshold=False),
@@ -270,6 +321,9 @@ def _describe(row: Dict[str, Any], with_threshold: bool = True) -> str:
     parts += [f"min_area {row['min_area']}", f"max_objects {row['max_objects']}", f"min_score {row['min_score']:g}",
               f"min_object_score {row.get('min_object_score', 0.0):g}",
               f"group_gap {row['group_gap']}"]
+    if "cascade" in row:
+        parts.append(f"cascade {row['cascade']} (margin {row['cascade_margin']})" if row["cascade"] else
+                     "cascade off")
     return ", ".join(parts)
 
 
@@ -282,7 +336,15 @@ def _store(ckpt: Path, result: Dict[str, Any], tuning: Dict[str, Any]) -> Path:
     size = int(result["size"])
     meta = SatsamMeta.read(ckpt)
     meta.postprocess = dict(meta.postprocess or {})
-    meta.postprocess[str(size)] = {k: best[k] for k in POST_KEYS}
+    entry = {k: best[k] for k in POST_KEYS}
+    if "cascade" in best:  # swept: store the choice (off: 0, no margin)
+        entry["cascade"] = int(best["cascade"])
+        if best["cascade"]:
+            entry["cascade_margin"] = int(best["cascade_margin"])
+    else:  # not swept: the size keeps the cascade it had
+        old = (meta.postprocess.get(str(size)) or {})
+        entry.update({k: old[k] for k in CASCADE_KEYS if k in old})
+    meta.postprocess[str(size)] = entry
     if meta.size is None or int(meta.size) == size:
         meta.threshold = float(best["threshold"])
         meta.min_area = int(best["min_area"])
@@ -293,7 +355,7 @@ def _store(ckpt: Path, result: Dict[str, Any], tuning: Dict[str, Any]) -> Path:
         "size": size,
         "frames": result["frames"],
         **{k: v for k, v in tuning.items() if k != "command"},
-        "chosen": {k: best[k] for k in POST_KEYS},
+        "chosen": {k: best[k] for k in POST_KEYS + (CASCADE_KEYS if "cascade" in best else ())},
         "accuracy": best["accuracy"],
         "mean_iou": best["mean_iou"],
         "false_alarm_rate": best["false_alarm_rate"],

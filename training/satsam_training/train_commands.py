@@ -185,6 +185,13 @@ def add_tune_threshold(sub) -> None:
     p.add_argument("--min-object-score", type=float, nargs="+", default=[0.0], metavar="P",
                    help="presence gates to sweep: a patch whose object score (sigmoid) is under P publishes "
                         "nothing (models with the head: SAM 2, EdgeTAM; default 0 = off)")
+    p.add_argument("--cascade", nargs="+", default=None, choices=("off", "on", "512", "1024"),
+                   help="coarse to fine (S above the coarse size): settings to sweep with the rest, e.g. off on "
+                        "(full tiling against 512 first); the chosen one is stored for the size (default: not swept, "
+                        "the size keeps what satsam.json says). The coarse pass uses the checkpoint's tuned "
+                        "post-processing for the coarse size: tune that size first")
+    p.add_argument("--cascade-margin", type=int, nargs="+", default=[32], metavar="PIXELS",
+                   help="with --cascade: input-frame margins around the coarse proposals to sweep (default 32)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
                    help=f"default {DEFAULT_BACKEND}: the engine the node would pick")
     p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
@@ -196,22 +203,25 @@ def add_tune_threshold(sub) -> None:
 
 
 def cmd_tune_threshold(args) -> int:
+    from satsam_ros.core.detector import parse_cascade
+
     from .evaluate import DetectorChoice, EvaluationError
     from .threshold import Grid, tune_threshold
 
+    cascades = None if args.cascade is None else [parse_cascade(c) for c in args.cascade]
     try:
         result = tune_threshold(
             DetectorChoice(args.checkpoint, size=args.size, backend=args.backend, device=args.device), args.data,
             split=args.split,
             grid=Grid(args.thresholds, args.min_area, args.max_objects, args.min_score, args.group_gap,
-                      args.min_object_score), out=args.out,
+                      args.min_object_score, cascades, args.cascade_margin), out=args.out,
             write=not args.dry_run,
             progress=not args.no_progress, log=_err, command=args.command_line,
         )
     except (EvaluationError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"satsam-train tune-threshold: {exc}") from exc
     best = result["best"]
-    chosen = ", ".join(f"{k} {v:g}" for k, v in result["postprocess"].items())
+    chosen = ", ".join(f"{k} {v:g}" if v is not None else f"{k} -" for k, v in result["postprocess"].items())
     _err(f"satsam-train tune-threshold: S = {result['size']}: {chosen} (threshold was "
          f"{result['previous_threshold']:.3f}): accuracy {100 * best['accuracy']:.1f} % on {result['frames']} frames")
     from satsam_ros.core.metrics import budget_markdown
@@ -257,6 +267,7 @@ def add_evaluate(sub) -> None:
                         "default: the checkpoint's value for this size)")
     p.add_argument("--overlap", type=int, default=0, help="patch overlap in pixels (default 0)")
     p.add_argument("--mode", default="fast", choices=MODES)
+    _add_cascade_option(p)
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
                    help=f"default {DEFAULT_BACKEND}: the engine the node would pick")
     p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
@@ -268,18 +279,32 @@ def add_evaluate(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def _add_cascade_option(p: argparse.ArgumentParser) -> None:
+    from satsam_ros.core.detector import CASCADE_CHOICES, DEFAULT_COARSE_SIZE
+
+    p.add_argument("--cascade", default="auto", choices=CASCADE_CHOICES,
+                   help="coarse to fine for S above the coarse size (auto: the checkpoint's setting for this size, "
+                        f"else off; off: full tiling; on: {DEFAULT_COARSE_SIZE} first; or the coarse size)")
+    p.add_argument("--cascade-margin", type=int, default=None, metavar="PIXELS",
+                   help="input-frame pixels around each coarse proposal (default: the checkpoint's, else 32)")
+
+
 def cmd_evaluate(args) -> int:
+    from satsam_ros.core.detector import parse_cascade
+
     from .evaluate import DetectorChoice, EvaluationError, evaluate, summary_line
 
     choice = DetectorChoice(args.checkpoint, size=args.size, threshold=args.threshold, min_area=args.min_area,
                             max_objects=args.max_objects, min_score=args.min_score, group_gap=args.group_gap,
                             min_object_score=args.min_object_score, mode=args.mode, overlap=args.overlap,
-                            backend=args.backend, device=args.device)
+                            backend=args.backend, device=args.device, cascade=parse_cascade(args.cascade),
+                            cascade_margin=args.cascade_margin)
     try:
         out = args.out
         if out is None:
             name = Path(args.checkpoint.rstrip("/")).name or "model"
-            out = str(Path("runs") / "evaluate" / f"{name}-{args.split}-{choice.frame_size()}")
+            tail = "" if args.cascade == "auto" else f"-cascade-{args.cascade}"
+            out = str(Path("runs") / "evaluate" / f"{name}-{args.split}-{choice.frame_size()}{tail}")
         result = evaluate(choice, args.data, split=args.split, out=out, examples=args.examples,
                           progress=not args.no_progress, log=_err)
     except (EvaluationError, FileNotFoundError, ValueError) as exc:

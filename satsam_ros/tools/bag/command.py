@@ -46,7 +46,8 @@ def cmd_bag_eval(args) -> int:
     try:
         opts = EvalOptions(
             topic=args.topic, truth_topic=args.truth_topic, size=args.size, model=args.model, backend=args.backend,
-            device=args.device, mode=args.mode, threshold=args.threshold, rate=args.rate, attach=args.attach,
+            device=args.device, mode=args.mode, threshold=args.threshold, cascade=args.cascade,
+            cascade_margin=args.cascade_margin, rate=args.rate, attach=args.attach,
             namespace=args.namespace, input_topic=args.input_topic, timeout=args.timeout,
             startup_timeout=args.startup_timeout, warmup=args.warmup, node_params=parse_node_params(args.node_param),
             node_exe=args.node_exe, restamp=args.restamp, storage=args.storage, examples=args.examples,
@@ -68,7 +69,7 @@ def cmd_bag_eval(args) -> int:
 def add_bag_commands(sub) -> None:
     """Register `satsam bag make`, `satsam bag info` and `satsam bag eval`."""
     from ...core.compressed import CODECS, DEFAULT_JPEG_QUALITY
-    from ...core.detector import MODES
+    from ...core.detector import CASCADE_CHOICES, MODES
     from ...core.tiling import ALLOWED_SIZES
     from ...runtime import BACKENDS, DEVICES
     from .evaluate import DEFAULT_NAMESPACE
@@ -112,6 +113,10 @@ def add_bag_commands(sub) -> None:
     q.add_argument("--device", default=None, choices=DEVICES)
     q.add_argument("--mode", default=None, choices=MODES)
     q.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's tuned threshold")
+    q.add_argument("--cascade", default=None, choices=CASCADE_CHOICES,
+                   help="node parameter cascade: coarse to fine (default: the node's, auto)")
+    q.add_argument("--cascade-margin", type=int, default=None, metavar="PIXELS",
+                   help="node parameter cascade_margin (default: the node's, -1 = the checkpoint's)")
     q.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra node parameter, repeatable (e.g. qos_reliability:=reliable)")
     q.add_argument("--attach", action="store_true",

@@ -88,6 +88,8 @@ class EvalOptions:
     device: Optional[str] = None
     mode: Optional[str] = None
     threshold: Optional[float] = None
+    cascade: Optional[str] = None  # the node's `cascade` (auto, off, on, 512, 1024)
+    cascade_margin: Optional[int] = None  # the node's `cascade_margin` (input pixels; -1 = the checkpoint's)
     rate: Union[float, str] = 1.0
     attach: bool = False
     namespace: str = DEFAULT_NAMESPACE
@@ -114,6 +116,13 @@ class EvalOptions:
             raise BagError(f"storage must be one of {', '.join(STORAGES)}; got {self.storage!r}")
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise BagError(f"threshold must be in [0, 1]; got {self.threshold}")
+        if self.cascade is not None:
+            from ...core.detector import parse_cascade
+
+            try:
+                parse_cascade(self.cascade)
+            except ValueError as exc:
+                raise BagError(str(exc)) from exc
         if self.domain_id is not None and not 0 <= int(self.domain_id) <= MAX_DOMAIN_ID:
             raise BagError(f"domain id must be in [0, {MAX_DOMAIN_ID}]; got {self.domain_id}")
         if not self.namespace.startswith("/"):
@@ -131,6 +140,10 @@ class EvalOptions:
                 params[name] = str(value)
         if self.threshold is not None:
             params["threshold"] = repr(float(self.threshold))  # always a double literal
+        if self.cascade is not None:
+            params["cascade"] = f"'{self.cascade}'"  # a string parameter: '512' quoted, not the integer 512
+        if self.cascade_margin is not None:
+            params["cascade_margin"] = str(int(self.cascade_margin))
         params.update(self.node_params)
         return params
 

@@ -239,7 +239,7 @@ class _Models:
 
 def build_detector(variant: Variant, models: _Models, device: str) -> Detector:
     """The Detector of one row (torch rows share the loaded weights between rows)."""
-    cfg = DetectorConfig(size=variant.size, mode=variant.mode, max_batch=variant.max_batch,
+    cfg = DetectorConfig(size=variant.size, mode=variant.mode, max_batch=variant.max_batch, cascade=0,  # full tiling
                          precision=variant.precision if variant.backend == "torch" else "fp32",
                          encoder_size=variant.encoder_size if variant.backend == "torch" else None)
     if variant.backend != "torch":

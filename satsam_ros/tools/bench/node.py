@@ -26,12 +26,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 NODE_TARGET_FPS = 10.0
 NODE_TARGET_P95_MS = 200.0
+#: per S: (frames/s the node must sustain, p95 latency ms): issue 8's at 512, issue 22's at 2048 (and 1024)
+NODE_TARGETS = {512: (NODE_TARGET_FPS, NODE_TARGET_P95_MS), 1024: (5.0, 400.0), 2048: (5.0, 400.0)}
 RATE_TOLERANCE = 0.05  # the output rate may read this much under the input rate and still "sustain" it
 
 
@@ -69,6 +71,7 @@ class NodeBenchOptions:
     baseline_frames: int = 20
     startup_timeout: float = 180.0
     node_params: Dict[str, str] = field(default_factory=dict)
+    cascade: Optional[str] = None  # the node's `cascade` parameter (None: its default, auto)
 
     def validate(self) -> NodeBenchOptions:
         from ...core.tiling import check_size
@@ -89,13 +92,15 @@ def rate_name(rate: Union[float, str]) -> str:
 
 
 def detector_baseline(model: str, size: int, backend: Optional[str], device: Optional[str], frames: int,
-                      seed: int) -> Dict[str, Any]:
-    """In-process Detector latency on the benchmark's frames (same model, size, backend)."""
+                      seed: int, cascade: Optional[str] = None) -> Dict[str, Any]:
+    """In-process Detector latency on the benchmark's frames (same model, size, backend, cascade)."""
+    from ...core.detector import parse_cascade
     from ...core.stats import summary_ms
     from ...core.synthetic import synthetic_frame
     from ...runtime import DEFAULT_BACKEND, DEFAULT_DEVICE, open_detector
 
-    det = open_detector(model, backend=backend or DEFAULT_BACKEND, device=device or DEFAULT_DEVICE, size=size)
+    det = open_detector(model, backend=backend or DEFAULT_BACKEND, device=device or DEFAULT_DEVICE, size=size,
+                        cascade=parse_cascade(cascade))
     images = [synthetic_frame(seed + i)[0] for i in range(int(frames))]
     det.detect(images[0])  # warm-up
     det.detect(images[-1])
@@ -106,7 +111,8 @@ def detector_baseline(model: str, size: int, backend: Optional[str], device: Opt
         pre += res.timings.get("pre", 0.0)
         post += res.timings.get("post", 0.0)
     ms = summary_ms(totals)
-    return {"frames": len(images), "backend": det.backend.describe(), "p50_ms": ms["p50"],
+    return {"frames": len(images), "backend": det.backend.describe(), "cascade": det.describe_cascade(),
+            "p50_ms": ms["p50"],
             "p95_ms": ms["p95"], "mean_ms": ms["mean"],
             "pre_post_share": (pre + post) / float(sum(totals)) if sum(totals) > 0 else None}
 
@@ -152,7 +158,8 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
     work = Path(work)
     started = time.time()
     say(f"node bench: in-process baseline ({model}, S={opts.size}, {opts.baseline_frames} frames)")
-    baseline = detector_baseline(model, opts.size, opts.backend, opts.device, opts.baseline_frames, opts.seed)
+    baseline = detector_baseline(model, opts.size, opts.backend, opts.device, opts.baseline_frames, opts.seed,
+                                 opts.cascade)
     runs: List[Dict[str, Any]] = []
     for rate in opts.rates:
         bag_rate = 10.0 if rate == "step" else float(rate)  # lock-step ignores the recorded timing
@@ -166,6 +173,7 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
         summary = run_bag_eval(bag, work / rate_name(rate), model=model, size=opts.size, backend=opts.backend,
                                device=opts.device, rate=1.0 if rate != "step" else "step", warmup=int(opts.warmup),
                                startup_timeout=opts.startup_timeout, node_params=dict(opts.node_params),
+                               cascade=opts.cascade,
                                node_exe=str(exe), progress=progress, examples=0)
         runs.append(_run_summary(rate, summary))
     report = {
@@ -173,6 +181,7 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
         "model": model,
         "node_exe": str(exe),
         "frame": "512 x 641 mono8 (satsam_ros.synthetic)",
+        "size": int(opts.size),
         "baseline": baseline,
         "runs": runs,
         "duration_s": time.time() - started,
@@ -181,22 +190,30 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
     return report
 
 
+def node_goal(size: int) -> Tuple[float, float]:
+    """(frames/s, p95 ms) the live node must meet at frame size ``size`` (NODE_TARGETS)."""
+    return NODE_TARGETS.get(int(size), (NODE_TARGET_FPS, NODE_TARGET_P95_MS))
+
+
 def node_target(node: Dict[str, Any]) -> Dict[str, Any]:
-    """Issue 8's live-node target from a ``node`` section: >= 10 frames/s sustained with
-    p95 end-to-end latency <= 200 ms. Passes when some run at an input rate >= 10/s was
-    sustained (every frame answered, output rate within 5 % of the input) with that p95."""
-    good = [r for r in node["runs"] if r["rate"] != "step" and float(r["rate"]) >= NODE_TARGET_FPS]
+    """The live-node target from a ``node`` section (:func:`node_goal` of its size: at
+    512 issue 8's >= 10 frames/s sustained with p95 end-to-end latency <= 200 ms; at 2048
+    issue 22's 5 frames/s and 400 ms). Passes when some run at an input rate >= the goal
+    was sustained (every frame answered, output rate within 5 % of the input) with that
+    p95. ``goal``: the (fps, p95 ms) judged."""
+    fps_goal, p95_goal = node_goal(node.get("size", 512))
+    good = [r for r in node["runs"] if r["rate"] != "step" and float(r["rate"]) >= fps_goal]
     best = None
     for r in good:
         p95 = r["latency_ms"]["p95"]
-        ok = r["sustained"] and p95 is not None and p95 <= NODE_TARGET_P95_MS
+        ok = r["sustained"] and p95 is not None and p95 <= p95_goal
         if best is None or (ok and not best[1]) or (ok == best[1] and float(r["rate"]) > float(best[0]["rate"])):
             best = (r, ok)
     step = next((r for r in node["runs"] if r["rate"] == "step"), None)
     capacity = step["output_fps"] if step else None
     if best is None:
-        return {"passed": None, "measured": capacity,
-                "detail": f"no run at an input rate >= {NODE_TARGET_FPS:g} frames/s"}
+        return {"passed": None, "measured": capacity, "goal": [fps_goal, p95_goal],
+                "detail": f"no run at an input rate >= {fps_goal:g} frames/s"}
     r, ok = best
     detail = (f"input {r['input_fps']:.1f} fps: {r['frames_answered']}/{r['frames_sent']} answered, output "
               f"{r['output_fps']:.1f} fps, latency p50 {r['latency_ms']['p50']:.0f} / p95 "
@@ -204,4 +221,4 @@ def node_target(node: Dict[str, Any]) -> Dict[str, Any]:
     if capacity is not None:
         detail += f"; lock-step (capacity): {capacity:.1f} fps"
     return {"passed": bool(ok), "measured": capacity if capacity is not None else r["output_fps"],
-            "detail": detail, "rate": r["rate"]}
+            "detail": detail, "rate": r["rate"], "goal": [fps_goal, p95_goal]}

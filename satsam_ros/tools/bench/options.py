@@ -37,6 +37,15 @@ class Options:
     node: bool = True  # the live-node section (needs the colcon-installed detect_node)
     node_rates: Sequence[Any] = (10.0, 20.0, "max")
     node_frames: int = 100
+    node_size: int = 512  # S of the live node
+    node_cascade: Optional[str] = None  # the live node's `cascade` (None: its default, auto)
+    cascade_section: bool = True  # S = 512, full tiling and the cascade at each larger S (tools/bench/cascade.py)
+    cascade: str = "auto"  # the cascade rows' setting (auto: the checkpoint's, else 512 first)
+    cascade_margin: Optional[int] = None  # input pixels (None: the checkpoint's, else 32)
+    cascade_data: Sequence[str] = ()  # COCO datasets whose split is timed and scored (none: synthetic frames)
+    cascade_split: str = "test"
+    cascade_limit: Optional[int] = None  # frames per dataset (None: all)
+    cascade_frames: int = 8  # synthetic frames when no dataset is given (every second one empty)
 
     def validate(self) -> Options:
         from ...core.detector import MODES
@@ -54,6 +63,15 @@ class Options:
             raise ValueError(f"budget must be > 0 seconds; got {self.budget}")
         if self.threads is not None and int(self.threads) < 1:
             raise ValueError(f"threads must be >= 1; got {self.threads}")
+        from ...core.detector import parse_cascade
+
+        parse_cascade(self.cascade)
+        if self.node_cascade is not None:
+            parse_cascade(self.node_cascade)
+        if self.cascade_margin is not None and int(self.cascade_margin) < 0:
+            raise ValueError(f"cascade margin must be >= 0 pixels; got {self.cascade_margin}")
+        if int(self.cascade_frames) < 1 or (self.cascade_limit is not None and int(self.cascade_limit) < 1):
+            raise ValueError("cascade frames and the cascade limit must be >= 1")
         if self.node:
             self.node_options().validate()
         return self
@@ -61,5 +79,6 @@ class Options:
     def node_options(self):
         from .node import NodeBenchOptions
 
-        return NodeBenchOptions(rates=self.node_rates, frames=int(self.node_frames), size=512,
-                                device=None if self.device == "auto" else self.device)
+        return NodeBenchOptions(rates=self.node_rates, frames=int(self.node_frames), size=int(self.node_size),
+                                device=None if self.device == "auto" else self.device,
+                                cascade=self.node_cascade)

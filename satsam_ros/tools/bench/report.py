@@ -56,7 +56,8 @@ def _md_table(head: List[str], rows: List[List[str]]) -> str:
 def to_markdown(report: Dict[str, Any]) -> str:
     """The report as a markdown page (what BENCHMARKS.md is made of)."""
     out: List[str] = []
-    for section in (_md_head, _md_targets, _md_latency, _md_ratios, _md_ablation, _md_roi, _md_skipped_and_node):
+    for section in (_md_head, _md_targets, _md_latency, _md_ratios, _md_ablation, _md_roi, _md_cascade,
+                    _md_skipped_and_node):
         out += section(report)
     return "\n".join(out)
 
@@ -204,6 +205,26 @@ def _md_roi(report: Dict[str, Any]) -> List[str]:
     return out
 
 
+def _md_cascade(report: Dict[str, Any]) -> List[str]:
+    """The coarse-to-fine table (tools/bench/cascade.py)."""
+    from .cascade import CASCADE_HEAD, cascade_rows
+
+    c = report.get("cascade")
+    if not c:
+        return []
+    frames = (f"the {c['split']} split of {', '.join(c['datasets'])}" if c.get("split") else
+              "synthetic 512 x 641 frames, every second one empty")
+    notes = sorted({r["note"] for r in c["rows"] if r["note"]})
+    return ["## Coarse to fine", "",
+            f"Model `{c['model']}` on {c['backend']}: S = 512, full tiling and the cascade at each larger S, "
+            f"every frame through every row in turn (one run), on {frames}. Accuracy and false alarms as "
+            "`satsam-train evaluate` scores them; seconds are `Result.timings['total']` after a warm-up; "
+            "`empty` = frames without a satellite; pre+post = share of the frame time outside the model; "
+            "patches/frame counts the cascade's coarse patches too; stopped = frames the cascade ended at the "
+            "coarse pass." + (" " + "; ".join(notes) + "." if notes else ""), "",
+            _md_table(CASCADE_HEAD, cascade_rows(c)), ""]
+
+
 def _md_skipped_and_node(report: Dict[str, Any]) -> List[str]:
     """Rows skipped (with the reason) and the live-node section."""
     out: List[str] = []
@@ -253,7 +274,9 @@ def node_markdown(node: Dict[str, Any]) -> List[str]:
     """The markdown lines of the node section."""
     b = node["baseline"]
     out = ["## Live node over loopback DDS", "",
-           f"Model `{node['model']}`, S = {node['options']['size']}, {node['options']['frames']} synthetic "
+           f"Model `{node['model']}`, S = {node['options']['size']}"
+           + (f" (cascade {b['cascade']})" if b.get("cascade") else "")
+           + f", {node['options']['frames']} synthetic "
            f"{node['frame']} frames per input rate through the installed `detect_node` (a separate process, "
            "Fast DDS on loopback). Latency = arrival of `/satsam/detections_json` minus the publish time. "
            f"Baseline in the same run: the in-process Detector ({b['backend']}) on the same frames, p50 "

@@ -52,7 +52,7 @@ def bench_roi(model: str, size: int, device: str, frames: int = 30, margin: int 
     if standin is None:
         standin = model in RANDOM_SPECS  # random weights (tiny, vit-b, tiny-sam2, sam2-hiera-tiny)
     backend: Backend = _BrightnessStandIn(real) if standin else real
-    det = Detector(backend, DetectorConfig(size=size, threshold=0.5 if standin else None), meta)
+    det = Detector(backend, DetectorConfig(size=size, threshold=0.5 if standin else None, cascade=0), meta)
     tracker = RoiTracker(det, margin=margin, full_scan_every=full_scan_every)
     seq = moving_sequence(frames + 1, seed=seed, speed=speed)
     det.detect(seq[0][0])  # warm-up
