@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List, Optional, Tuple
 
-from .sam2_family import _first, _full_box, hiera_feature_sizes, single_mask_policy
+from .sam2_family import _first, _full_box, decode_features, hiera_feature_sizes, single_mask_policy
 
 #: transformers ``model_type`` values of this family (``EdgeTamConfig.model_type``)
 EDGETAM_MODEL_TYPES = ("edgetam",)
@@ -338,18 +338,6 @@ class EdgeTamFamily:
             def forward(self, pixel_values):
                 n = pixel_values.shape[0]
                 features = [f.permute(0, 2, 3, 1) for f in self.backbone(pixel_values)]  # the neck takes NHWC
-                fpn, _ = self.neck(features)  # low -> high resolution
-                fpn = fpn[-self.levels:][::-1]  # high -> low: E/4, E/8, E/16
-                high_res = [self.mask_decoder.conv_s0(fpn[0]), self.mask_decoder.conv_s1(fpn[1])]
-                embeddings = fpn[2] + self.no_memory_embedding.reshape(1, -1, 1, 1)
-                out = self.mask_decoder(
-                    image_embeddings=embeddings,
-                    image_positional_embeddings=self.positional.expand(n, -1, -1, -1),
-                    sparse_prompt_embeddings=self.sparse.expand(n, -1, -1, -1),
-                    dense_prompt_embeddings=self.dense.expand(n, -1, -1, -1),
-                    multimask_output=False,
-                    high_resolution_features=high_res,
-                )
-                return out[0][:, 0, 0], out[3][:, 0, 0]
+                return decode_features(self, features, n)
 
         return EdgeTamPatchExport().eval()

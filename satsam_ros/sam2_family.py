@@ -148,6 +148,33 @@ def _full_box(e: int):
     return torch.tensor([[[0.0, 0.0, float(e - 1), float(e - 1)]]])
 
 
+def decode_features(export, features, n: int):
+    """The tail both SAM 2 style export modules share: the backbone's features (low to
+    high stride order as the neck takes them) -> FPN -> mask decoder with the constant
+    prompt -> (mask token 0's logits N x m x m, its object-score logit N).
+
+    ``export`` holds ``neck``, ``levels``, ``mask_decoder``, ``no_memory_embedding``
+    and the buffers ``positional``, ``sparse``, ``dense`` (1 x ...: expanded to ``n``).
+    The neck gives its levels low -> high resolution; the decoder takes the E/16 level
+    as image embedding (plus ``no_memory_embedding``, as ``Sam2Model.forward`` adds it)
+    and the E/4 and E/8 levels through ``conv_s0`` / ``conv_s1`` as its
+    high-resolution inputs.
+    """
+    fpn, _ = export.neck(features)
+    fpn = fpn[-export.levels:][::-1]  # high -> low: E/4, E/8, E/16
+    high_res = [export.mask_decoder.conv_s0(fpn[0]), export.mask_decoder.conv_s1(fpn[1])]
+    embeddings = fpn[2] + export.no_memory_embedding.reshape(1, -1, 1, 1)
+    out = export.mask_decoder(
+        image_embeddings=embeddings,
+        image_positional_embeddings=export.positional.expand(n, -1, -1, -1),
+        sparse_prompt_embeddings=export.sparse.expand(n, -1, -1, -1),
+        dense_prompt_embeddings=export.dense.expand(n, -1, -1, -1),
+        multimask_output=False,
+        high_resolution_features=high_res,
+    )
+    return out[0][:, 0, 0], out[3][:, 0, 0]
+
+
 class Sam2Family:
     """transformers' ``Sam2Model``: what is specific to SAM 2's architecture."""
 
@@ -284,18 +311,6 @@ class Sam2Family:
                     hidden = block(hidden)
                     if i in self.stage_ends:
                         stages.append(hidden)
-                fpn, _ = self.neck(tuple(stages))  # low -> high resolution
-                fpn = fpn[-self.levels:][::-1]  # high -> low: E/4, E/8, E/16
-                high_res = [self.mask_decoder.conv_s0(fpn[0]), self.mask_decoder.conv_s1(fpn[1])]
-                embeddings = fpn[2] + self.no_memory_embedding.reshape(1, -1, 1, 1)
-                out = self.mask_decoder(
-                    image_embeddings=embeddings,
-                    image_positional_embeddings=self.positional.expand(n, -1, -1, -1),
-                    sparse_prompt_embeddings=self.sparse.expand(n, -1, -1, -1),
-                    dense_prompt_embeddings=self.dense.expand(n, -1, -1, -1),
-                    multimask_output=False,
-                    high_resolution_features=high_res,
-                )
-                return out[0][:, 0, 0], out[3][:, 0, 0]  # mask token 0's logits, its object score
+                return decode_features(self, tuple(stages), n)
 
         return Sam2PatchExport().eval()
