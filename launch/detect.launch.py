@@ -1,7 +1,7 @@
 """Start the satsam detector: ``ros2 launch satsam_ros detect.launch.py size:=1024 image:=/my/camera``.
 
-``image_transport:=compressed`` reads ``<image>/compressed`` (JPEG / PNG); ``cascade:=off``
-runs the full patch grid at size 1024 / 2048 (``auto``: the checkpoint's coarse-to-fine setting);
+``image_transport:=compressed`` reads ``<image>/compressed`` (JPEG / PNG); ``cascade:=0``
+runs the full patch grid at size 1024 / 2048 (-1: the checkpoint's coarse-to-fine setting);
 ``autostart:=false`` leaves the lifecycle node unconfigured for a lifecycle manager.
 
 Thin on purpose: it declares arguments and hands them to the node as typed

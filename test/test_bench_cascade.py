@@ -72,3 +72,15 @@ def test_the_live_node_target_follows_its_size():
     assert node_target({"runs": runs, "size": 2048})["goal"] == [5.0, 400.0]
     assert node_target({"runs": runs})["passed"] is None  # at 512 nothing ran at 10 frames/s
     assert node_target({"runs": [run(5.0, 5.0, 450.0)], "size": 2048})["passed"] is False
+
+
+def test_bag_eval_and_the_node_bench_pass_the_cascade_as_the_node_parameter():
+    from satsam_ros.tools.bag.evaluate import EvalOptions
+    from satsam_ros.tools.bag.io import BagError
+
+    for words, value in (("auto", "-1"), ("off", "0"), ("on", "512"), ("1024", "1024")):
+        params = EvalOptions(cascade=words, cascade_margin=12).validate().node_parameters()
+        assert (params["cascade"], params["cascade_margin"]) == (value, "12")
+    assert "cascade" not in EvalOptions().validate().node_parameters()  # the node's own default
+    with pytest.raises(BagError, match="cascade must be one of"):
+        EvalOptions(cascade="sometimes").validate()

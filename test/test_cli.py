@@ -75,12 +75,17 @@ def test_bad_model_path_is_named(image_dir, tmp_path):
 
 
 def test_demo_prints_latency_table(capsys):
-    assert main(["demo", "--sizes", "512", "1024", "--frames", "2", "--device", "cpu", "--no-bag"]) == 0
+    assert main(["demo", "--sizes", "512", "1024", "--frames", "2", "--device", "cpu", "--no-bag",
+                 "--cascade", "off"]) == 0
     out = capsys.readouterr().out
     assert "patches" in out and "median s/frame" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("512", "1024"))]
-    assert [r[:2] for r in rows] == [["512", "4"], ["1024", "16"]]
+    assert [r[:2] for r in rows] == [["512", "4"], ["1024", "16"]] and all(r[-1] == "off" for r in rows)
     assert all(float(r[2]) > 0 for r in rows)
+    # the cascade at 1024: the coarse grid's 4 patches first, then only what they choose
+    assert main(["demo", "--sizes", "1024", "--frames", "2", "--device", "cpu", "--no-bag", "--cascade", "on"]) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("1024"))
+    assert 4 <= float(row[1]) < 20 and " ".join(row[5:]).startswith("512 first, margin")
 
 
 def test_help_lists_subcommands():

@@ -54,7 +54,7 @@ BAD_VALUES = {
     "roi_full_scan_every": [0],
     "image_transport": ["theora", "Compressed", ""],
     "max_decoded_pixels": [0, -1],
-    "cascade": ["256", "2048", "yes", "", 512],
+    "cascade": [256, 2048, -2, "512", "off"],
     "cascade_margin": [-2, 100001],
 }
 
@@ -249,7 +249,7 @@ def test_diagnostics_without_a_detector_report_the_parameters_and_the_state():
     assert (v["backend"], v["device"], v["size"], v["mode"], v["threshold"], v["min_area"]) == (
         "onnxruntime", "cpu", "1024", "fast", "0.7", "-1")
     assert (v["lifecycle_state"], v["image_transport"], v["frames_processed"]) == ("unconfigured", "compressed", "0")
-    assert v["cascade"] == "auto (margin from the checkpoint) once configured"
+    assert v["cascade"] == "from the checkpoint (margin from the checkpoint) once configured"
 
 
 def test_docs_list_every_diagnostic_key():
@@ -324,7 +324,7 @@ def test_launch_arguments_follow_the_node_parameter_table(monkeypatch):
     assert file_params == "$(params_file)"  # the file first: the launch arguments win
     assert {k: (v.value, v.type) for k, v in overrides.items()} == {
         "size": ("$(size)", int), "model": ("$(model)", str), "backend": ("$(backend)", str),
-        "device": ("$(device)", str), "threshold": ("$(threshold)", float), "cascade": ("$(cascade)", str),
+        "device": ("$(device)", str), "threshold": ("$(threshold)", float), "cascade": ("$(cascade)", int),
         "image_transport": ("$(image_transport)", str), "autostart": ("$(autostart)", bool)}
 
 # ---- ros_io -----------------------------------------------------------------------------

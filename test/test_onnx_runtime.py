@@ -99,6 +99,20 @@ def test_close_drops_the_session(tiny_onnx):
         backend.infer(batch)
 
 
+def test_spinning_workers_can_be_turned_off(tiny_onnx, monkeypatch):
+    from satsam_ros.backends.onnxruntime_backend import ORT_SPIN_ENV
+
+    key = "session.intra_op.allow_spinning"
+    for value in ("0", "1"):
+        monkeypatch.setenv(ORT_SPIN_ENV, value)
+        backend = OnnxRuntimeBackend(tiny_onnx, "cpu")
+        assert backend.session.get_session_options().get_session_config_entry(key) == value
+        assert backend.infer(np.zeros((1, 3, 256, 256), np.float32)).shape == (1, 64, 64)
+    monkeypatch.setenv(ORT_SPIN_ENV, "off")
+    with pytest.raises(ValueError, match=ORT_SPIN_ENV):
+        OnnxRuntimeBackend(tiny_onnx, "cpu")
+
+
 def test_from_model_with_onnx_file_and_directory(tiny_onnx):
     for spec in (tiny_onnx, tiny_onnx.parent):
         det = open_detector(str(spec), backend="onnxruntime", device="cpu", size=512)

@@ -21,6 +21,11 @@ CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
 ORT_TRT_ENV = "SATSAM_ORT_TENSORRT"  # "1": put ORT's TensorRT provider first on a GPU
+#: "0": intra-op worker threads block instead of spinning between runs (ORT's
+#: session.intra_op.allow_spinning; unset: ORT's default, spinning). Spinning workers keep a
+#: core busy after each run, which the Detector's pre / post-processing on the same cores
+#: then lacks (docs/bench.md, "Coarse to fine").
+ORT_SPIN_ENV = "SATSAM_ORT_SPINNING"
 
 
 def providers_for(device: str, available: List[str], tensorrt_ep: bool = False) -> List[str]:
@@ -74,6 +79,11 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = int(threads)
+        spinning = os.environ.get(ORT_SPIN_ENV, "")
+        if spinning in ("0", "1"):
+            options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        elif spinning:
+            raise ValueError(f"{ORT_SPIN_ENV} must be 0 or 1 (or unset); got {spinning!r}")
         providers = providers_for(device, ort.get_available_providers(), bool(tensorrt_ep))
         if device == "cuda" and hasattr(ort, "preload_dlls"):
             # onnxruntime-gpu >= 1.21: load CUDA / cuDNN from the nvidia-* wheels torch installed

@@ -126,7 +126,8 @@ class Objects:
     ``members[k]`` its component labels, ``areas[k]`` its pixel count, ``sums[k]`` the
     sum of the probability over its pixels, ``bounds[k]`` its XYXY half-open box.
     ``window``: (y0, x0, y1, x1), the part of the frame that holds every label (the
-    mask's foreground and a margin); the rest of ``labels`` is 0.
+    mask's foreground and a margin); the rest of ``labels`` is 0. ``pixels``: the
+    foreground's (ys, xs, component labels) in raster order (None when there is none).
     """
 
     labels: np.ndarray
@@ -135,6 +136,7 @@ class Objects:
     sums: np.ndarray
     bounds: np.ndarray  # K x 4 int (x0, y0, x1, y1)
     window: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    pixels: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None  # foreground (ys, xs, labels), raster order
 
     @property
     def scores(self) -> np.ndarray:
@@ -144,14 +146,11 @@ class Objects:
         return len(self.members)
 
 
-def _component_stats(binary: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
-    """count x 5 int64 (left, top, width, height, area) of labels 0..count-1 of the
-    0/255 ``binary``, as ``cv2.connectedComponentsWithStats`` gives them for the
-    foreground (row 0 unused): from the foreground pixels only, so the cost follows the
-    objects, not the frame."""
-    points = cv2.findNonZero(binary).reshape(-1, 2)
-    xs, ys = points[:, 0].astype(np.int64), points[:, 1].astype(np.int64)
-    lab = labels[ys, xs]
+def _component_stats(ys: np.ndarray, xs: np.ndarray, lab: np.ndarray, count: int) -> np.ndarray:
+    """count x 5 int64 (left, top, width, height, area) of labels 0..count-1, as
+    ``cv2.connectedComponentsWithStats`` gives them for the foreground (row 0 unused),
+    from the foreground pixels (``ys``, ``xs``, their labels ``lab``) only: the cost
+    follows the objects, not the frame."""
     stats = np.zeros((count, 5), dtype=np.int64)
     area = np.bincount(lab, minlength=count)
     x0 = np.full(count, np.iinfo(np.int64).max)
@@ -169,39 +168,29 @@ def _component_stats(binary: np.ndarray, labels: np.ndarray, count: int) -> np.n
     return stats
 
 
-def _component_sums(labels: np.ndarray, prob: np.ndarray, stats: np.ndarray, count: int) -> np.ndarray:
-    """Sum of ``prob`` over each labelled component 1..count-1 (float64).
-
-    A few components (the usual case): sum inside each component's bounding box only,
-    so the cost follows the objects' size, not the frame's. Many components: one
-    ``bincount`` over the whole (cropped) frame.
-    """
-    if count - 1 > 32:
-        return np.bincount(labels.ravel(), weights=prob.ravel().astype(np.float64), minlength=count)[1:]
-    sums = np.empty(count - 1, dtype=np.float64)
-    for i in range(1, count):
-        x, y, w, h = (int(v) for v in stats[i, :4])
-        sel = labels[y:y + h, x:x + w] == i
-        sums[i - 1] = prob[y:y + h, x:x + w][sel].sum(dtype=np.float64)
-    return sums
+def _component_sums(values: np.ndarray, lab: np.ndarray, count: int) -> np.ndarray:
+    """Sum (float64, in raster order) of the foreground pixels' probabilities ``values``
+    per component 1..count-1 (``lab``: their labels)."""
+    return np.bincount(lab, weights=values.astype(np.float64), minlength=count)[1:]
 
 
-def _groups(binary: np.ndarray, labels: np.ndarray, count: int, gap: int) -> List[List[int]]:
+def _groups(binary: np.ndarray, ys: np.ndarray, xs: np.ndarray, lab: np.ndarray, count: int,
+            gap: int) -> List[List[int]]:
     """Component labels 1..count-1 grouped: components within ``gap`` pixels share a group.
 
     Each component lies in one group of the dilated mask (it is connected, and so is
-    its dilation), so one pixel per component names its group. ``binary`` must hold
-    the mask with at least ``group_margin(gap)`` pixels around its foreground (or the
-    frame's edge), so the dilation is the frame's own.
+    its dilation), so one pixel per component names its group (``ys``, ``xs``: the
+    foreground pixels, ``lab`` their labels). ``binary`` must hold the mask with at
+    least ``group_margin(gap)`` pixels around its foreground (or the frame's edge), so
+    the dilation is the frame's own.
     """
     if gap <= 0 or count <= 2:
         return [[i] for i in range(1, count)]
     radius = (int(gap) + 1) // 2
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     _, grouped = cv2.connectedComponents(cv2.dilate(binary, kernel), connectivity=8)
-    fg = labels > 0
     group_of = np.zeros(count, dtype=np.int64)
-    group_of[labels[fg]] = grouped[fg]
+    group_of[lab] = grouped[ys, xs]
     by_group: Dict[int, List[int]] = {}
     for comp in range(1, count):  # ascending: members ascending, groups in order of their first member
         by_group.setdefault(int(group_of[comp]), []).append(comp)
@@ -232,20 +221,32 @@ def find_objects(mask: np.ndarray, prob: np.ndarray, group_gap: int = 0) -> Obje
     count, sub = cv2.connectedComponents(crop, connectivity=8)
     if count <= 1:
         return empty
-    stats = _component_stats(crop, sub, count)
-    sums = _component_sums(sub, prob[y0:y1, x0:x1], stats, count)
-    members = _groups(crop, sub, count, group_gap)
-    stats = stats.astype(np.int64)
+    points = cv2.findNonZero(crop).reshape(-1, 2)  # the foreground, raster order
+    xs, ys = points[:, 0].astype(np.intp), points[:, 1].astype(np.intp)
+    lab = sub[ys, xs]
+    stats = _component_stats(ys, xs, lab, count)
+    sums = _component_sums(prob[y0:y1, x0:x1][ys, xs], lab, count)
+    members = _groups(crop, ys, xs, lab, count, group_gap)
     stats[:, 0] += x0
     stats[:, 1] += y0
     labels = np.zeros(binary.shape, dtype=np.int32)
     labels[y0:y1, x0:x1] = sub
-    areas = np.array([int(stats[m, cv2.CC_STAT_AREA].sum()) for m in members], dtype=np.int64)
-    psum = np.array([float(sums[np.asarray(m) - 1].sum()) for m in members])
-    bounds = np.array([[int(stats[m, 0].min()), int(stats[m, 1].min()),
-                        int((stats[m, 0] + stats[m, 2]).max()), int((stats[m, 1] + stats[m, 3]).max())]
-                       for m in members], dtype=int)
-    return Objects(labels, members, areas, psum, bounds, (y0, x0, y1, x1))
+    k = len(members)
+    group = np.zeros(count, dtype=np.intp)  # component label -> its object
+    for g, m in enumerate(members):
+        group[m] = g
+    group = group[1:]
+    comp = stats[1:]
+    areas = np.bincount(group, weights=comp[:, cv2.CC_STAT_AREA], minlength=k).astype(np.int64)
+    psum = np.bincount(group, weights=sums, minlength=k)
+    bounds = np.empty((k, 4), dtype=int)
+    bounds[:, :2] = np.iinfo(np.int64).max
+    bounds[:, 2:] = -1
+    np.minimum.at(bounds[:, 0], group, comp[:, 0])
+    np.minimum.at(bounds[:, 1], group, comp[:, 1])
+    np.maximum.at(bounds[:, 2], group, comp[:, 0] + comp[:, 2])
+    np.maximum.at(bounds[:, 3], group, comp[:, 1] + comp[:, 3])
+    return Objects(labels, members, areas, psum, bounds, (y0, x0, y1, x1), (ys + y0, xs + x0, lab))
 
 
 def select_objects(objects: Objects, post: PostConfig) -> List[int]:
@@ -273,9 +274,9 @@ def apply_post(mask: np.ndarray, prob: np.ndarray, post: PostConfig) -> List[Box
         for k in range(len(objects)):
             if k not in kept:
                 drop[objects.members[k]] = True
-        y0, x0, y1, x1 = objects.window
-        region = mask[y0:y1, x0:x1]
-        region[drop[objects.labels[y0:y1, x0:x1]]] = 0
+        ys, xs, lab = objects.pixels
+        gone = drop[lab]
+        mask[ys[gone], xs[gone]] = 0
     scores = objects.scores
     return [Box(*(int(v) for v in objects.bounds[k]), float(scores[k]), int(objects.areas[k])) for k in keep]
 

@@ -62,9 +62,9 @@ def cascade_status(detector: Any, settings: Dict[str, Any], snapshot: Dict[str, 
     """The cascade: ``off``, or its coarse size and margin and how many frames stopped at
     the coarse pass; before configuring, the parameters as set."""
     if detector is None:
-        margin = int(settings.get("cascade_margin", -1))
-        return (f"{settings.get('cascade', 'auto')} (margin "
-                f"{'from the checkpoint' if margin == -1 else f'{margin} px'}) once configured")
+        margin, size = int(settings.get("cascade_margin", -1)), int(settings.get("cascade", -1))
+        what = {-1: "from the checkpoint", 0: "off"}.get(size, f"{size} first")
+        return f"{what} (margin {'from the checkpoint' if margin == -1 else f'{margin} px'}) once configured"
     text = detector.describe_cascade() if hasattr(detector, "describe_cascade") else "off"
     frames = int(snapshot.get("cascade_frames", 0))
     if frames:

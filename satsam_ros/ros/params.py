@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from ..core.compressed import DEFAULT_MAX_PIXELS
-from ..core.detector import CASCADE_CHOICES, DEFAULT_COARSE_SIZE, MODES, DetectorConfig
+from ..core.detector import DEFAULT_COARSE_SIZE, MODES, DetectorConfig
 from ..core.tiling import ALLOWED_SIZES
 from ..runtime import BACKENDS, DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_MODEL, DEVICES
 
 NODE_NAME = "satsam_detector"
 RELIABILITIES = ("best_effort", "reliable")
+#: the node's `cascade` values: -1 the checkpoint's, 0 off, else the coarse size (an integer, so
+#: that YAML files and `-p cascade:=0` give the declared type: YAML reads off / on as booleans)
+CASCADE_SIZES = (-1, 0, 512, 1024)
 TRANSPORTS = ("raw", "compressed")
 INT32_MAX = 2 ** 31 - 1
 
@@ -64,11 +67,11 @@ PARAMS: Tuple[ParamSpec, ...] = (
               int_range=(0, 1024, 1)),
     ParamSpec("mode", "fast", "fast: batched patches at the model's own input size; faithful: "
               "one patch per pass at 1024 as the reference pipeline (slow).", choices=MODES),
-    ParamSpec("cascade", "auto", "Coarse to fine for size above the coarse size: run the coarse grid first (its "
+    ParamSpec("cascade", -1, "Coarse to fine for size above the coarse size: run the coarse grid first (its "
               "checkpoint post-processing) and only the size x size patches under the objects it publishes (and the "
               "patches it scores present) grown by cascade_margin; a frame it finds empty costs the coarse pass only. "
-              f"auto: the checkpoint's setting for this size (else off); off: full tiling; on: {DEFAULT_COARSE_SIZE} "
-              "first; or the coarse size.", choices=CASCADE_CHOICES),
+              "-1: the checkpoint's setting for this size (else off); 0: off (full tiling); "
+              f"{DEFAULT_COARSE_SIZE} or 1024: that coarse size first.", choices=CASCADE_SIZES),
     ParamSpec("cascade_margin", -1, "Cascade: input pixels added on every side of each coarse proposal; -1 = the "
               "checkpoint's tuned value for this size (else 32).", int_range=(-1, 100000, 1)),
     ParamSpec("min_area", -1, "Drop connected components smaller than this (input pixels); -1 = the "
@@ -167,7 +170,7 @@ def check_combination(values: Dict[str, Any]) -> Optional[str]:
 
     cfg = DetectorConfig(size=values["size"], patch_size=values["patch_size"],
                          overlap=values["overlap"], mode=values["mode"],
-                         cascade=parse_cascade(values.get("cascade", "auto")))
+                         cascade=parse_cascade(values.get("cascade", -1)))
     try:
         cfg.validate()
     except ValueError as exc:

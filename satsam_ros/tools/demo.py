@@ -17,6 +17,7 @@ def cmd_demo(args) -> int:
     (the bag evaluation's summary table)."""
     import statistics
 
+    from ..core.detector import parse_cascade
     from ..core.postprocess import mask_iou
     from ..core.synthetic import demo_frames
     from ..model import RANDOM_SPECS
@@ -27,17 +28,20 @@ def cmd_demo(args) -> int:
           f"model {args.model!r}, {args.mode} mode")
     rows = []
     for size in args.sizes:
-        det = open_detector(args.model, backend=args.backend, device=args.device, size=size, mode=args.mode)
+        det = open_detector(args.model, backend=args.backend, device=args.device, size=size, mode=args.mode,
+                            cascade=parse_cascade(args.cascade))
         det.detect(frames[0][0])  # warm-up
-        lat, ious = [], []
+        lat, ious, patches = [], [], []
         for frame, truth in frames:
             res = det.detect(frame)
             lat.append(res.timings["total"])
             ious.append(mask_iou(res.mask, truth))
-        rows.append((size, res.patches, statistics.median(lat), max(lat), statistics.mean(ious)))
-    print(f"{'size':>6} {'patches':>8} {'median s/frame':>15} {'max s/frame':>12} {'mean IoU':>9}")
-    for size, n, med, worst, iou in rows:
-        print(f"{size:>6} {n:>8} {med:>15.3f} {worst:>12.3f} {iou:>9.3f}")
+            patches.append(res.patches_run)
+        rows.append((size, statistics.median(patches), statistics.median(lat), max(lat), statistics.mean(ious),
+                     det.describe_cascade()))
+    print(f"{'size':>6} {'patches':>8} {'median s/frame':>15} {'max s/frame':>12} {'mean IoU':>9}  cascade")
+    for size, n, med, worst, iou, cascade in rows:
+        print(f"{size:>6} {n:>8g} {med:>15.3f} {worst:>12.3f} {iou:>9.3f}  {cascade}")
     if args.model in RANDOM_SPECS:
         print(f"(model {args.model!r} has random weights: the IoU column is meaningless; the default 'builtin' is "
               "trained)")
@@ -109,4 +113,7 @@ def add_demo_command(sub) -> None:
     p.add_argument("--bag-frames", type=int, default=12, help="frames in the synthetic demo bag (default 12)")
     p.add_argument("--work", default="runs/demo", help="where the demo bag and its report go (default runs/demo)")
     p.add_argument("--no-bag", action="store_true", help="skip the replay through the live node")
+    from .cli import add_cascade_args
+
+    add_cascade_args(p)
     p.set_defaults(func=cmd_demo)

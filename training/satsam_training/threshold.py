@@ -9,8 +9,9 @@ with each ``group_gap``, ``select_objects`` with each ``min_area``, ``max_object
 and ``min_score``) and scored with ``satsam_ros.core.metrics`` (from pixel counts of
 the kept objects, so a grid of thousands of settings costs milliseconds per frame).
 The chosen setting maximises frame accuracy; ties go to the higher mean IoU, then the
-lower false-alarm rate, then (where the cascade is swept) to the cascade, which costs
-less, then the middle of the tied run (the most robust choice on a plateau).
+lower false-alarm rate, then (where the cascade is swept) to the cascade with the
+smallest margin, which costs least, then the middle of the tied run (the most robust
+choice on a plateau).
 
 The coarse-to-fine cascade (S above the coarse size, ``Grid.cascades`` and
 ``Grid.cascade_margins``) is swept as exactly and cheaply: the full S grid runs once
@@ -138,8 +139,9 @@ def choose(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
     best_key = max(key(r) for r in rows)
     tied = [r for r in rows if key(r) == best_key]
-    cheaper = [r for r in tied if r.get("cascade")]  # the cascade ties: it costs less
-    tied = cheaper or tied
+    cheaper = [r for r in tied if r.get("cascade")]  # the cascade ties: it costs less, the more so
+    if cheaper:  # the smaller its margin
+        tied = [r for r in cheaper if r["cascade_margin"] == min(c["cascade_margin"] for c in cheaper)]
     return tied[(len(tied) - 1) // 2]
 
 

@@ -88,7 +88,7 @@ class EvalOptions:
     device: Optional[str] = None
     mode: Optional[str] = None
     threshold: Optional[float] = None
-    cascade: Optional[str] = None  # the node's `cascade` (auto, off, on, 512, 1024)
+    cascade: Optional[str] = None  # the node's `cascade`, as satsam detect takes it (auto, off, on, 512, 1024)
     cascade_margin: Optional[int] = None  # the node's `cascade_margin` (input pixels; -1 = the checkpoint's)
     rate: Union[float, str] = 1.0
     attach: bool = False
@@ -140,8 +140,11 @@ class EvalOptions:
                 params[name] = str(value)
         if self.threshold is not None:
             params["threshold"] = repr(float(self.threshold))  # always a double literal
-        if self.cascade is not None:
-            params["cascade"] = f"'{self.cascade}'"  # a string parameter: '512' quoted, not the integer 512
+        if self.cascade is not None:  # the node's integer: -1 the checkpoint's, 0 off, else the coarse size
+            from ...core.detector import parse_cascade
+
+            coarse = parse_cascade(self.cascade)
+            params["cascade"] = str(-1 if coarse is None else coarse)
         if self.cascade_margin is not None:
             params["cascade_margin"] = str(int(self.cascade_margin))
         params.update(self.node_params)

@@ -54,7 +54,11 @@ def dataset_set(path, split: str = "test", limit: Optional[int] = None):
     frames = load_split(path, split)[: limit or None]
     if not frames:
         raise ValueError(f"{path}: split {split!r} has no frames")
-    return Path(path).name, [(f.id, f.image(), f.mask()) for f in frames]
+    out = []
+    for f in frames:
+        truth = f.mask()
+        out.append((f.id, f.image(), truth if truth is not None and truth.any() else None))
+    return Path(path).name, out
 
 
 def open_rows(model: str, sizes: Sequence[int], backend: str, device: str, cascade: str = "auto",
