@@ -77,8 +77,9 @@ from pathlib import Path
 
 out = Path(sys.argv[1])
 print("| test set | S | cascade | accuracy | mean IoU | false alarms | miss rate | s/frame median | p95 | "
-      "empty s median | patches/frame | stopped | pre+post | budget: correct / missed / extra / poor / false alarm |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+      "empty s median | stopped s median | patches/frame | stopped | pre+post | "
+      "budget: correct / missed / extra / poor / false alarm |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for path in sorted((out / "evaluate").glob("*.json"), key=lambda p: (p.stem[0], int(p.stem.split("-")[1]),
                                                                    p.stem.split("-")[2] != "off")):
     r = json.loads(path.read_text())
@@ -88,7 +89,8 @@ for path in sorted((out / "evaluate").glob("*.json"), key=lambda p: (p.stem[0], 
     print(f"| style {path.stem[0]} | {r['size']} | {r['cascade_description']} | {pct(r['accuracy'])} | "
           f"{num(r['mean_iou'])} | {pct(r['false_alarm_rate'])} ({r['false_alarms']}/{r['empty_frames']}) | "
           f"{pct(r['miss_rate'])} | {num(r['seconds_median'])} | {num(r['seconds_p95'])} | "
-          f"{num(c['seconds_empty_median'])} | {num(c['patches_mean'], '.1f')} | {pct(c['cascade_stopped_share'])} | "
+          f"{num(c['seconds_empty_median'])} | {num(c.get('seconds_stopped_median'))} | "
+          f"{num(c['patches_mean'], '.1f')} | {pct(c['cascade_stopped_share'])} | "
           f"{pct(c['pre_post_share'])} | {b.get('correct', 0)} / {b.get('missed', 0)} / {b.get('extra_objects', 0)} / "
           f"{b.get('poor_mask', 0)} / {b.get('false_alarm', 0)} |")
 EOF

@@ -247,3 +247,37 @@ def test_the_checkpoint_says_per_size_and_the_config_overrides():
         SatsamMeta(postprocess={"1024": {"cascade": 1024}}).validate()
     with pytest.raises(ValueError, match="cascade_margin"):
         SatsamMeta(postprocess={"1024": {"cascade": 512, "cascade_margin": -3}}).validate()
+
+
+def test_roi_tracking_over_a_cascading_detector():
+    """The tracker's full scans go through the cascade (the coarse pass first); its ROI
+    frames run their own selection only; ``patches_run`` counts both grids."""
+    seq = moving_sequence(3, seed=3, speed=5.0)
+    backend, det = make(2048, margin=16)
+    tracker = RoiTracker(det, margin=40, full_scan_every=10)
+    first = tracker.detect(seq[0][0])
+    assert tracker.last_scan == "full" and first.cascade == CASCADE_REFINED and first.coarse_patches == 4
+    assert 0 < first.patches < 64 and first.boxes
+    second = tracker.detect(seq[1][0])
+    assert tracker.last_scan == "roi" and second.cascade is None and second.coarse_patches == 0
+    assert tracker.stats["patches_run"] == first.patches_run + second.patches_run == len(backend.seen)
+
+
+@pytest.mark.parametrize("size, shape", [(2048, (512, 641)), (1024, (512, 641)), (2048, (480, 640)),
+                                         (2048, (1080, 1920)), (1024, (300, 417)), (512, (512, 641))])
+def test_the_band_resize_is_the_full_resize_bit_for_bit(size, shape):
+    """The probability of a few patches is resized on their rows only, giving exactly the
+    full-frame resize (INTER_AREA where both axes shrink; otherwise the full resize runs)."""
+    from satsam_ros.core import postprocess, tiling
+
+    rng = np.random.default_rng(size + shape[1])
+    grid = PatchGrid(size)
+    for count in (1, 2, 3, len(grid)):
+        chosen = sorted(rng.choice(len(grid), size=min(count, len(grid)), replace=False).tolist())
+        prob = postprocess.stitch_probability(grid, rng.normal(0, 5, (len(chosen), 64, 64)).astype(np.float32),
+                                              chosen)
+        rows = [grid.origins[i][0] for i in chosen]
+        band = tiling.resize_band(prob, shape[0], shape[1], min(rows), max(rows) + grid.patch)
+        assert np.array_equal(band, tiling.resize(prob, shape[0], shape[1]))
+    if size > shape[0] and size > shape[1]:
+        assert tiling._BAND_WEIGHTS[(size, size) + shape] is not None  # checked against cv2 and used

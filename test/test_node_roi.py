@@ -43,7 +43,7 @@ FRAMES = 10
 def setup():
     """The shipped model (it finds the satellite, so the tracker has a box to follow)."""
     frames = [f for f, _ in moving_sequence(FRAMES, seed=3)]
-    det = open_detector("builtin", backend="torch", device="cpu", size=SIZE)
+    det = open_detector("builtin", backend="torch", device="cpu", size=SIZE, cascade=0)  # full scans: 16 patches
     tracker = RoiTracker(det, margin=MARGIN, full_scan_every=EVERY)
     expected = []
     for frame in frames:
@@ -57,7 +57,8 @@ def test_node_runs_the_tracker_like_the_in_process_one(installed_node, setup):
     assert "roi" in kinds and kinds[0] == "full", kinds  # the sequence exercises tracking
     assert min(p for k, p, _ in setup["expected"] if k == "roi") < 16
     params = {"size": SIZE, "model": "builtin", "backend": "torch", "device": "cpu", "roi_tracking": True,
-              "roi_margin": MARGIN, "roi_full_scan_every": EVERY, "qos_reliability": "reliable", "qos_depth": 10}
+              "roi_margin": MARGIN, "roi_full_scan_every": EVERY, "qos_reliability": "reliable", "qos_depth": 10,
+              "cascade": 0}  # full tiling (the shipped model's checkpoint cascades at 1024: test_node_cascade.py)
     proc = NodeProcess(installed_node, params, namespace=NS, remaps={"image": TOPIC})
     ros = RosHarness("satsam_test_roi")
     try:

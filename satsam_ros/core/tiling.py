@@ -16,7 +16,7 @@ field, so values blend across the seam instead of jumping at it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -43,6 +43,83 @@ def resize(image: np.ndarray, height: int, width: int, nearest: bool = False) ->
     if image.ndim == 3 and out.ndim == 2:  # cv2 drops a single channel axis
         out = out[:, :, None]
     return out
+
+
+#: (S rows, S cols, H, W) -> the vertical area weights of that geometry, or None where the
+#: band resize does not reproduce cv2's (then the whole image is resized)
+_BAND_WEIGHTS: Dict[Tuple[int, int, int, int], Optional[Tuple[np.ndarray, np.ndarray, int]]] = {}
+
+
+def _area_rows(src_rows: int, dst_rows: int) -> Tuple[np.ndarray, np.ndarray, int]:
+    """cv2's INTER_AREA weights along one axis (``src_rows`` -> ``dst_rows``), read off
+    cv2 itself (the resize of an identity): per output row its source rows ascending
+    (``index``, padded with ``src_rows``, a zero row) and weights (``weight``, padded with
+    0), and the number of taps."""
+    beta = cv2.resize(np.eye(src_rows, dtype=np.float32), (src_rows, dst_rows), interpolation=cv2.INTER_AREA)
+    taps = int(max(1, (beta != 0).sum(axis=1).max()))
+    index = np.full((dst_rows, taps), src_rows, dtype=np.intp)
+    weight = np.zeros((dst_rows, taps), dtype=np.float32)
+    for dy in range(dst_rows):
+        rows = np.flatnonzero(beta[dy])
+        index[dy, :len(rows)] = rows
+        weight[dy, :len(rows)] = beta[dy, rows]
+    return index, weight, taps
+
+
+def _band(image: np.ndarray, height: int, width: int, r0: int, r1: int, weights) -> np.ndarray:
+    """The INTER_AREA resize of ``image`` (zero outside rows [r0, r1)) as cv2 computes it:
+    its horizontal pass on the band alone (cv2, rows unchanged), then its vertical pass
+    (each output row the weighted sum of its source rows, in cv2's order) on the output
+    rows the band reaches; every other output row is 0."""
+    index, weight, taps = weights
+    src_rows = image.shape[0]
+    reach = np.flatnonzero(((index >= r0) & (index < r1)).any(axis=1))
+    out = np.zeros((height, width), dtype=np.float32)
+    if not len(reach):
+        return out
+    d0, d1 = int(reach[0]), int(reach[-1]) + 1
+    rows = np.zeros((r1 - r0 + 1, width), dtype=np.float32)  # the band's rows, then a zero row
+    rows[:-1] = cv2.resize(image[r0:r1], (width, r1 - r0), interpolation=cv2.INTER_AREA)
+    local = index[d0:d1] - r0
+    local[(index[d0:d1] < r0) | (index[d0:d1] >= r1) | (index[d0:d1] == src_rows)] = r1 - r0
+    acc = out[d0:d1]
+    for j in range(taps):
+        acc += weight[d0:d1, j:j + 1] * rows[local[:, j]]
+    return out
+
+
+def _band_weights(shape: Tuple[int, int], height: int, width: int):
+    """The geometry's vertical weights once :func:`_band` was checked to give cv2's own
+    resize bit for bit on random bands (top, middle, bottom); None where it does not."""
+    key = (int(shape[0]), int(shape[1]), int(height), int(width))
+    if key not in _BAND_WEIGHTS:
+        weights = _area_rows(key[0], key[2])
+        rng = np.random.default_rng(0)
+        ok = True
+        for r0, r1 in ((0, key[0] // 4), (key[0] // 3, key[0] // 2 + 7), (key[0] - key[0] // 5, key[0])):
+            test = np.zeros(shape, dtype=np.float32)
+            test[r0:r1] = rng.random((r1 - r0, key[1]), dtype=np.float32)
+            want = cv2.resize(test, (width, height), interpolation=cv2.INTER_AREA)
+            ok = ok and np.array_equal(_band(test, height, width, r0, r1, weights), want)
+        _BAND_WEIGHTS[key] = weights if ok else None
+    return _BAND_WEIGHTS[key]
+
+
+def resize_band(image: np.ndarray, height: int, width: int, r0: int, r1: int) -> np.ndarray:
+    """:func:`resize` of an H' x W' float32 image that is zero outside rows [r0, r1),
+    bit-identical to it, at the cost of the band: where the resize shrinks both axes
+    (INTER_AREA), cv2's horizontal pass runs on the band only and its vertical pass on the
+    output rows the band reaches (the weights read off cv2 and checked against it once per
+    geometry); otherwise, or for a band of more than half the rows, :func:`resize` itself.
+    (The cascade's and ROI tracking's probability maps: a few patches of a 2048 frame.)"""
+    shrink = height < image.shape[0] and width < image.shape[1]
+    if (image.dtype != np.float32 or image.ndim != 2 or not shrink or not 0 <= r0 < r1 <= image.shape[0]
+            or 2 * (r1 - r0) > image.shape[0]):
+        return resize(image, height, width)
+    weights = _band_weights(image.shape, height, width)
+    if weights is None:
+        return resize(image, height, width)
+    return _band(image, height, width, int(r0), int(r1), weights)
 
 
 def _axis_origins(size: int, patch: int, stride: int) -> List[int]:

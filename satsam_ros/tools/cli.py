@@ -15,19 +15,6 @@ from typing import Iterable, List, Optional
 import numpy as np
 
 
-def add_cascade_args(p, default: str = "auto") -> None:
-    """``--cascade`` and ``--cascade-margin`` (satsam detect, bench, bag eval; satsam-train evaluate)."""
-    from ..core.detector import CASCADE_CHOICES, DEFAULT_COARSE_SIZE
-
-    p.add_argument("--cascade", default=default, choices=CASCADE_CHOICES,
-                   help="coarse to fine for S above the coarse size: run the coarse grid first and only the S "
-                        "patches under what it finds (auto: the checkpoint's setting for this size, else off; off: "
-                        f"full tiling; on: {DEFAULT_COARSE_SIZE} first; or the coarse size; default {default})")
-    p.add_argument("--cascade-margin", type=int, default=None, metavar="PIXELS",
-                   help="input-frame pixels added around each coarse proposal (default: the checkpoint's, else "
-                        "32)")
-
-
 def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin") -> None:
     from ..core.detector import MODES
     from ..core.tiling import ALLOWED_SIZES
@@ -51,6 +38,8 @@ def _add_detector_args(p: argparse.ArgumentParser, default_model: str = "builtin
                    help="drop objects with a mean probability under this (default: the checkpoint's value)")
     p.add_argument("--group-gap", type=int, default=None,
                    help="components closer than this (pixels) are one object (default: the checkpoint's value)")
+    from .args import add_cascade_args
+
     add_cascade_args(p)
 
 

@@ -113,7 +113,7 @@ def add_demo_command(sub) -> None:
     p.add_argument("--bag-frames", type=int, default=12, help="frames in the synthetic demo bag (default 12)")
     p.add_argument("--work", default="runs/demo", help="where the demo bag and its report go (default runs/demo)")
     p.add_argument("--no-bag", action="store_true", help="skip the replay through the live node")
-    from .cli import add_cascade_args
+    from .args import add_cascade_args
 
     add_cascade_args(p)
     p.set_defaults(func=cmd_demo)

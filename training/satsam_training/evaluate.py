@@ -221,7 +221,8 @@ def frame_cost(results, records) -> Dict[str, Any]:
     """Where the time goes, from each frame's (timings, patches run, cascade outcome):
     seconds per frame on frames with and without a satellite (median, p95), patches run
     per frame (the cascade's coarse ones included), the share of frames the cascade
-    stopped at the coarse pass, and the pre + post share of the frame time."""
+    stopped at the coarse pass and their median seconds, and the pre + post share of the
+    frame time."""
     from satsam_ros.core.stats import percentile
 
     def secs(empty: bool):
@@ -236,6 +237,7 @@ def frame_cost(results, records) -> Dict[str, Any]:
         "seconds_satellite_p95": percentile(secs(False), 95.0),
         "seconds_empty_median": percentile(secs(True), 50.0),
         "seconds_empty_p95": percentile(secs(True), 95.0),
+        "seconds_stopped_median": percentile([t["total"] for t, _, c in results if c == "stopped"], 50.0),
         "patches_median": percentile(patches, 50.0),
         "patches_mean": float(sum(patches)) / len(patches) if patches else None,
         "cascade_stopped_share": (sum(c == "stopped" for c in cascaded) / len(cascaded)) if cascaded else None,
