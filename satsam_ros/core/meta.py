@@ -20,7 +20,6 @@ META_FILE = "satsam.json"
 META_FORMAT = 1
 PROMPT_POLICIES = ("full_box",)
 DEFAULT_THRESHOLD = 0.65
-BUILTIN_DIR = Path(__file__).resolve().parent / "models" / "builtin"
 #: the coarse-to-fine cascade's keys of ``postprocess[S]`` (besides the PostConfig fields):
 #: ``cascade`` the coarse size run first (0 = off: full tiling), ``cascade_margin`` input-frame
 #: pixels around each coarse proposal (:class:`satsam_ros.core.detector.Detector`)

@@ -68,11 +68,13 @@ def ranking_auc(scores, labels) -> float:
 
 
 def detector_for(model, meta, size: int, threshold: float, device: str = "cpu"):
-    """A Detector around an in-memory SamModel or Sam2Model (the node's code path, no file round trip)."""
+    """A Detector around an in-memory model (the node's code path, no file round trip),
+    full tiling: a fine-tuned base's cascade setting was tuned for the base, not for the
+    model being trained."""
     from satsam_ros.core.detector import DetectorConfig
     from satsam_ros.runtime import detector_for_model
 
-    cfg = DetectorConfig(size=int(size), patch_size=int(meta.patch_size), threshold=float(threshold))
+    cfg = DetectorConfig(size=int(size), patch_size=int(meta.patch_size), threshold=float(threshold), cascade=0)
     return detector_for_model(model, meta, device, cfg)
 
 
