@@ -115,7 +115,7 @@ def test_node_mode_alone_writes_its_report(tmp_path, capsys):
     node = json.loads((tmp_path / "node-bench.json").read_text())
     assert node["model"] == "tiny" and [r["rate"] for r in node["runs"]] == [10.0]
     assert node["runs"][0]["frames_sent"] == 4
-    assert node["command"] == "satsam bench --node --node-rates 10 --node-frames 4 --models tiny"
+    assert node["command"] == "satsam bench --node --node-rates 10 --node-frames 4 --node-size 512 --models tiny"
     assert "10hz" in printed and "live node >= 10 fps" in printed
     assert "## Live node" in (tmp_path / "node-bench.md").read_text()
     assert not (tmp_path / "bench.json").exists()  # only the node section ran
