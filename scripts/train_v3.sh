@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Model v3 (issue #21) from nothing, after the search of scripts/model_search_v3.sh:
+#
+#   1. the search's data and its winner (WINNER, default v3-repvit): trained from scratch
+#      for its 30-minute budget of steps (scripts/model_search_v3.sh run WINNER);
+#   2. its post-processing per size (presence gate included) tuned on style a's
+#      validation frames;
+#   3. hard examples: the tuned winner on fresh style a training frames, half of them on
+#      real Earth backgrounds (seeds 41 / 42 / 43, one set per S), the patches it gets
+#      wrong (`satsam-train mine`: false pixels on clouds, coasts, glints, the limb, and
+#      missed satellite pixels);
+#   4. the long run: the winner trained on for STEPS more steps (two threads, nothing else
+#      on the cores; resumable) on the search's random patches plus the mined ones;
+#   5. post-processing per size tuned again (threshold, min_area, the priors, the presence
+#      gate, and at S = 1024 / 2048 the coarse-to-fine cascade), then accuracy and the
+#      error budget on fresh test frames of the three generators: style a (seed 999),
+#      style b (seed 777) and style r (seed 555: real backgrounds from the held-out band).
+#
+# Every stage skips what is already there; a fit continues from its last epoch. Run from
+# the repository root after `make setup`. WORK (default runs/v3) holds the data and runs;
+# SHIP=1 copies the long run's model (FINAL, default long) into satsam_ros/models/builtin.
+set -euo pipefail
+WORK=${WORK:-runs/v3}
+PY=${PY:-.venv/bin/python}
+T="$PY -m satsam_training.cli"
+WINNER=${WINNER:-v3-repvit}
+STEPS=${STEPS:-8000}
+EPOCHS=${EPOCHS:-10}
+export OMP_WAIT_POLICY=PASSIVE WORK PY
+
+# 1. data and the winner's search run
+bash scripts/model_search_v3.sh data
+[ -f "$WORK/search/$WINNER/fit.json" ] || bash scripts/model_search_v3.sh run "$WINNER"
+
+GRID=(--min-area 0 25 50 100 200 --max-objects 0 1 --min-score 0 0.6 0.75 --group-gap 0 8
+      --min-object-score 0 0.5 0.8 0.95)
+tune() {  # MODEL OUTDIR [extra tune-threshold args]: tune MODEL per size on style a's val frames
+  local model=$1 out=$2 S; shift 2
+  for S in 512 1024 2048; do
+    local extra=()
+    if [ "$S" != 512 ]; then extra=(--cascade off on --cascade-margin 0 32 64); fi
+    [ -s "$out/tune-$S.json" ] || {
+      $T tune-threshold "$model" --data "$WORK/aval" --split val --size "$S" "${GRID[@]}" "${extra[@]}" "$@" \
+        --out "$out/tune-$S" --no-progress --json > "$out/tune-$S.json.tmp" && mv "$out/tune-$S.json.tmp" "$out/tune-$S.json"; }
+  done
+}
+
+# 2. the winner's post-processing (what mining publishes)
+tune "$WORK/search/$WINNER/model" "$WORK/search/$WINNER"
+
+# 3. hard examples on fresh frames (half real backgrounds, as style a is)
+mine() {  # S FRAMES SEED
+  local S=$1 n=$2 seed=$3
+  [ -f "$WORK/m$S/train.json" ] || $T synth --out "$WORK/m$S" --n-train "$n" --n-val 0 --n-test 0 --seed "$seed" --workers 2
+  if [ ! -f "$WORK/hard$S/patches.json" ]; then
+    rm -rf "$WORK/hard$S"
+    $T mine "$WORK/search/$WINNER/model" --data "$WORK/m$S" --size "$S" --out "$WORK/hard$S" --no-progress
+  fi
+}
+mine 512 1200 41
+mine 1024 500 42
+mine 2048 200 43
+
+# 4. the long run: from the winner, random + mined patches, two threads, alone on the cores
+RESUME=(); if [ -d "$WORK/long/last" ]; then RESUME=(--resume); fi
+if [ ! -f "$WORK/long/fit.json" ]; then
+  $T fit --patches "$WORK/p512" "$WORK/p1024" "$WORK/p2048" "$WORK/hard512" "$WORK/hard1024" "$WORK/hard2048" \
+    --val "$WORK/pv512" "$WORK/pv1024" "$WORK/pv2048" \
+    --out "$WORK/long" --base "$WORK/search/$WINNER/model" --train all --epochs "$EPOCHS" \
+    --steps-per-epoch $((STEPS / EPOCHS)) --batch-size 8 --lr 3e-4 --optimizer adamw --weight-decay 0.01 \
+    --warmup-steps 300 --schedule cosine --clip-grad 1.0 --augment --seed 8 --select val_loss --threads 2 \
+    --no-progress "${RESUME[@]}"
+fi
+
+# 5. post-processing per size, then the three test sets at the three sizes
+tune "$WORK/long/model" "$WORK/long"
+for G in a b r; do
+  seed=$([ $G = a ] && echo 999 || ([ $G = b ] && echo 777 || echo 555))
+  [ -f "$WORK/$G-test/test.json" ] || $T synth --style $G --out "$WORK/$G-test" --n-train 0 --n-val 0 --n-test 100 \
+    --seed "$seed" --workers 2
+  for S in 512 1024 2048; do
+    [ -s "$WORK/long/$G-test-$S.json" ] || {
+      $T evaluate "$WORK/long/model" --data "$WORK/$G-test" --size "$S" --out "$WORK/long/$G-test-$S" \
+        --no-progress --json > "$WORK/long/$G-test-$S.json.tmp" && mv "$WORK/long/$G-test-$S.json.tmp" "$WORK/long/$G-test-$S.json"; }
+  done
+done
+
+FINAL=${FINAL:-long}
+if [ "${SHIP:-0}" = 1 ]; then  # the checkpoint, its curves and the examples figures; MODEL.md stays
+  NEW=satsam_ros/models/builtin.new
+  rm -rf "$NEW" && mkdir -p "$NEW"
+  cp "$WORK/$FINAL/model/"{config.json,model.safetensors,satsam.json} "$WORK/$FINAL/"{curves.png,train_log.csv} "$NEW/"
+  for G in a b r; do cp "$WORK/$FINAL/$G-test-512/examples.png" "$NEW/examples-$G.png"; done
+  if [ -f satsam_ros/models/builtin/MODEL.md ]; then cp satsam_ros/models/builtin/MODEL.md "$NEW/"; fi
+  rm -rf satsam_ros/models/builtin && mv "$NEW" satsam_ros/models/builtin
+fi
