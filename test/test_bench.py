@@ -121,6 +121,26 @@ def test_node_mode_alone_writes_its_report(tmp_path, capsys):
     assert not (tmp_path / "bench.json").exists()  # only the node section ran
 
 
+def test_node_reference_runs_lock_step_on_the_same_bag_and_reports_the_capacity_ratio(tmp_path, capsys):
+    # issue 21: the shipped model's lock-step capacity against today's, in the same run
+    assert main(["bench", "--node", "--models", "tiny", "--node-reference", "tiny-sam2", "--node-rates", "step",
+                 "--node-frames", "4", "--out", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    node = json.loads((tmp_path / "node-bench.json").read_text())
+    ref = node["reference"]
+    assert ref["model"] == "tiny-sam2" and [r["rate"] for r in ref["runs"]] == ["step"]
+    assert ref["runs"][0]["frames_sent"] == 4 and ref["runs"][0]["frames_answered"] == 4
+    mine, theirs = node["runs"][0]["output_fps"], ref["runs"][0]["output_fps"]
+    c = node["capacity_target"]
+    assert c["measured"] == pytest.approx(mine / theirs) and c["passed"] == (mine / theirs >= 1.5)
+    assert node["command"].endswith("--node-reference tiny-sam2")
+    assert "lock-step capacity >= 1.5x tiny-sam2's" in printed
+    assert "Reference `tiny-sam2`" in (tmp_path / "node-bench.md").read_text()
+    with pytest.raises(SystemExit, match="add 'step' to the node rates"):
+        main(["bench", "--node", "--models", "tiny", "--node-reference", "builtin", "--node-rates", "10",
+              "--out", str(tmp_path / "refused"), "--no-progress"])
+
+
 def test_node_rates_are_checked():
     from satsam_ros.tools.bench.node import parse_rates
 

@@ -92,7 +92,7 @@ def _bench_node_only(args) -> int:
                                 model=None if args.models[0] == "shipped" else args.models[0],
                                 backend=args.backends[0] if args.backends else None,
                                 device=None if args.device == "auto" else args.device, seed=1000 + args.seed,
-                                cascade=args.node_cascade)
+                                cascade=args.node_cascade, reference=args.node_reference)
         opts.validate()
         out.mkdir(parents=True, exist_ok=True)
         node = bench_node(opts, out / "node", progress=not args.no_progress,
@@ -102,7 +102,8 @@ def _bench_node_only(args) -> int:
     node["command"] = (f"satsam bench --node --node-rates {' '.join(args.node_rates)} --node-frames "
                        f"{args.node_frames} --node-size {args.node_size}" + (f" --models {opts.model}" if opts.model
                                                                              else "")
-                       + (f" --node-cascade {args.node_cascade}" if args.node_cascade else ""))
+                       + (f" --node-cascade {args.node_cascade}" if args.node_cascade else "")
+                       + (f" --node-reference {args.node_reference}" if args.node_reference else ""))
     (out / "node-bench.json").write_text(json.dumps(node, indent=2) + "\n")
     (out / "node-bench.md").write_text("\n".join(node_markdown(node)) + "\n")
     if args.json:
@@ -113,6 +114,11 @@ def _bench_node_only(args) -> int:
     verdict = {True: "PASS", False: "MISS", None: "----"}[t["passed"]]
     fps, p95 = t.get("goal", (10, 200))
     print(f"{verdict}  live node >= {fps:g} fps sustained, p95 <= {p95:g} ms (S={args.node_size}): {t['detail']}")
+    c = node.get("capacity_target")
+    if c:
+        measured = "-" if c["measured"] is None else f"{c['measured']:.2f}x"
+        verdict = {True: "PASS", False: "MISS", None: "----"}[c["passed"]]
+        print(f"{verdict}  lock-step capacity {c['goal']}: {measured} ({c['detail']})")
     print(f"satsam bench --node: wrote {out / 'node-bench.json'} and {out / 'node-bench.md'}")
     return 0
 
@@ -160,6 +166,9 @@ def add_bench_commands(sub) -> None:
                         "512, 5 frames/s and 400 ms at 1024 / 2048)")
     p.add_argument("--node-cascade", default=None, choices=CASCADE_CHOICES,
                    help="the live node's cascade parameter (default: the node's own, auto)")
+    p.add_argument("--node-reference", default=None, metavar="MODEL",
+                   help="with --node: a second model (e.g. builtin) run lock-step right after the first on the same "
+                        "bag; reports the capacity ratio (goal >= 1.5x)")
     p.add_argument("--no-cascade", action="store_true",
                    help="skip the coarse-to-fine section (S = 512, full tiling and the cascade at each larger S)")
     p.add_argument("--cascade", default="auto", choices=CASCADE_CHOICES,

@@ -35,6 +35,9 @@ NODE_TARGET_P95_MS = 200.0
 #: per S: (frames/s the node must sustain, p95 latency ms): issue 8's at 512, issue 22's at 2048 (and 1024)
 NODE_TARGETS = {512: (NODE_TARGET_FPS, NODE_TARGET_P95_MS), 1024: (5.0, 400.0), 2048: (5.0, 400.0)}
 RATE_TOLERANCE = 0.05  # the output rate may read this much under the input rate and still "sustain" it
+#: issue 21: the shipped model's lock-step capacity over today's, in the same run, so that a
+#: host slower than the developers' (7.3 against 15.5 frames/s with the old model) keeps the target
+NODE_CAPACITY_RATIO = 1.5
 
 
 def parse_rates(values: Sequence[Union[str, float]]) -> List[Union[float, str]]:
@@ -72,6 +75,7 @@ class NodeBenchOptions:
     startup_timeout: float = 180.0
     node_params: Dict[str, str] = field(default_factory=dict)
     cascade: Optional[str] = None  # the node's `cascade` parameter (None: its default, auto)
+    reference: Optional[str] = None  # a second model run lock-step right after each lock-step run of ``model``
 
     def validate(self) -> NodeBenchOptions:
         from ...core.tiling import check_size
@@ -84,6 +88,9 @@ class NodeBenchOptions:
             raise ValueError(f"baseline frames must be >= 1; got {self.baseline_frames}")
         if int(self.warmup) < 0:
             raise ValueError(f"node warm-up must be >= 0 frames; got {self.warmup}")
+        if self.reference and "step" not in self.rates:
+            raise ValueError(f"node reference model {self.reference!r}: its capacity is the lock-step rate; "
+                             "add 'step' to the node rates")
         return self
 
 
@@ -161,6 +168,7 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
     baseline = detector_baseline(model, opts.size, opts.backend, opts.device, opts.baseline_frames, opts.seed,
                                  opts.cascade)
     runs: List[Dict[str, Any]] = []
+    reference_runs: List[Dict[str, Any]] = []
     for rate in opts.rates:
         bag_rate = 10.0 if rate == "step" else float(rate)  # lock-step ignores the recorded timing
         bag = work / "bags" / f"synthetic-{opts.frames}-seed{opts.seed}-{bag_rate:g}hz"
@@ -176,6 +184,13 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
                                cascade=opts.cascade,
                                node_exe=str(exe), progress=progress, examples=0)
         runs.append(_run_summary(rate, summary))
+        if rate == "step" and opts.reference:  # right after, on the same bag: the capacity ratio
+            say(f"node bench: reference {opts.reference}, {opts.frames} frames lock-step through {exe}")
+            summary = run_bag_eval(bag, work / f"reference-{rate_name(rate)}", model=opts.reference, size=opts.size,
+                                   backend=opts.backend, device=opts.device, rate="step", warmup=int(opts.warmup),
+                                   startup_timeout=opts.startup_timeout, node_params=dict(opts.node_params),
+                                   cascade=opts.cascade, node_exe=str(exe), progress=progress, examples=0)
+            reference_runs.append(_run_summary(rate, summary))
     report = {
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
         "model": model,
@@ -187,7 +202,23 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
         "duration_s": time.time() - started,
     }
     report["target"] = node_target(report)
+    if opts.reference:
+        report["reference"] = {"model": opts.reference, "runs": reference_runs}
+        report["capacity_target"] = capacity_target(report)
     return report
+
+
+def capacity_target(node: Dict[str, Any]) -> Dict[str, Any]:
+    """Lock-step capacity of the node's model over the reference model's, measured in the
+    same run on the same bag (NODE_CAPACITY_RATIO)."""
+    mine = next((r["output_fps"] for r in node["runs"] if r["rate"] == "step"), None)
+    ref = next((r["output_fps"] for r in node["reference"]["runs"] if r["rate"] == "step"), None)
+    goal = f">= {NODE_CAPACITY_RATIO:g}x {node['reference']['model']}'s"
+    if not mine or not ref:
+        return {"passed": None, "measured": None, "goal": goal, "detail": "a lock-step run answered no frame"}
+    ratio = mine / ref
+    return {"passed": bool(ratio >= NODE_CAPACITY_RATIO), "measured": ratio, "goal": goal,
+            "detail": f"lock-step {mine:.1f} fps ({node['model']}) vs {ref:.1f} fps ({node['reference']['model']})"}
 
 
 def node_goal(size: int) -> Tuple[float, float]:

@@ -286,5 +286,14 @@ def node_markdown(node: Dict[str, Any]) -> List[str]:
            "Sustained = every frame answered and the output "
            f"rate within {100 * RATE_TOLERANCE:.0f} % of the input rate.", "",
            _md_table(NODE_HEAD, node_rows(node)), ""]
+    c = node.get("capacity_target")
+    if c:
+        ref = node["reference"]
+        measured = "-" if c["measured"] is None else f"{c['measured']:.2f}x"
+        verdict = {True: "PASS", False: "MISS", None: "----"}[c["passed"]]
+        out += [f"Reference `{ref['model']}`, lock-step on the same bag right after: "
+                + ", ".join(f"{r['output_fps']:.1f} fps (p95 {r['latency_ms']['p95']:.0f} ms)"
+                            for r in ref["runs"] if r["output_fps"] is not None)
+                + f". Capacity {c['goal']}: **{measured}** {verdict} ({c['detail']}).", ""]
     return out
 
