@@ -27,17 +27,9 @@ def edgetam_checkpoint(tmp_path_factory):
     return save_checkpoint(model, meta, tmp_path_factory.mktemp("etnode") / "model")
 
 
-def _wait(predicate, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_min_object_score_is_live_and_counted_in_diagnostics(edgetam_checkpoint):
     import rclpy
+    from node_helpers import wait_until
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
     from std_msgs.msg import Header
@@ -61,7 +53,7 @@ def test_min_object_score_is_live_and_counted_in_diagnostics(edgetam_checkpoint)
         def send(n_before):
             frame = synthetic_frame(3)[0]
             node._mailbox.put(FrameItem(Header(frame_id="f"), frame, "mono", time.monotonic()))
-            assert _wait(lambda: node.stats.snapshot()["processed"] > n_before), "the worker did not process"
+            wait_until(lambda: node.stats.snapshot()["processed"] > n_before, 60.0, "the worker to process the frame")
 
         send(0)  # min_object_score 1.0: every patch gated
         values = dict(node.diagnostics_values())

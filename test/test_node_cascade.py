@@ -30,15 +30,6 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(model, meta, tmp_path_factory.mktemp("casnode") / "model")
 
 
-def _wait(predicate, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.fixture
 def ros_context():
     import rclpy
@@ -53,6 +44,7 @@ def ros_context():
 def _run(context, checkpoint, *extra, frames=2):
     """A node at size 1024 with ``extra`` parameters, ``frames`` frames through it; its
     diagnostics values and Detector settings."""
+    from node_helpers import wait_until
     from std_msgs.msg import Header
 
     from satsam_ros.ros.node import DetectorNode
@@ -68,7 +60,7 @@ def _run(context, checkpoint, *extra, frames=2):
         node.trigger_activate()
         for i in range(frames):
             node._mailbox.put(FrameItem(Header(frame_id="f"), synthetic_frame(3 + i)[0], "mono", time.monotonic()))
-            assert _wait(lambda n=i: node.stats.snapshot()["processed"] > n), "the worker did not process"
+            wait_until(lambda n=i: node.stats.snapshot()["processed"] > n, 60.0, "the worker to process the frame")
         det = node._detector
         out = before, dict(node.diagnostics_values()), (det.cascade_size, det.cascade_margin), node
         node.finish()
