@@ -57,10 +57,18 @@ def plot_error_budgets(panels: Sequence[Tuple[str, Dict[str, Any]]], path, colum
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1 - 1.5 / (6.2 * cols + 1.6), 1))
+    return save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` (PNG) through a temporary file renamed into place, so an
+    interrupted write never leaves half a figure; close it; return the path."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, path)
     return path

@@ -258,15 +258,9 @@ def plot_examples(examples: Sequence[Dict[str, Any]], path: Path, title: str = "
 
 
 def _save_fig(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from satsam_ros.figures import save_figure
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------- tables
