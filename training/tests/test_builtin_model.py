@@ -3,12 +3,14 @@
 Fresh synthetic test sets of 60 frames from each generator (style a at seed 31337,
 style b at seed 31338: no recipe of this project uses them), scored by ``satsam-train
 evaluate builtin`` at S = 512. The committed model measures 30.0 % accuracy / 0.268
-mean IoU on style a and 38.3 % / 0.297 on style b here (its card,
-satsam_ros/models/builtin/MODEL.md, has the 100-frame test sets at three sizes). The
-floors sit a few points below (each frame is 1.7 points) with room for BLAS and
-platform noise, and above what a broken pipeline gives: a model that predicts nothing
-scores the empty-frame share (15 %) and mean IoU 0, the previous shipped model 17 % and
-7 % on 100-frame sets of the two generators. A change to the Detector, the
+mean IoU on style a and 38.3 % / 0.297 on style b here, and on style r (seed 31339: real
+Earth backgrounds from the held-out band of longitudes) 5 of 51 satellite frames
+(9.8 %) / 0.090 mean IoU (its card, satsam_ros/models/builtin/MODEL.md, has the 100-frame
+test sets at three sizes). The floors sit a few points below (each frame is 1.7 points,
+a satellite frame of r 2 points) with room for BLAS and platform noise, and above what a
+broken pipeline gives: a model that predicts nothing scores the empty-frame share (15 %)
+and mean IoU 0 (0 % of the satellite frames), the previous shipped model 17 % and 7 % on
+100-frame sets of the two procedural generators. A change to the Detector, the
 pre-processing, the post-processing priors or the checkpoint loading that hurts the
 shipped model fails here.
 """
@@ -21,19 +23,24 @@ from satsam_training.cli import main
 from satsam_ros.model import BUILTIN_DIR
 
 # (accuracy, mean IoU) floors per generator, below the measured values in the docstring
-FLOORS = {"a": (0.25, 0.22), "b": (0.33, 0.24)}
+# (style r: accuracy on the satellite frames, since this model's false alarms on 8 of the 9
+# empty frames leave its overall accuracy under what a model predicting nothing scores)
+FLOORS = {"a": {"accuracy": 0.25, "mean_iou": 0.22}, "b": {"accuracy": 0.33, "mean_iou": 0.24},
+          "r": {"accuracy_nonempty": 0.055, "mean_iou": 0.065}}
+SEEDS = {"a": "31337", "b": "31338", "r": "31339"}
 
 
-@pytest.fixture(scope="module", params=["a", "b"])
+@pytest.fixture(scope="module", params=["a", "b", "r"])
 def fresh(request, tmp_path_factory):
-    """60 fresh test frames of generator style a (seed 31337) or style b (seed 31338)."""
+    """60 fresh test frames of generator style a (seed 31337), style b (seed 31338) or style r
+    (seed 31339: real Earth backgrounds from the held-out band of longitudes)."""
     style = request.param
     out = tmp_path_factory.mktemp(f"fresh-{style}")
     # style a as the card measured it: procedural backgrounds only (--real-share 0 gives
     # exactly the frames of the generator before real Earth backgrounds joined it)
     real = ["--real-share", "0"] if style == "a" else []
     assert main(["synth", "--style", style, "--out", str(out), "--n-train", "0", "--n-val", "0", "--n-test", "60",
-                 "--seed", "31337" if style == "a" else "31338"] + real) == 0
+                 "--seed", SEEDS[style]] + real) == 0
     return style, out
 
 
@@ -60,6 +67,5 @@ def test_shipped_model_meets_its_floor_on_a_fresh_set(fresh, tmp_path, capsys):
                  "--device", "cpu", "--out", str(tmp_path / "eval")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["frames"] == 60 and result["model"] == "builtin"
-    floor_accuracy, floor_iou = FLOORS[style]
-    assert result["accuracy"] >= floor_accuracy, result
-    assert result["mean_iou"] >= floor_iou, result
+    for metric, floor in FLOORS[style].items():
+        assert result[metric] >= floor, (metric, result)
