@@ -104,12 +104,12 @@ def test_regions_select_the_patches_they_overlap_scaled_to_the_grid():
 def test_a_coarse_patch_covers_exactly_the_fine_patches_under_it(shape):
     coarse, fine = PatchGrid(512), PatchGrid(2048)
     for i, (y, x) in enumerate(coarse.origins):
-        under = selection.patches_under(coarse, [i], fine, shape)
+        under = selection.select_patches(fine, selection.patch_regions(coarse, [i], shape), shape)
         expect = [j for j, (fy, fx) in enumerate(fine.origins) if y * 4 <= fy < (y + 256) * 4 and
                   x * 4 <= fx < (x + 256) * 4]
         assert under == expect and len(under) == 16, (shape, i)
     # one input pixel of margin reaches the neighbours
-    assert len(selection.patches_under(coarse, [0], fine, shape, margin=1)) == 25
+    assert len(selection.select_patches(fine, selection.patch_regions(coarse, [0], shape), shape, margin=1)) == 25
 
 
 def test_roi_tracking_and_the_cascade_share_the_selection_function(monkeypatch):

@@ -44,10 +44,7 @@ class Box:
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """Numerically stable sigmoid (via tanh, no overflow), float32 in [0, 1]."""
     x = np.asarray(logits, dtype=np.float32)
-    out = np.tanh(x * np.float32(0.5))
-    out += np.float32(1.0)
-    out *= np.float32(0.5)
-    return out
+    return sigmoid_into(x, np.empty_like(x))
 
 
 def presence_gate(score_logits: np.ndarray, min_object_score: float) -> Tuple[np.ndarray, np.ndarray]:

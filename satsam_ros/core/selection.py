@@ -18,7 +18,7 @@ Pure numpy, no state.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -30,15 +30,6 @@ Region = Tuple[float, float, float, float]  # x0, y0, x1, y1: input-frame pixels
 #: a coarse patch's edge mapped through the input frame onto the fine grid lands within
 #: 1e-12 of a fine patch edge; true overlaps of integer boxes are at least 1 / W > 1e-6.
 EDGE_SLACK = 1e-7
-
-
-def union_region(regions: Iterable[Sequence[float]]) -> Optional[Region]:
-    """The bounding rectangle of all ``regions`` (each x0, y0, x1, y1); None if none."""
-    items = [tuple(float(v) for v in r[:4]) for r in regions]
-    if not items:
-        return None
-    a = np.asarray(items, dtype=np.float64)
-    return (float(a[:, 0].min()), float(a[:, 1].min()), float(a[:, 2].max()), float(a[:, 3].max()))
 
 
 def box_regions(boxes: Iterable) -> List[Region]:
@@ -84,9 +75,3 @@ def select_patches(grid: PatchGrid, regions: Iterable[Sequence[float]], frame_sh
     hit = (px < x1) & (px + p > x0) & (py < y1) & (py + p > y0)  # N x K
     return [int(i) for i in np.flatnonzero(hit.any(axis=1))]
 
-
-def patches_under(coarse: PatchGrid, coarse_indices: Iterable[int], fine: PatchGrid, frame_shape: Tuple[int, int],
-                  margin: float = 0.0) -> List[int]:
-    """The ``fine`` grid's patches under the ``coarse`` grid's patches ``coarse_indices``
-    (both grids tile the same frame), grown by ``margin`` input-frame pixels."""
-    return select_patches(fine, patch_regions(coarse, coarse_indices, frame_shape), frame_shape, margin)
