@@ -10,7 +10,10 @@
 #      wrong (`satsam-train mine`: false pixels on clouds, coasts, glints, the limb, and
 #      missed satellite pixels);
 #   4. the long run: the winner trained on for STEPS more steps (two threads, nothing else
-#      on the cores; resumable) on the search's random patches plus the mined ones;
+#      on the cores; resumable) on the search's random patches plus the mined ones; with
+#      LONG2_STEPS > 0 a second leg follows (long2: a fresh cosine schedule of LONG2_STEPS
+#      steps from the first leg's best checkpoint, peak LR2; fit's --resume keeps a run's
+#      schedule, so a run made longer after the fact is a warm restart in its own directory);
 #   5. post-processing per size tuned again (threshold, min_area, the priors, the presence
 #      gate, and at S = 1024 / 2048 the coarse-to-fine cascade), then accuracy and the
 #      error budget on fresh test frames of the three generators: style a (seed 999),
@@ -18,7 +21,7 @@
 #
 # Every stage skips what is already there; a fit continues from its last epoch. Run from
 # the repository root after `make setup`. WORK (default runs/v3) holds the data and runs;
-# SHIP=1 copies the long run's model (FINAL, default long) into satsam_ros/models/builtin.
+# SHIP=1 copies the long run's model (FINAL: long, or long2 with LONG2_STEPS) into satsam_ros/models/builtin.
 set -euo pipefail
 WORK=${WORK:-runs/v3}
 PY=${PY:-.venv/bin/python}
@@ -62,30 +65,38 @@ mine 1024 500 42
 mine 2048 200 43
 
 # 4. the long run: from the winner, random + mined patches, two threads, alone on the cores
-RESUME=(); if [ -d "$WORK/long/last" ]; then RESUME=(--resume); fi
-if [ ! -f "$WORK/long/fit.json" ]; then
-  $T fit --patches "$WORK/p512" "$WORK/p1024" "$WORK/p2048" "$WORK/hard512" "$WORK/hard1024" "$WORK/hard2048" \
-    --val "$WORK/pv512" "$WORK/pv1024" "$WORK/pv2048" \
-    --out "$WORK/long" --base "$WORK/search/$WINNER/model" --train all --epochs "$EPOCHS" \
-    --steps-per-epoch $((STEPS / EPOCHS)) --batch-size 8 --lr 3e-4 --optimizer adamw --weight-decay 0.01 \
-    --warmup-steps 300 --schedule cosine --clip-grad 1.0 --augment --seed 8 --select val_loss --threads 2 \
-    --no-progress "${RESUME[@]}"
+long_fit() {  # OUT BASE STEPS EPOCHS LR SEED
+  local out=$1 base=$2 steps=$3 epochs=$4 lr=$5 seed=$6 resume=()
+  if [ -d "$out/last" ]; then resume=(--resume); fi
+  [ -f "$out/fit.json" ] || $T fit --patches "$WORK/p512" "$WORK/p1024" "$WORK/p2048" \
+    "$WORK/hard512" "$WORK/hard1024" "$WORK/hard2048" --val "$WORK/pv512" "$WORK/pv1024" "$WORK/pv2048" \
+    --out "$out" --base "$base" --train all --epochs "$epochs" \
+    --steps-per-epoch $((steps / epochs)) --batch-size 8 --lr "$lr" --optimizer adamw --weight-decay 0.01 \
+    --warmup-steps 300 --schedule cosine --clip-grad 1.0 --augment --seed "$seed" --select val_loss --threads 2 \
+    --no-progress "${resume[@]}"
+}
+long_fit "$WORK/long" "$WORK/search/$WINNER/model" "$STEPS" "$EPOCHS" 3e-4 8
+FINAL=${FINAL:-long}
+LONG2_STEPS=${LONG2_STEPS:-0}
+if [ "$LONG2_STEPS" -gt 0 ]; then
+  long_fit "$WORK/long2" "$WORK/long/model" "$LONG2_STEPS" "${LONG2_EPOCHS:-6}" "${LR2:-2e-4}" 9
+  FINAL=long2
 fi
 
 # 5. post-processing per size, then the three test sets at the three sizes
-tune "$WORK/long/model" "$WORK/long"
+tune "$WORK/$FINAL/model" "$WORK/$FINAL"
 for G in a b r; do
   seed=$([ $G = a ] && echo 999 || ([ $G = b ] && echo 777 || echo 555))
   [ -f "$WORK/$G-test/test.json" ] || $T synth --style $G --out "$WORK/$G-test" --n-train 0 --n-val 0 --n-test 100 \
     --seed "$seed" --workers 2
   for S in 512 1024 2048; do
-    [ -s "$WORK/long/$G-test-$S.json" ] || {
-      $T evaluate "$WORK/long/model" --data "$WORK/$G-test" --size "$S" --out "$WORK/long/$G-test-$S" \
-        --no-progress --json > "$WORK/long/$G-test-$S.json.tmp" && mv "$WORK/long/$G-test-$S.json.tmp" "$WORK/long/$G-test-$S.json"; }
+    R="$WORK/$FINAL/$G-test-$S"
+    [ -s "$R.json" ] || {
+      $T evaluate "$WORK/$FINAL/model" --data "$WORK/$G-test" --size "$S" --out "$R" \
+        --no-progress --json > "$R.json.tmp" && mv "$R.json.tmp" "$R.json"; }
   done
 done
 
-FINAL=${FINAL:-long}
 if [ "${SHIP:-0}" = 1 ]; then  # the checkpoint, its curves and the examples figures; MODEL.md stays
   NEW=satsam_ros/models/builtin.new
   rm -rf "$NEW" && mkdir -p "$NEW"
