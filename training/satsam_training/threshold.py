@@ -11,7 +11,12 @@ the kept objects, so a grid of thousands of settings costs milliseconds per fram
 The chosen setting maximises frame accuracy; ties go to the higher mean IoU, then the
 lower false-alarm rate, then (where the cascade is swept) to the cascade with the
 smallest margin, which costs least, then the middle of the tied run (the most robust
-choice on a plateau).
+choice on a plateau). Where the cascade is swept, full tiling (which costs 3-16 times
+the coarse pass) must also earn its cost: the best cascaded setting is chosen unless
+full tiling's accuracy beats it by more than one binomial standard error on the tuning
+frames (``sqrt(p (1 - p) / n)``, the one-standard-error rule; at p = 0.33 on 100 frames,
+4.7 points), since a lead of a frame or two among thousands of settings is the noise of
+the tuning set, not a property of the model.
 
 The coarse-to-fine cascade (S above the coarse size, ``Grid.cascades`` and
 ``Grid.cascade_margins``) is swept as exactly and cheaply: the full S grid runs once
@@ -137,12 +142,27 @@ def choose(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         far = row["false_alarm_rate"] if row["false_alarm_rate"] is not None else 0.0
         return (row["accuracy"] or 0.0, round(miou, 9), -far)
 
+    cascaded = [r for r in rows if r.get("cascade")]
+    if cascaded and len(cascaded) < len(rows):  # swept against full tiling: is full tiling's lead real?
+        full_best = max(rows, key=key)
+        if not full_best.get("cascade") and not _beyond_noise(full_best, max(cascaded, key=key)):
+            rows = cascaded
     best_key = max(key(r) for r in rows)
     tied = [r for r in rows if key(r) == best_key]
     cheaper = [r for r in tied if r.get("cascade")]  # the cascade ties: it costs less, the more so
     if cheaper:  # the smaller its margin
         tied = [r for r in cheaper if r["cascade_margin"] == min(c["cascade_margin"] for c in cheaper)]
     return tied[(len(tied) - 1) // 2]
+
+
+def _beyond_noise(better: Dict[str, Any], other: Dict[str, Any]) -> bool:
+    """Whether ``better``'s frame accuracy leads ``other``'s by more than one binomial
+    standard error on ``better``'s frames (no frames: no evidence of a lead)."""
+    n = int(better.get("frames") or 0)
+    p = float(better["accuracy"] or 0.0)
+    if n <= 0:
+        return False
+    return p - float(other["accuracy"] or 0.0) > (p * (1.0 - p) / n) ** 0.5
 
 
 @dataclass

@@ -41,6 +41,24 @@ def test_ties_go_to_iou_then_the_middle_of_the_plateau():
     assert choose(rows)["threshold"] == 0.5  # middle of 0.4 .. 0.7 (ties on IoU 1.0)
 
 
+def _row(accuracy, cascade, margin=None, frames=100, mean_iou=0.3, far=0.5, threshold=0.5):
+    return {"accuracy": accuracy, "mean_iou": mean_iou, "false_alarm_rate": far, "frames": frames,
+            "threshold": threshold, "cascade": cascade, "cascade_margin": margin}
+
+
+def test_full_tiling_must_lead_the_cascade_beyond_one_standard_error():
+    # 33 against 31 of 100 frames: within one standard error (4.7 points): the cascade, which costs less
+    rows = [_row(0.33, 0), _row(0.31, 512, 0, mean_iou=0.2), _row(0.30, 512, 32)]
+    assert (choose(rows)["cascade"], choose(rows)["cascade_margin"]) == (512, 0)
+    # a lead of 9 points is beyond it: full tiling
+    assert choose([_row(0.40, 0), _row(0.31, 512, 0)])["cascade"] == 0
+    # the same 2 points on 2,000 frames (standard error 1.05 points) is a real lead
+    assert choose([_row(0.33, 0, frames=2000), _row(0.31, 512, 0, frames=2000)])["cascade"] == 0
+    # without a cascade sweep, or with the cascade ahead, the plain rule
+    assert choose([_row(0.33, 0), _row(0.31, 0, threshold=0.6)])["threshold"] == 0.5
+    assert choose([_row(0.30, 0), _row(0.35, 512, 32)])["cascade_margin"] == 32
+
+
 def test_min_area_clears_small_components_as_the_node_does():
     prob = np.zeros((30, 30), np.float32)
     prob[5:7, 5:7] = 0.9  # 4 pixels
