@@ -24,7 +24,8 @@ from satsam_ros.ros.params import NODE_NAME, PARAM_SPECS
 
 PACKAGE = "satsam_ros"
 #: node parameters that are also launch arguments (the launch argument wins over params_file)
-PARAMETER_ARGUMENTS = ("size", "model", "backend", "device", "threshold", "cascade", "image_transport", "autostart")
+PARAMETER_ARGUMENTS = ("size", "model", "backend", "device", "threshold", "cascade", "cascade_max_patches",
+                       "image_transport", "autostart")
 
 
 def launch_value(value) -> str:

@@ -84,3 +84,37 @@ def test_bag_eval_and_the_node_bench_pass_the_cascade_as_the_node_parameter():
     assert "cascade" not in EvalOptions().validate().node_parameters()  # the node's own default
     with pytest.raises(BagError, match="cascade must be one of"):
         EvalOptions(cascade="sometimes").validate()
+
+
+def test_the_patch_cap_reaches_the_cascade_rows_the_baseline_and_the_node(monkeypatch, tmp_path):
+    """--cascade-max-patches: the cascade rows' Detectors, the node bench's in-process
+    baseline and the live node's parameter (the bag pieces stand in: no node process)."""
+    from satsam_ros.tools.bag import evaluate as bag_evaluate, launch, make
+    from satsam_ros.tools.bench import node as node_mod
+    from satsam_ros.tools.bench.options import Options
+
+    rows = bench_cascade_mod.open_rows("builtin", [512, 2048], "torch", "cpu", "on", 0, 6)
+    caps = {r["name"]: r["detector"].cascade_max_patches for r in rows}
+    assert caps == {"512": 0, "2048 full": 0, "2048 cascade": 6}
+    assert rows[-1]["detector"].describe_cascade() == "512 first, margin 0 px, at most 6 patches"
+    opts = Options(cascade_max_patches=6, node_rates=["step"], node_frames=2, node_size=2048).validate()
+    assert opts.node_options().cascade_max_patches == 6
+    with pytest.raises(ValueError, match="cascade max patches must be >= 0"):
+        Options(cascade_max_patches=-1).validate()
+
+    sent = []
+
+    def fake_eval(bag, out, **kw):
+        sent.append(kw["node_params"])
+        return {"latency_ms": {}, "frames_sent": 2, "frames_answered": 2, "frames_dropped": 0}
+
+    monkeypatch.setattr(bag_evaluate, "run_bag_eval", fake_eval)
+    monkeypatch.setattr(launch, "find_node_executable", lambda _exe: "detect_node")
+    monkeypatch.setattr(make, "make_synthetic_bag", lambda path, **kw: (path.mkdir(parents=True),
+                                                                        (path / "metadata.yaml").write_text("")))
+    report = node_mod.bench_node(node_mod.NodeBenchOptions(rates=["step"], frames=2, size=2048, model="builtin",
+                                                           backend="torch", device="cpu", baseline_frames=1,
+                                                           cascade="on", cascade_max_patches=6), tmp_path)
+    assert sent == [{"cascade_max_patches": "6"}]
+    assert report["baseline"]["cascade"] == "512 first, margin 0 px, at most 6 patches"  # builtin: margin 0
+    assert report["options"]["cascade_max_patches"] == 6

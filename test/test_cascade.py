@@ -12,6 +12,7 @@ import pytest
 from satsam_ros.core import preprocess, selection
 from satsam_ros.core.backend import Backend
 from satsam_ros.core.detector import (
+    CASCADE_CAPPED,
     CASCADE_REFINED,
     CASCADE_STOPPED,
     Detector,
@@ -62,9 +63,9 @@ def ran(backend, grid, frame):
     return out
 
 
-def make(size, cascade=512, margin=None, meta=None, presence=False):
+def make(size, cascade=512, margin=None, meta=None, presence=False, cap=None):
     backend = SeeingBackend(presence)
-    cfg = DetectorConfig(size=size, threshold=0.5, cascade=cascade, cascade_margin=margin)
+    cfg = DetectorConfig(size=size, threshold=0.5, cascade=cascade, cascade_margin=margin, cascade_max_patches=cap)
     return backend, Detector(backend, cfg, meta)
 
 
@@ -230,8 +231,8 @@ def test_the_checkpoint_says_per_size_and_the_config_overrides():
                                                            "2048": {"cascade": 512, "cascade_margin": 16,
                                                                     "threshold": 0.4}})
     meta = SatsamMeta.from_dict(__import__("json").loads(meta.to_json()))  # stored and read back
-    assert meta.cascade_for(2048) == (512, 16) and meta.cascade_for(1024) == (0, None)
-    assert meta.cascade_for(512) == (None, None) and meta.post_for(2048).threshold == 0.4
+    assert meta.cascade_for(2048) == (512, 16, None) and meta.cascade_for(1024) == (0, None, None)
+    assert meta.cascade_for(512) == (None, None, None) and meta.post_for(2048).threshold == 0.4
     backend = SeeingBackend()
     auto = Detector(backend, DetectorConfig(size=2048), meta)
     assert (auto.cascade_size, auto.cascade_margin) == (512, 16) and auto.coarse.config.size == 512
@@ -247,6 +248,68 @@ def test_the_checkpoint_says_per_size_and_the_config_overrides():
         SatsamMeta(postprocess={"1024": {"cascade": 1024}}).validate()
     with pytest.raises(ValueError, match="cascade_margin"):
         SatsamMeta(postprocess={"1024": {"cascade": 512, "cascade_margin": -3}}).validate()
+
+
+def test_the_selection_keeps_the_patches_under_the_strongest_regions_up_to_a_limit():
+    grid, shape = PatchGrid(2048), (512, 641)
+    weak, strong = (0, 0, 10, 10), (600, 480, 641, 512)  # top-left and bottom-right corners
+    wide = (0, 200, 641, 210)  # a band across the frame: the 8 patches of row 3
+    assert selection.select_patches(grid, [weak, strong, wide], shape) == [0] + list(range(24, 32)) + [63]
+    # at most 3: the strong corner first, then the band's patches in grid order
+    assert selection.select_patches(grid, [weak, strong, wide], shape, scores=[0.1, 0.9, 0.5], limit=3) == \
+        [24, 25, 63]
+    assert selection.select_patches(grid, [weak, strong, wide], shape, scores=[0.95, 0.9, 0.5], limit=2) == \
+        [0, 63]
+    # equal scores (None): grid order; a limit above the count changes nothing
+    assert selection.select_patches(grid, [weak, strong, wide], shape, limit=2) == [0, 24]
+    assert selection.select_patches(grid, [weak, strong], shape, scores=[0.1, 0.9], limit=5) == [0, 63]
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        selection.select_patches(grid, [weak], shape, limit=-1)
+    with pytest.raises(ValueError, match="one value per region"):
+        selection.select_patches(grid, [weak, strong, wide], shape, scores=[1.0], limit=2)
+
+
+def test_the_patch_cap_bounds_a_frame_and_keeps_the_strongest_proposal(with_satellite):
+    """A coarse pass with a false alarm: capped at the satellite's patch count, the cascade
+    runs the S patches under the satellite (its mean probability is the higher) and
+    publishes what full tiling publishes there."""
+    frame, truth = with_satellite
+    _, uncapped = make(2048, margin=0)
+    sat = uncapped.cascade_select(uncapped.coarse_pass(frame), frame.shape)  # the satellite's S patches
+    frame = frame.copy()
+    frame[20:110, 300:630] = np.maximum(frame[20:110, 300:630], 190)  # a wide, dimmer blob above it
+    boxes = uncapped.coarse_pass(frame).boxes
+    assert len(boxes) == 2 and boxes[0].score > boxes[1].score and boxes[1].y1 < 120  # the satellite first
+    backend, det = make(2048, margin=0)
+    both = det.detect(frame)
+    assert both.cascade == CASCADE_REFINED and both.patches > len(sat)  # the blob adds patches
+    capped_backend, capped = make(2048, margin=0, cap=len(sat))
+    res = capped.detect(frame)
+    assert (res.cascade, res.patches, res.coarse_patches) == (CASCADE_CAPPED, len(sat), 4)
+    assert ran(capped_backend, capped.grid, frame) == sat  # the satellite's patches, not the blob's
+    only = make(2048, cascade=0)[1].detect(frame, only_patches=sat)
+    assert np.array_equal(res.mask, only.mask) and mask_iou(res.mask, truth) > 0.8
+    assert capped.describe_cascade() == f"512 first, margin 0 px, at most {len(sat)} patches"
+    assert res.to_dict()["cascade"] == "capped"
+    # a cap the proposals fit under changes nothing
+    roomy = make(2048, margin=0, cap=64)[1].detect(frame)
+    assert roomy.cascade == CASCADE_REFINED and np.array_equal(roomy.mask, both.mask)
+
+
+def test_the_patch_cap_from_the_checkpoint_and_its_checks():
+    meta = SatsamMeta.from_dict(__import__("json").loads(SatsamMeta(encoder_input_size=256, postprocess={
+        "2048": {"cascade": 512, "cascade_margin": 0, "cascade_max_patches": 12}}).to_json()))
+    assert meta.cascade_for(2048) == (512, 0, 12)
+    backend = SeeingBackend()
+    assert Detector(backend, DetectorConfig(size=2048), meta).cascade_max_patches == 12
+    assert Detector(backend, DetectorConfig(size=2048, cascade_max_patches=0), meta).cascade_max_patches == 0
+    assert Detector(backend, DetectorConfig(size=2048, cascade_max_patches=5), meta).cascade_max_patches == 5
+    assert Detector(backend, DetectorConfig(size=2048), SatsamMeta()).cascade_max_patches == 0
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="cascade_max_patches"):
+            SatsamMeta(postprocess={"2048": {"cascade": 512, "cascade_max_patches": bad}}).validate()
+    with pytest.raises(ValueError, match="cascade_max_patches must be >= 0"):
+        DetectorConfig(size=2048, cascade_max_patches=-2).validate()
 
 
 def test_roi_tracking_over_a_cascading_detector():

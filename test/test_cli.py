@@ -86,6 +86,11 @@ def test_demo_prints_latency_table(capsys):
     assert main(["demo", "--sizes", "1024", "--frames", "2", "--device", "cpu", "--no-bag", "--cascade", "on"]) == 0
     row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("1024"))
     assert 4 <= float(row[1]) < 20 and " ".join(row[5:]).startswith("512 first, margin")
+    # its margin and patch cap reach the Detector
+    assert main(["demo", "--sizes", "1024", "--frames", "2", "--device", "cpu", "--no-bag", "--cascade", "on",
+                 "--cascade-margin", "8", "--cascade-max-patches", "2"]) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("1024"))
+    assert float(row[1]) <= 4 + 2 and " ".join(row[5:]) == "512 first, margin 8 px, at most 2 patches"
 
 
 def test_help_lists_subcommands():

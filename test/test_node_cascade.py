@@ -62,7 +62,8 @@ def _run(context, checkpoint, *extra, frames=2):
             node._mailbox.put(FrameItem(Header(frame_id="f"), synthetic_frame(3 + i)[0], "mono", time.monotonic()))
             wait_until(lambda n=i: node.stats.snapshot()["processed"] > n, 60.0, "the worker to process the frame")
         det = node._detector
-        out = before, dict(node.diagnostics_values()), (det.cascade_size, det.cascade_margin), node
+        out = (before, dict(node.diagnostics_values()), (det.cascade_size, det.cascade_margin)
+               + ((det.cascade_max_patches,) if det.cascade_max_patches else ()), node)
         node.finish()
         return out
     finally:
@@ -89,7 +90,37 @@ def test_off_runs_every_patch_and_the_margin_overrides(ros_context, checkpoint):
     assert setting == (512, 20) and after["cascade"].startswith("512 first, margin 20 px: 1 of 1")
 
 
+@pytest.fixture(scope="module")
+def proposing(tmp_path_factory):
+    """S = 512 at threshold 0 publishes the whole frame, so the coarse pass proposes all 16
+    patches at 1024; the checkpoint caps a frame at 3 of them."""
+    from satsam_ros.model import load_model, save_checkpoint
+
+    model, meta = load_model("tiny")
+    meta = copy.deepcopy(meta)
+    meta.postprocess = {"512": {"threshold": 0.0},
+                        "1024": {"cascade": 512, "cascade_margin": 0, "cascade_max_patches": 3}}
+    return save_checkpoint(model, meta, tmp_path_factory.mktemp("capnode") / "model")
+
+
+def test_the_patch_cap_from_the_checkpoint_or_the_parameter(ros_context, proposing):
+    from rclpy.parameter import Parameter
+
+    before, after, setting, node = _run(ros_context, proposing)
+    assert before["cascade"] == "from the checkpoint (margin from the checkpoint) once configured"
+    assert setting == (512, 0, 3)
+    assert after["cascade"] == "512 first, margin 0 px, at most 3 patches: 0 of 2 frames stopped at the coarse " \
+                               "pass, 2 capped"
+    assert after["patches_run_p50"] == "7"  # 4 coarse + 3 of the 16 proposed
+    assert not node.set_parameters([Parameter("cascade_max_patches", value=8)])[0].successful  # read-only
+    _, after, setting, _ = _run(ros_context, proposing, "cascade_max_patches:=0", frames=1)
+    assert setting == (512, 0) and after["patches_run_p50"] == "20"  # no cap: all 16 after the coarse 4
+    _, after, setting, _ = _run(ros_context, proposing, "cascade_max_patches:=5", frames=1)
+    assert setting == (512, 0, 5) and after["patches_run_p50"] == "9"
+
+
 @pytest.mark.parametrize("item, words", [
+    ("cascade_max_patches:=-2", "parameter 'cascade_max_patches' must be -1 (from the checkpoint) or an integer"),
     ("cascade:=256", "parameter 'cascade' must be one of -1, 0, 512, 1024; got 256"),
     ("cascade:=off", "parameter 'cascade' must be one of -1, 0, 512, 1024"),  # YAML: a boolean, the wrong type
     ("cascade_margin:=-2", "parameter 'cascade_margin' must be -1 (from the checkpoint) or an integer"),

@@ -304,7 +304,8 @@ def test_launch_arguments_follow_the_node_parameter_table(monkeypatch):
     spec.loader.exec_module(launch_file)
     launch_file.generate_launch_description()
     args = {a.name: a for a in seen["args"]}
-    parameter_args = ["size", "model", "backend", "device", "threshold", "cascade", "image_transport", "autostart"]
+    parameter_args = ["size", "model", "backend", "device", "threshold", "cascade", "cascade_max_patches",
+                      "image_transport", "autostart"]
     assert list(args) == parameter_args + ["image", "params_file", "namespace"]
     for name in parameter_args:
         table = params.PARAM_SPECS[name]
@@ -325,6 +326,7 @@ def test_launch_arguments_follow_the_node_parameter_table(monkeypatch):
     assert {k: (v.value, v.type) for k, v in overrides.items()} == {
         "size": ("$(size)", int), "model": ("$(model)", str), "backend": ("$(backend)", str),
         "device": ("$(device)", str), "threshold": ("$(threshold)", float), "cascade": ("$(cascade)", int),
+        "cascade_max_patches": ("$(cascade_max_patches)", int),
         "image_transport": ("$(image_transport)", str), "autostart": ("$(autostart)", bool)}
 
 # ---- ros_io -----------------------------------------------------------------------------

@@ -37,12 +37,15 @@ size has a presence gate, the coarse patches it scores present, grown by
 nothing. Patches are computed independently, so a cascaded frame equals full tiling
 with the unselected patches given the skipped-patch logit. A frame the coarse pass
 finds empty costs the coarse pass only (``Result.cascade == "stopped"``).
+``cascade_max_patches`` (0: no cap) bounds a frame's cost: where the proposals cover
+more S patches, those under the strongest coarse evidence run (an object's mean
+probability, a present patch's presence probability; ``Result.cascade == "capped"``).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -59,7 +62,8 @@ FAITHFUL_ENCODER_SIZE = 1024  # SamProcessor resizes every input to 1024 on its 
 CASCADE_CHOICES = ("auto", "off", "on", "512", "1024")
 DEFAULT_COARSE_SIZE = 512
 DEFAULT_CASCADE_MARGIN = 32  # input-frame pixels around each coarse proposal, when the checkpoint has none
-CASCADE_STOPPED, CASCADE_REFINED = "stopped", "refined"  # Result.cascade: no S patch ran / some did
+# Result.cascade: no S patch ran / some did / some did, and the patch cap left others out
+CASCADE_STOPPED, CASCADE_REFINED, CASCADE_CAPPED = "stopped", "refined", "capped"
 
 
 def parse_cascade(value) -> Optional[int]:
@@ -94,8 +98,9 @@ class Result:
     gated: how many of those patches were under ``min_object_score`` (published nothing).
     patches: S-grid patches run; coarse_patches: coarse-grid patches the cascade ran
     first (0 without it); cascade: None (no cascade ran: off, or ``only_patches``
-    given), ``"stopped"`` (the coarse pass proposed nothing: no S patch ran) or
-    ``"refined"``. ``patches_run`` is both together, the frame's cost in patches.
+    given), ``"stopped"`` (the coarse pass proposed nothing: no S patch ran),
+    ``"refined"`` or ``"capped"`` (refined, and ``cascade_max_patches`` left some
+    proposed patches out). ``patches_run`` is both together, the frame's cost in patches.
     """
 
     mask: np.ndarray
@@ -176,7 +181,9 @@ class CoarsePass:
 
     size: the coarse S; boxes: the objects it published (its checkpoint post-processing);
     present: coarse patch indices its presence gate scored present (empty without a
-    gate); patches: coarse patches run; pre / model / post: its seconds.
+    gate); patches: coarse patches run; pre / model / post: its seconds;
+    present_scores: the presence probability of each ``present`` patch; proposed: the S
+    patches its proposals covered (set by the cascade; more than it ran when capped).
     """
 
     size: int
@@ -186,6 +193,8 @@ class CoarsePass:
     pre_seconds: float
     model_seconds: float
     post_seconds: float
+    present_scores: List[float] = field(default_factory=list)
+    proposed: int = 0
 
 
 @dataclass
@@ -209,6 +218,7 @@ class DetectorConfig:
     # setting for this size, else off); it applies when S_c < size (parse_cascade reads "auto"/"on"...)
     cascade: Optional[int] = None
     cascade_margin: Optional[int] = None  # input-frame pixels around each coarse proposal (None: checkpoint's)
+    cascade_max_patches: Optional[int] = None  # most S patches a cascaded frame runs (0: no cap; None: checkpoint's)
 
     def validate(self) -> DetectorConfig:
         tiling.check_size(self.size)
@@ -252,6 +262,8 @@ class DetectorConfig:
                                  f"got {self.patch_size}")
         if self.cascade_margin is not None and int(self.cascade_margin) < 0:
             raise ValueError(f"cascade_margin must be >= 0 input pixels; got {self.cascade_margin}")
+        if self.cascade_max_patches is not None and int(self.cascade_max_patches) < 0:
+            raise ValueError(f"cascade_max_patches must be >= 0 patches (0 = no cap); got {self.cascade_max_patches}")
         return self
 
 
@@ -280,27 +292,35 @@ class Detector:
         if self.config.mode == "fast":  # e.g. smaller batches on a CPU
             self.batch = max(1, min(self.batch, int(backend.preferred_batch(self.batch))))
         self.backend_reason = f"{backend.name} given directly"  # open_detector: which engine and why
-        self.cascade_size, self.cascade_margin = self._resolve_cascade()
+        self.cascade_size, self.cascade_margin, self.cascade_max_patches = self._resolve_cascade()
         self.coarse: Optional[Detector] = None
         if self.cascade_size:  # the coarse grid as the node would run it at that size: the checkpoint's post
             plain = {name: None for name in self.POST_FIELDS}
             self.coarse = Detector(backend, replace(self.config, size=self.cascade_size, cascade=0,
-                                                    cascade_margin=None, **plain), self.meta)
+                                                    cascade_margin=None, cascade_max_patches=None, **plain),
+                                   self.meta)
 
     def _resolve_cascade(self):
-        """(coarse size or 0, margin in input pixels): the config's, else the checkpoint's
-        for this size, else off and DEFAULT_CASCADE_MARGIN. A coarse size not below S is off."""
-        tuned_size, tuned_margin = self.meta.cascade_for(self.config.size)
+        """(coarse size or 0, margin in input pixels, patch cap or 0): the config's, else
+        the checkpoint's for this size, else off, DEFAULT_CASCADE_MARGIN and no cap. A
+        coarse size not below S is off."""
+        tuned_size, tuned_margin, tuned_cap = self.meta.cascade_for(self.config.size)
         coarse = self.config.cascade if self.config.cascade is not None else (tuned_size or 0)
         if self.config.cascade is None and self.config.patch_size > coarse:  # tuned for other patches
             coarse = 0
         margin = self.config.cascade_margin if self.config.cascade_margin is not None else tuned_margin
         coarse = int(coarse) if 0 < int(coarse) < self.config.size else 0
-        return coarse, int(DEFAULT_CASCADE_MARGIN if margin is None else margin)
+        cap = self.config.cascade_max_patches if self.config.cascade_max_patches is not None else tuned_cap
+        return coarse, int(DEFAULT_CASCADE_MARGIN if margin is None else margin), int(cap or 0)
 
     def describe_cascade(self) -> str:
-        """One line: ``off`` or ``512 first, margin 32 px``."""
-        return f"{self.cascade_size} first, margin {self.cascade_margin} px" if self.cascade_size else "off"
+        """One line: ``off``, ``512 first, margin 32 px`` or ``512 first, margin 32 px,
+        at most 16 patches``."""
+        if not self.cascade_size:
+            return "off"
+        n = self.cascade_max_patches
+        cap = f", at most {n} patch{'es' if n != 1 else ''}" if n else ""
+        return f"{self.cascade_size} first, margin {self.cascade_margin} px{cap}"
 
     POST_FIELDS = ("threshold", "min_area", "max_objects", "min_score", "group_gap", "min_object_score")
 
@@ -375,7 +395,10 @@ class Detector:
             "total": t3 - t0,
         }
         coarse = raw.coarse
-        stage = None if coarse is None else (CASCADE_REFINED if raw.patches else CASCADE_STOPPED)
+        stage = None
+        if coarse is not None:
+            stage = (CASCADE_STOPPED if not raw.patches else
+                     CASCADE_CAPPED if coarse.proposed > raw.patches else CASCADE_REFINED)
         return Result(mask, prob, boxes, timings, raw.patches, self.config.size, self.threshold, scores, gated,
                       coarse.patches if coarse is not None else 0, stage)
 
@@ -399,7 +422,7 @@ class Detector:
         coarse = None
         if only_patches is None and cascade and self.coarse is not None:
             coarse = self._coarse_pass(planes)
-            chosen = self.cascade_select(coarse, (height, width))
+            chosen, coarse.proposed = self._cascade_choice(coarse, (height, width))
         if chosen is not None and len(chosen) == total:
             chosen = None
         pre = time.perf_counter() - t0 - (coarse.pre_seconds + coarse.model_seconds + coarse.post_seconds
@@ -454,22 +477,40 @@ class Detector:
         mask = postprocess.threshold(prob, det.post.threshold)
         boxes = postprocess.apply_post(mask, prob, det.post)
         present: List[int] = []
+        present_scores: List[float] = []
         if raw.score_logits is not None and det.post.min_object_score > 0:
-            _, off = postprocess.presence_gate(raw.score_logits, det.post.min_object_score)
+            prob_present, off = postprocess.presence_gate(raw.score_logits, det.post.min_object_score)
             present = [int(i) for i in np.flatnonzero(~off)]
+            present_scores = [float(prob_present[i]) for i in present]
         post = time.perf_counter() - t0 - raw.pre_seconds - raw.model_seconds
-        return CoarsePass(det.config.size, boxes, present, raw.patches, raw.pre_seconds, raw.model_seconds, post)
+        return CoarsePass(det.config.size, boxes, present, raw.patches, raw.pre_seconds, raw.model_seconds, post,
+                          present_scores)
 
-    def cascade_select(self, coarse: CoarsePass, frame_shape, margin: Optional[int] = None) -> List[int]:
+    def cascade_select(self, coarse: CoarsePass, frame_shape, margin: Optional[int] = None,
+                       limit: Optional[int] = None) -> List[int]:
         """The S patches the coarse pass ``coarse`` chooses: those under its boxes and
         present patches grown by ``margin`` (default ``cascade_margin``) input-frame
-        pixels (:func:`selection.select_patches`, the mechanism ROI tracking uses)."""
+        pixels (:func:`selection.select_patches`, the mechanism ROI tracking uses), at
+        most ``limit`` (default ``cascade_max_patches``; 0: all) of them, those under the
+        strongest proposals (a box's mean probability, a present patch's presence
+        probability) first."""
+        return self._cascade_choice(coarse, frame_shape, margin, limit)[0]
+
+    def _cascade_choice(self, coarse: CoarsePass, frame_shape, margin: Optional[int] = None,
+                        limit: Optional[int] = None):
+        """(:meth:`cascade_select`'s patches, how many the proposals covered before the cap)."""
         if self.coarse is None:
             raise ValueError("cascade_select needs a Detector with the cascade on")
         regions = selection.box_regions(coarse.boxes)
+        scores = [float(b.score) for b in coarse.boxes]
         regions += selection.patch_regions(self.coarse.grid, coarse.present, frame_shape)
-        return selection.select_patches(self.grid, regions, frame_shape,
-                                        self.cascade_margin if margin is None else int(margin))
+        scores += [float(v) for v in coarse.present_scores] or [1.0] * len(coarse.present)
+        m = self.cascade_margin if margin is None else int(margin)
+        cap = self.cascade_max_patches if limit is None else int(limit)
+        proposed = selection.select_patches(self.grid, regions, frame_shape, m)
+        if cap and len(proposed) > cap:
+            return selection.select_patches(self.grid, regions, frame_shape, m, scores, cap), len(proposed)
+        return proposed, len(proposed)
 
     def probability(self, raw: RawPatches, min_object_score: Optional[float] = None):
         """(H x W float32 probability in [0, 1], presence probabilities of the run patches

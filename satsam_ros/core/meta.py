@@ -22,8 +22,9 @@ PROMPT_POLICIES = ("full_box",)
 DEFAULT_THRESHOLD = 0.65
 #: the coarse-to-fine cascade's keys of ``postprocess[S]`` (besides the PostConfig fields):
 #: ``cascade`` the coarse size run first (0 = off: full tiling), ``cascade_margin`` input-frame
-#: pixels around each coarse proposal (:class:`satsam_ros.core.detector.Detector`)
-CASCADE_KEYS = ("cascade", "cascade_margin")
+#: pixels around each coarse proposal, ``cascade_max_patches`` the most S patches a frame runs
+#: (0 = no cap) (:class:`satsam_ros.core.detector.Detector`)
+CASCADE_KEYS = ("cascade", "cascade_margin", "cascade_max_patches")
 
 
 @dataclass
@@ -38,8 +39,8 @@ class SatsamMeta:
     min_area: int = 0  # tuned with the threshold: components smaller than this (input pixels) are dropped
     # per frame size S ("512", ...): post-processing tuned at that size (PostConfig fields: threshold,
     # min_area, max_objects, min_score, group_gap, min_object_score) and the cascade tuned with it
-    # (CASCADE_KEYS: cascade, cascade_margin); sizes without an entry use threshold / min_area above
-    # and no other prior (min_object_score 0: no presence gate; no cascade: full tiling)
+    # (CASCADE_KEYS: cascade, cascade_margin, cascade_max_patches); sizes without an entry use
+    # threshold / min_area above and no other prior (min_object_score 0: no presence gate; no cascade: full tiling)
     postprocess: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     normalization: Dict[str, Any] = field(
         default_factory=lambda: {"scale": "0..255", "mean": list(SAM_PIXEL_MEAN), "std": list(SAM_PIXEL_STD)}
@@ -79,18 +80,23 @@ class SatsamMeta:
         values.update((self.postprocess or {}).get(str(size), {}) if size is not None else {})
         return PostConfig(**{k: v for k, v in values.items() if k not in CASCADE_KEYS}).validate()
 
-    def cascade_for(self, size: Optional[int]) -> Tuple[Optional[int], Optional[int]]:
-        """(coarse size, margin in input-frame pixels) of the cascade tuned for frame size
-        ``size``; None for what its ``postprocess`` entry does not say. A coarse size is
-        0 (off: full tiling) or a frame size S below ``size``."""
+    def cascade_for(self, size: Optional[int]) -> Tuple[Optional[int], Optional[int], Optional[int]]:
+        """(coarse size, margin in input-frame pixels, most S patches per frame) of the
+        cascade tuned for frame size ``size``; None for what its ``postprocess`` entry does
+        not say. A coarse size is 0 (off: full tiling) or a frame size S below ``size``;
+        the patch cap 0 (none) or more."""
         values = (self.postprocess or {}).get(str(size), {}) if size is not None else {}
         coarse, margin = values.get("cascade"), values.get("cascade_margin")
+        cap = values.get("cascade_max_patches")
+        if cap is not None and (isinstance(cap, bool) or int(cap) != cap or int(cap) < 0):
+            raise ValueError(f"cascade_max_patches must be an integer >= 0 (0 = no cap); got {cap!r}")
         if coarse is not None and (isinstance(coarse, bool) or int(coarse) != coarse or
                                    (int(coarse) != 0 and not 0 < int(coarse) < int(size))):
             raise ValueError(f"cascade must be 0 (off) or a frame size below {size}; got {coarse!r}")
         if margin is not None and (isinstance(margin, bool) or int(margin) != margin or int(margin) < 0):
             raise ValueError(f"cascade_margin must be an integer >= 0 (input pixels); got {margin!r}")
-        return (None if coarse is None else int(coarse)), (None if margin is None else int(margin))
+        return ((None if coarse is None else int(coarse)), (None if margin is None else int(margin)),
+                (None if cap is None else int(cap)))
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> SatsamMeta:

@@ -4,7 +4,8 @@ One mechanism for every caller that runs part of a frame's patch grid:
 
 * ROI tracking (:mod:`.roi`): the last frame's detections, grown by a margin;
 * the coarse-to-fine cascade (:class:`.detector.Detector`): the objects the coarse
-  grid published and the coarse patches it scored present, grown by a margin.
+  grid published and the coarse patches it scored present, grown by a margin, at most
+  a set number of patches per frame (those under the strongest coarse evidence).
 
 A region is ``(x0, y0, x1, y1)`` in **input-frame pixels** (half-open, floats
 allowed), the same frame the published boxes are in; a margin is input-frame pixels
@@ -18,7 +19,7 @@ Pure numpy, no state.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,15 +50,37 @@ def patch_regions(grid: PatchGrid, indices: Iterable[int], frame_shape: Tuple[in
 
 
 def select_patches(grid: PatchGrid, regions: Iterable[Sequence[float]], frame_shape: Tuple[int, int],
-                   margin: float = 0.0) -> List[int]:
+                   margin: float = 0.0, scores: Optional[Sequence[float]] = None, limit: int = 0) -> List[int]:
     """Sorted indices (``grid.origins`` order) of the patches that overlap at least one
     of ``regions`` grown by ``margin`` input-frame pixels on every side.
 
-    ``frame_shape`` is the input frame's (H, W). No regions: no patches.
+    ``frame_shape`` is the input frame's (H, W). No regions: no patches. ``limit`` > 0
+    keeps at most that many: the patches whose best overlapping region has the highest
+    of ``scores`` (one per region; None: all equal), ties in grid order (a frame's cost
+    bounded, the strongest evidence kept).
     """
+    if int(limit) < 0:
+        raise ValueError(f"limit must be >= 0 patches (0 = all); got {limit}")
+    hit = _hits(grid, regions, frame_shape, margin)
+    if hit is None:
+        return []
+    chosen = np.flatnonzero(hit.any(axis=1))
+    if int(limit) and len(chosen) > int(limit):
+        weight = np.ones(hit.shape[1]) if scores is None else np.asarray(list(scores), dtype=np.float64)
+        if weight.shape != (hit.shape[1],):
+            raise ValueError(f"scores must give one value per region ({hit.shape[1]}); got {weight.shape[0]}")
+        best = np.where(hit[chosen], weight[None, :], -np.inf).max(axis=1)
+        order = np.lexsort((chosen, -best))  # highest score first, then grid order
+        chosen = np.sort(chosen[order[:int(limit)]])
+    return [int(i) for i in chosen]
+
+
+def _hits(grid: PatchGrid, regions: Iterable[Sequence[float]], frame_shape: Tuple[int, int],
+          margin: float) -> Optional[np.ndarray]:
+    """N patches x K regions: whether the patch overlaps the grown region (None: no regions)."""
     items = [tuple(float(v) for v in r[:4]) for r in regions]
     if not items:
-        return []
+        return None
     if float(margin) < 0:
         raise ValueError(f"margin must be >= 0 pixels; got {margin}")
     height, width = int(frame_shape[0]), int(frame_shape[1])
@@ -72,6 +95,5 @@ def select_patches(grid: PatchGrid, regions: Iterable[Sequence[float]], frame_sh
     y1 = (r[:, 3] + m) * sy - EDGE_SLACK
     origins = np.asarray(grid.origins, dtype=np.float64).reshape(-1, 2)  # N x (y, x)
     py, px, p = origins[:, :1], origins[:, 1:], float(grid.patch)
-    hit = (px < x1) & (px + p > x0) & (py < y1) & (py + p > y0)  # N x K
-    return [int(i) for i in np.flatnonzero(hit.any(axis=1))]
+    return (px < x1) & (px + p > x0) & (py < y1) & (py + p > y0)  # N x K
 

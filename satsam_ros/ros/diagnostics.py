@@ -69,6 +69,8 @@ def cascade_status(detector: Any, settings: Dict[str, Any], snapshot: Dict[str, 
     frames = int(snapshot.get("cascade_frames", 0))
     if frames:
         text += f": {snapshot.get('cascade_stopped', 0)} of {frames} frames stopped at the coarse pass"
+        if getattr(detector, "cascade_max_patches", 0):
+            text += f", {snapshot.get('cascade_capped', 0)} capped"
     return text
 
 

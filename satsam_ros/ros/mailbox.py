@@ -102,6 +102,7 @@ class Stats:
         self.gated = 0  # patches the presence gate (min_object_score) silenced
         self.cascade_frames = 0  # frames the cascade ran on
         self.cascade_stopped = 0  # ... of which stopped at the coarse pass (no S patch ran)
+        self.cascade_capped = 0  # ... of which cascade_max_patches left proposed S patches out
         self.last_problem = ""
         self.latency: Deque[float] = collections.deque(maxlen=window)  # receive -> publish, s
         self.stamp_age: Deque[float] = collections.deque(maxlen=window)  # stamp -> publish, s
@@ -121,12 +122,13 @@ class Stats:
 
     def record_patches(self, patches: int, cascade: Optional[str] = None) -> None:
         """One frame's cost in patches (``Result.patches_run``) and its cascade outcome
-        (``Result.cascade``: None, "stopped" or "refined")."""
+        (``Result.cascade``: None, "stopped", "refined" or "capped")."""
         with self.lock:
             self.patches.append(int(patches))
             if cascade is not None:
                 self.cascade_frames += 1
                 self.cascade_stopped += int(cascade == "stopped")
+                self.cascade_capped += int(cascade == "capped")
 
     def record(self, latency: float, stamp_age: float, inference: float) -> None:
         with self.lock:
@@ -145,6 +147,7 @@ class Stats:
                 "gated": self.gated,
                 "cascade_frames": self.cascade_frames,
                 "cascade_stopped": self.cascade_stopped,
+                "cascade_capped": self.cascade_capped,
                 "patches": list(self.patches),
                 "last_problem": self.last_problem,
                 "latency": list(self.latency),

@@ -165,6 +165,7 @@ class DetectorNode(LifecycleNode):
                 model=p["model"], backend=p["backend"], device=p["device"], size=p["size"],
                 mode=p["mode"], patch_size=p["patch_size"], overlap=p["overlap"], cascade=parse_cascade(p["cascade"]),
                 cascade_margin=None if p["cascade_margin"] == -1 else p["cascade_margin"],
+                cascade_max_patches=None if p["cascade_max_patches"] == -1 else p["cascade_max_patches"],
                 **{name: None if p[name] == -1 else p[name] for name in POST_PARAMS},
             )
         except Exception as exc:  # noqa: BLE001 - any failure here ends start-up with its message

@@ -74,6 +74,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
               f"{DEFAULT_COARSE_SIZE} or 1024: that coarse size first.", choices=CASCADE_SIZES),
     ParamSpec("cascade_margin", -1, "Cascade: input pixels added on every side of each coarse proposal; -1 = the "
               "checkpoint's tuned value for this size (else 32).", int_range=(-1, 100000, 1)),
+    ParamSpec("cascade_max_patches", -1, "Cascade: the most size x size patches one frame runs, those under the "
+              "strongest coarse proposals first (bounds a frame's latency); 0 = no cap; -1 = the checkpoint's "
+              "value for this size (else no cap).", int_range=(-1, 65536, 1)),
     ParamSpec("min_area", -1, "Drop connected components smaller than this (input pixels); -1 = the "
               "checkpoint's tuned value.", int_range=(-1, INT32_MAX, 1), live=True),
     ParamSpec("max_objects", -1, "Keep only this many objects, best score first (0 = all); -1 = the "
@@ -129,7 +132,7 @@ def allowed_values(spec: ParamSpec) -> str:
         return "-1 (from the checkpoint) or in [0, 1]"
     if spec.name == "min_area":
         return f"-1 (from the checkpoint) or an integer in [0, {INT32_MAX}]"
-    if spec.name == "cascade_margin":
+    if spec.name in ("cascade_margin", "cascade_max_patches"):
         return f"-1 (from the checkpoint) or an integer in [0, {spec.int_range[1]}]"
     if spec.name == "model":
         return "tiny, tiny-sam2, tiny-edgetam, builtin, vit-b, a checkpoint directory or a hub id"

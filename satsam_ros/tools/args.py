@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def add_cascade_args(p, default: str = "auto") -> None:
-    """``--cascade`` and ``--cascade-margin`` (satsam detect, satsam demo; parse the first
+    """``--cascade``, ``--cascade-margin`` and ``--cascade-max-patches`` (satsam detect,
+    satsam demo; parse the first
     with :func:`satsam_ros.core.detector.parse_cascade`)."""
     from ..core.detector import CASCADE_CHOICES, DEFAULT_CASCADE_MARGIN, DEFAULT_COARSE_SIZE
 
@@ -15,3 +16,6 @@ def add_cascade_args(p, default: str = "auto") -> None:
     p.add_argument("--cascade-margin", type=int, default=None, metavar="PIXELS",
                    help="input-frame pixels added around each coarse proposal (default: the checkpoint's, else "
                         f"{DEFAULT_CASCADE_MARGIN})")
+    p.add_argument("--cascade-max-patches", type=int, default=None, metavar="N",
+                   help="most S patches a cascaded frame runs, those under the strongest coarse proposals first "
+                        "(0: no cap; default: the checkpoint's, else 0)")

@@ -64,6 +64,7 @@ def build_detector(args):
             group_gap=args.group_gap,
             cascade=parse_cascade(args.cascade),
             cascade_margin=args.cascade_margin,
+            cascade_max_patches=args.cascade_max_patches,
         )
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         raise SystemExit(f"satsam: {exc}") from exc

@@ -29,7 +29,8 @@ def cmd_demo(args) -> int:
     rows = []
     for size in args.sizes:
         det = open_detector(args.model, backend=args.backend, device=args.device, size=size, mode=args.mode,
-                            cascade=parse_cascade(args.cascade))
+                            cascade=parse_cascade(args.cascade), cascade_margin=args.cascade_margin,
+                            cascade_max_patches=args.cascade_max_patches)
         det.detect(frames[0][0])  # warm-up
         lat, ious, patches = [], [], []
         for frame, truth in frames:

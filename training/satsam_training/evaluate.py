@@ -104,8 +104,9 @@ class DetectorChoice:
     ``min_score`` / ``group_gap`` / ``min_object_score`` None: the checkpoint's tuned
     values for that size;
     ``backend`` / ``device``: the runtime's defaults unless given; ``cascade`` /
-    ``cascade_margin`` None: the checkpoint's coarse-to-fine setting for that size
-    (``cascade`` 0: full tiling; else the coarse size run first).
+    ``cascade_margin`` / ``cascade_max_patches`` None: the checkpoint's coarse-to-fine
+    setting for that size (``cascade`` 0: full tiling; else the coarse size run first;
+    ``cascade_max_patches`` 0: no cap on the S patches a frame runs).
     """
 
     model: str
@@ -122,6 +123,7 @@ class DetectorChoice:
     device: str = DEFAULT_DEVICE
     cascade: Optional[int] = None
     cascade_margin: Optional[int] = None
+    cascade_max_patches: Optional[int] = None
 
     @property
     def spec(self) -> str:
@@ -142,7 +144,8 @@ class DetectorChoice:
                                  min_area=self.min_area, max_objects=self.max_objects,
                                  min_score=self.min_score, group_gap=self.group_gap,
                                  min_object_score=self.min_object_score, cascade=self.cascade,
-                                 cascade_margin=self.cascade_margin)
+                                 cascade_margin=self.cascade_margin,
+                                 cascade_max_patches=self.cascade_max_patches)
         except (OSError, ValueError) as exc:
             raise EvaluationError(f"model {self.model!r}: {exc}") from exc
 
@@ -211,6 +214,7 @@ def _result(choice: DetectorChoice, data, split: str, detector, seconds: float) 
         "model_trained_size": detector.meta.size,
         "cascade": int(getattr(detector, "cascade_size", 0)),
         "cascade_margin": int(getattr(detector, "cascade_margin", 0)),
+        "cascade_max_patches": int(getattr(detector, "cascade_max_patches", 0)),
         "cascade_description": detector.describe_cascade() if hasattr(detector, "describe_cascade") else "off",
         "wall_seconds": seconds,
         "evaluated": report.now_iso(),
@@ -241,6 +245,7 @@ def frame_cost(results, records) -> Dict[str, Any]:
         "patches_median": percentile(patches, 50.0),
         "patches_mean": float(sum(patches)) / len(patches) if patches else None,
         "cascade_stopped_share": (sum(c == "stopped" for c in cascaded) / len(cascaded)) if cascaded else None,
+        "cascade_capped_share": (sum(c == "capped" for c in cascaded) / len(cascaded)) if cascaded else None,
         "pre_post_share": outside / totals if totals > 0 else None,
     }
 

@@ -26,7 +26,9 @@ tune that size first); each margin then selects its patches from the full output
 (:meth:`RawPatches.select`: the unselected patches get the skipped-patch logit, as a
 cascaded run gives them, since patches are computed independently), and every such
 output goes through the same gates and settings. The chosen ``cascade`` and
-``cascade_margin`` are stored with the rest in ``postprocess[S]``.
+``cascade_margin`` are stored with the rest in ``postprocess[S]``, and so is the cap on
+the S patches a cascaded frame runs (``cascade_max_patches``: not swept; the choice's, else
+the checkpoint's), under which every cascaded setting is scored.
 
 The result is stored in the checkpoint's ``satsam.json`` for the frame size it was
 tuned at (``postprocess[S]``; and ``threshold`` / ``min_area`` at the top when S is
@@ -244,6 +246,7 @@ def tune_threshold(
         variants = grid.cascade_variants(choice.frame_size())
         detector = replace(choice, min_area=0, cascade=max(c for c, _ in variants), cascade_margin=None).open()
     swept = grid.cascades is not None and any(c for c, _ in variants)
+    cap = int(detector.cascade_max_patches)  # the cascade's patch cap: tuned under, stored with the rest
     raws = _raw_patches(detector, frames, progress)
     gates = [float(m) for m in grid.min_object_scores]
     for m in gates:
@@ -284,6 +287,7 @@ def tune_threshold(
         "previous_threshold": float(detector.meta.threshold),
         "previous_min_area": int(detector.meta.min_area),
         "previous_postprocess": previous,
+        "cascade_max_patches": cap,
         "best": best,
         "rows": rows,
     }
@@ -366,6 +370,8 @@ def _store(ckpt: Path, result: Dict[str, Any], tuning: Dict[str, Any]) -> Path:
     else:  # not swept: the size keeps the cascade it had
         old = (meta.postprocess.get(str(size)) or {})
         entry.update({k: old[k] for k in CASCADE_KEYS if k in old})
+    if entry.get("cascade") and result.get("cascade_max_patches"):  # the cap it was tuned under
+        entry["cascade_max_patches"] = int(result["cascade_max_patches"])
     meta.postprocess[str(size)] = entry
     if meta.size is None or int(meta.size) == size:
         meta.threshold = float(best["threshold"])
@@ -378,6 +384,7 @@ def _store(ckpt: Path, result: Dict[str, Any], tuning: Dict[str, Any]) -> Path:
         "frames": result["frames"],
         **{k: v for k, v in tuning.items() if k != "command"},
         "chosen": {k: best[k] for k in POST_KEYS + (CASCADE_KEYS if "cascade" in best else ())},
+        "cascade_max_patches": int(result.get("cascade_max_patches") or 0),
         "accuracy": best["accuracy"],
         "mean_iou": best["mean_iou"],
         "false_alarm_rate": best["false_alarm_rate"],

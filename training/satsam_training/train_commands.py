@@ -192,6 +192,9 @@ def add_tune_threshold(sub) -> None:
                         "post-processing for the coarse size: tune that size first")
     p.add_argument("--cascade-margin", type=int, nargs="+", default=[32], metavar="PIXELS",
                    help="with --cascade: input-frame margins around the coarse proposals to sweep (default 32)")
+    p.add_argument("--cascade-max-patches", type=int, default=None, metavar="N",
+                   help="tune under this cap on the S patches a cascaded frame runs (strongest coarse proposals "
+                        "first; 0: no cap) and store it with the rest (default: the checkpoint's cap, else none)")
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
                    help=f"default {DEFAULT_BACKEND}: the engine the node would pick")
     p.add_argument("--device", default=DEFAULT_DEVICE, choices=DEVICES)
@@ -211,7 +214,8 @@ def cmd_tune_threshold(args) -> int:
     cascades = None if args.cascade is None else [parse_cascade(c) for c in args.cascade]
     try:
         result = tune_threshold(
-            DetectorChoice(args.checkpoint, size=args.size, backend=args.backend, device=args.device), args.data,
+            DetectorChoice(args.checkpoint, size=args.size, backend=args.backend, device=args.device,
+                           cascade_max_patches=args.cascade_max_patches), args.data,
             split=args.split,
             grid=Grid(args.thresholds, args.min_area, args.max_objects, args.min_score, args.group_gap,
                       args.min_object_score, cascades, args.cascade_margin), out=args.out,
@@ -287,6 +291,9 @@ def _add_cascade_option(p: argparse.ArgumentParser) -> None:
                         f"else off; off: full tiling; on: {DEFAULT_COARSE_SIZE} first; or the coarse size)")
     p.add_argument("--cascade-margin", type=int, default=None, metavar="PIXELS",
                    help="input-frame pixels around each coarse proposal (default: the checkpoint's, else 32)")
+    p.add_argument("--cascade-max-patches", type=int, default=None, metavar="N",
+                   help="most S patches a cascaded frame runs, those under the strongest coarse proposals first "
+                        "(0: no cap; default: the checkpoint's, else 0)")
 
 
 def cmd_evaluate(args) -> int:
@@ -298,7 +305,7 @@ def cmd_evaluate(args) -> int:
                             max_objects=args.max_objects, min_score=args.min_score, group_gap=args.group_gap,
                             min_object_score=args.min_object_score, mode=args.mode, overlap=args.overlap,
                             backend=args.backend, device=args.device, cascade=parse_cascade(args.cascade),
-                            cascade_margin=args.cascade_margin)
+                            cascade_margin=args.cascade_margin, cascade_max_patches=args.cascade_max_patches)
     try:
         out = args.out
         if out is None:

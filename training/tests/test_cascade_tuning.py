@@ -39,7 +39,7 @@ def standin(monkeypatch):
         cfg = DetectorConfig(size=self.frame_size(), threshold=self.threshold, min_area=self.min_area,
                              max_objects=self.max_objects, min_score=self.min_score, group_gap=self.group_gap,
                              min_object_score=self.min_object_score, cascade=self.cascade,
-                             cascade_margin=self.cascade_margin)
+                             cascade_margin=self.cascade_margin, cascade_max_patches=self.cascade_max_patches)
         return Detector(Seeing(), cfg, meta)
 
     monkeypatch.setattr(DetectorChoice, "open", open_)
@@ -101,3 +101,32 @@ def test_the_cascade_margins_are_swept_stored_and_read_back(standin, data, tmp_p
     assert [r["false_alarms"] for r in again["rows"]] == [0] and "cascade" not in again["rows"][0]
     kept = json.loads((ckpt / "satsam.json").read_text())["postprocess"]["1024"]
     assert kept["cascade"] == 512 and kept["cascade_margin"] == best["cascade_margin"]
+
+
+def test_a_patch_cap_is_tuned_under_and_stored_with_the_cascade(standin, data, tmp_path, capsys):
+    """With --cascade-max-patches every cascaded row is scored under the cap (what the
+    Detector with that cap delivers) and the cap is stored with the chosen cascade."""
+    ckpt = tmp_path / "ckpt"
+    meta = SatsamMeta(size=None, threshold=0.5, postprocess={"512": {"threshold": 0.5, "min_area": 20}})
+    save_checkpoint(random_model(tiny_config(image_size=64), seed=1), meta, ckpt)
+    assert main(["tune-threshold", str(ckpt), "--data", str(data), "--size", "2048", "--thresholds", "0.5",
+                 "--cascade", "on", "--cascade-margin", "64", "--cascade-max-patches", "1", "--json",
+                 "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["cascade_max_patches"] == 1
+    row = result["rows"][0]
+    capped = evaluate(DetectorChoice(str(ckpt), size=2048, threshold=0.5, min_area=0, cascade=512,
+                                     cascade_margin=64, cascade_max_patches=1), data, split="val", progress=False,
+                      warmup=0, examples=0)
+    assert (capped["accuracy"], capped["misses"]) == (row["accuracy"], row["misses"])
+    assert capped["mean_iou"] == pytest.approx(row["mean_iou"])
+    assert capped["cost"]["patches_median"] == 4 + 1 and capped["cost"]["cascade_capped_share"] > 0
+    free = evaluate(DetectorChoice(str(ckpt), size=2048, threshold=0.5, min_area=0, cascade=512, cascade_margin=64,
+                                   cascade_max_patches=0), data, split="val", progress=False, warmup=0, examples=0)
+    assert free["cost"]["patches_median"] > 5 and free["mean_iou"] > capped["mean_iou"]  # the cap cut masks
+    stored = json.loads((ckpt / "satsam.json").read_text())["postprocess"]["2048"]
+    assert (stored["cascade"], stored["cascade_margin"], stored["cascade_max_patches"]) == (512, 64, 1)
+    assert json.loads((ckpt / "satsam.json").read_text())["provenance"]["threshold_tuning"]["2048"][
+        "cascade_max_patches"] == 1
+    det = DetectorChoice(str(ckpt), size=2048).open()
+    assert det.cascade_max_patches == 1 and det.describe_cascade() == "512 first, margin 64 px, at most 1 patch"

@@ -62,7 +62,7 @@ def dataset_set(path, split: str = "test", limit: Optional[int] = None):
 
 
 def open_rows(model: str, sizes: Sequence[int], backend: str, device: str, cascade: str = "auto",
-              margin: Optional[int] = None) -> List[Dict[str, Any]]:
+              margin: Optional[int] = None, max_patches: Optional[int] = None) -> List[Dict[str, Any]]:
     """The rows (name, size, Detector, note): 512, then per larger S full and cascade."""
     from ...runtime import open_detector
 
@@ -71,19 +71,21 @@ def open_rows(model: str, sizes: Sequence[int], backend: str, device: str, casca
     wanted = parse_cascade(cascade)
     for size in sorted(s for s in sizes if int(s) > 512):
         full = open_detector(model, backend=backend, device=device, size=size, cascade=0)
-        cas = open_detector(model, backend=backend, device=device, size=size, cascade=wanted, cascade_margin=margin)
+        cas = open_detector(model, backend=backend, device=device, size=size, cascade=wanted, cascade_margin=margin,
+                            cascade_max_patches=max_patches)
         note = ""
         if not cas.cascade_size:
             note = f"the checkpoint has no cascade for S = {size} ({cascade}): {DEFAULT_COARSE_SIZE} first"
             cas = open_detector(model, backend=backend, device=device, size=size, cascade=DEFAULT_COARSE_SIZE,
-                                cascade_margin=margin)
+                                cascade_margin=margin, cascade_max_patches=max_patches)
         rows.append({"name": f"{size} full", "size": size, "detector": full, "note": ""})
         rows.append({"name": f"{size} cascade", "size": size, "detector": cas, "note": note})
     return rows
 
 
 def bench_cascade(model: str, sizes: Sequence[int], backend: str = "auto", device: str = "auto",
-                  cascade: str = "auto", margin: Optional[int] = None, data: Sequence[str] = (),
+                  cascade: str = "auto", margin: Optional[int] = None, max_patches: Optional[int] = None,
+                  data: Sequence[str] = (),
                   split: str = "test", limit: Optional[int] = None, synthetic_frames: int = 8, seed: int = 0,
                   warmup: int = 1, progress: bool = False) -> Dict[str, Any]:
     """The ``cascade`` section of the report (see the module docstring)."""
@@ -92,7 +94,7 @@ def bench_cascade(model: str, sizes: Sequence[int], backend: str = "auto", devic
     from ...core.metrics import MaskGrid, MetricAccumulator
 
     sets = [dataset_set(d, split, limit) for d in data] if data else [synthetic_set(synthetic_frames, 300 + seed)]
-    rows = open_rows(model, sizes, backend, device, cascade, margin)
+    rows = open_rows(model, sizes, backend, device, cascade, margin, max_patches)
     for row in rows:  # warm-up: lazy initialisation is no runtime
         for _ in range(max(0, int(warmup))):
             row["detector"].detect(sets[0][1][0][1])
@@ -120,7 +122,7 @@ def bench_cascade(model: str, sizes: Sequence[int], backend: str = "auto", devic
         for row in rows:
             out_rows.append(_row(row, name, records[(row["name"], name)]))
     section = {"model": model, "backend": rows[0]["detector"].backend.describe(), "sizes": sorted(set(sizes)),
-               "cascade": cascade, "margin": margin, "datasets": [n for n, _ in sets],
+               "cascade": cascade, "margin": margin, "max_patches": max_patches, "datasets": [n for n, _ in sets],
                "data": [str(Path(d).resolve()) for d in data], "split": split if data else None,
                "rows": out_rows, "measured": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     section["targets"] = cascade_targets(section)
@@ -140,6 +142,7 @@ def _row(row: Dict[str, Any], dataset: str, rec: Dict[str, Any]) -> Dict[str, An
     return {
         "dataset": dataset, "row": row["name"], "size": row["size"], "note": row["note"],
         "cascade": det.describe_cascade(), "cascade_size": det.cascade_size, "cascade_margin": det.cascade_margin,
+        "cascade_max_patches": det.cascade_max_patches,
         "backend": det.backend.name, "frames": len(frames),
         "accuracy": summary["accuracy"], "false_alarm_rate": summary["false_alarm_rate"],
         "false_alarms": summary["false_alarms"], "empty_frames": summary["empty_frames"],
@@ -153,6 +156,7 @@ def _row(row: Dict[str, Any], dataset: str, rec: Dict[str, Any]) -> Dict[str, An
         "post_median_ms": 1e3 * statistics.median(t["post"] for t, _, _, _ in frames),
         "patches_mean": statistics.fmean(n for _, n, _, _ in frames),
         "stopped_share": (sum(c == "stopped" for c in cascaded) / len(cascaded)) if cascaded else None,
+        "capped_share": (sum(c == "capped" for c in cascaded) / len(cascaded)) if cascaded else None,
     }
 
 

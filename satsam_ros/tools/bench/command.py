@@ -32,6 +32,7 @@ def cmd_bench(args) -> int:
     flags += [f"--node-cascade {args.node_cascade}"] if args.node_cascade and not args.no_node else []
     flags += ["--no-cascade"] if args.no_cascade else [f"--cascade {args.cascade}"]
     flags += [f"--cascade-margin {args.cascade_margin}"] if args.cascade_margin is not None else []
+    flags += [f"--cascade-max-patches {args.cascade_max_patches}"] if args.cascade_max_patches is not None else []
     flags += [f"--cascade-data {' '.join(args.cascade_data)} --cascade-split {args.cascade_split}"] \
         if args.cascade_data else [f"--cascade-frames {args.cascade_frames}"]
     flags += [f"--cascade-limit {args.cascade_limit}"] if args.cascade_limit else []
@@ -44,7 +45,8 @@ def cmd_bench(args) -> int:
                    command="satsam bench " + " ".join(flags), node=not args.no_node,
                    node_rates=args.node_rates, node_frames=args.node_frames, node_size=args.node_size,
                    node_cascade=args.node_cascade, cascade_section=not args.no_cascade, cascade=args.cascade,
-                   cascade_margin=args.cascade_margin, cascade_data=args.cascade_data or (),
+                   cascade_margin=args.cascade_margin, cascade_max_patches=args.cascade_max_patches,
+                   cascade_data=args.cascade_data or (),
                    cascade_split=args.cascade_split, cascade_limit=args.cascade_limit,
                    cascade_frames=args.cascade_frames)
     out = Path(args.out)
@@ -175,6 +177,9 @@ def add_bench_commands(sub) -> None:
                    help="the cascade rows' setting (auto: the checkpoint's for each S, else 512 first)")
     p.add_argument("--cascade-margin", type=int, default=None, metavar="PIXELS",
                    help="the cascade rows' margin (default: the checkpoint's, else 32)")
+    p.add_argument("--cascade-max-patches", type=int, default=None, metavar="N",
+                   help="the most S patches a cascaded frame runs, strongest coarse proposals first, in the cascade "
+                        "rows and the live node (0: no cap; default: the checkpoint's, else 0)")
     p.add_argument("--cascade-data", nargs="+", default=None, metavar="DIR",
                    help="COCO datasets (e.g. satsam-train synth style a and style b) whose --cascade-split the "
                         "cascade section times and scores (accuracy, false alarms); default: synthetic frames")

@@ -75,6 +75,7 @@ class NodeBenchOptions:
     startup_timeout: float = 180.0
     node_params: Dict[str, str] = field(default_factory=dict)
     cascade: Optional[str] = None  # the node's `cascade` parameter (None: its default, auto)
+    cascade_max_patches: Optional[int] = None  # the node's `cascade_max_patches` (None: its default, the checkpoint's)
     reference: Optional[str] = None  # a second model run lock-step right after each lock-step run of ``model``
 
     def validate(self) -> NodeBenchOptions:
@@ -88,6 +89,8 @@ class NodeBenchOptions:
             raise ValueError(f"baseline frames must be >= 1; got {self.baseline_frames}")
         if int(self.warmup) < 0:
             raise ValueError(f"node warm-up must be >= 0 frames; got {self.warmup}")
+        if self.cascade_max_patches is not None and int(self.cascade_max_patches) < 0:
+            raise ValueError(f"cascade max patches must be >= 0 (0 = no cap); got {self.cascade_max_patches}")
         if self.reference and "step" not in self.rates:
             raise ValueError(f"node reference model {self.reference!r}: its capacity is the lock-step rate; "
                              "add 'step' to the node rates")
@@ -99,7 +102,8 @@ def rate_name(rate: Union[float, str]) -> str:
 
 
 def detector_baseline(model: str, size: int, backend: Optional[str], device: Optional[str], frames: int,
-                      seed: int, cascade: Optional[str] = None) -> Dict[str, Any]:
+                      seed: int, cascade: Optional[str] = None,
+                      cascade_max_patches: Optional[int] = None) -> Dict[str, Any]:
     """In-process Detector latency on the benchmark's frames (same model, size, backend, cascade)."""
     from ...core.detector import parse_cascade
     from ...core.stats import summary_ms
@@ -107,7 +111,7 @@ def detector_baseline(model: str, size: int, backend: Optional[str], device: Opt
     from ...runtime import DEFAULT_BACKEND, DEFAULT_DEVICE, open_detector
 
     det = open_detector(model, backend=backend or DEFAULT_BACKEND, device=device or DEFAULT_DEVICE, size=size,
-                        cascade=parse_cascade(cascade))
+                        cascade=parse_cascade(cascade), cascade_max_patches=cascade_max_patches)
     images = [synthetic_frame(seed + i)[0] for i in range(int(frames))]
     det.detect(images[0])  # warm-up
     det.detect(images[-1])
@@ -166,7 +170,10 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
     started = time.time()
     say(f"node bench: in-process baseline ({model}, S={opts.size}, {opts.baseline_frames} frames)")
     baseline = detector_baseline(model, opts.size, opts.backend, opts.device, opts.baseline_frames, opts.seed,
-                                 opts.cascade)
+                                 opts.cascade, opts.cascade_max_patches)
+    node_params = dict(opts.node_params)
+    if opts.cascade_max_patches is not None:
+        node_params["cascade_max_patches"] = str(int(opts.cascade_max_patches))
     runs: List[Dict[str, Any]] = []
     reference_runs: List[Dict[str, Any]] = []
     for rate in opts.rates:
@@ -180,7 +187,7 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
         say(f"node bench: {opts.frames} frames at {rate_name(rate)} through {exe}")
         summary = run_bag_eval(bag, work / rate_name(rate), model=model, size=opts.size, backend=opts.backend,
                                device=opts.device, rate=1.0 if rate != "step" else "step", warmup=int(opts.warmup),
-                               startup_timeout=opts.startup_timeout, node_params=dict(opts.node_params),
+                               startup_timeout=opts.startup_timeout, node_params=dict(node_params),
                                cascade=opts.cascade,
                                node_exe=str(exe), progress=progress, examples=0)
         runs.append(_run_summary(rate, summary))
@@ -188,7 +195,7 @@ def bench_node(opts: NodeBenchOptions, work: Path, progress: bool = False,
             say(f"node bench: reference {opts.reference}, {opts.frames} frames lock-step through {exe}")
             summary = run_bag_eval(bag, work / f"reference-{rate_name(rate)}", model=opts.reference, size=opts.size,
                                    backend=opts.backend, device=opts.device, rate="step", warmup=int(opts.warmup),
-                                   startup_timeout=opts.startup_timeout, node_params=dict(opts.node_params),
+                                   startup_timeout=opts.startup_timeout, node_params=dict(node_params),
                                    cascade=opts.cascade, node_exe=str(exe), progress=progress, examples=0)
             reference_runs.append(_run_summary(rate, summary))
     report = {

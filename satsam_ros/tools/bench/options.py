@@ -42,6 +42,7 @@ class Options:
     cascade_section: bool = True  # S = 512, full tiling and the cascade at each larger S (tools/bench/cascade.py)
     cascade: str = "auto"  # the cascade rows' setting (auto: the checkpoint's, else 512 first)
     cascade_margin: Optional[int] = None  # input pixels (None: the checkpoint's, else 32)
+    cascade_max_patches: Optional[int] = None  # cascade rows and node: most S patches a frame runs (None: checkpoint's)
     cascade_data: Sequence[str] = ()  # COCO datasets whose split is timed and scored (none: synthetic frames)
     cascade_split: str = "test"
     cascade_limit: Optional[int] = None  # frames per dataset (None: all)
@@ -70,6 +71,8 @@ class Options:
             parse_cascade(self.node_cascade)
         if self.cascade_margin is not None and int(self.cascade_margin) < 0:
             raise ValueError(f"cascade margin must be >= 0 pixels; got {self.cascade_margin}")
+        if self.cascade_max_patches is not None and int(self.cascade_max_patches) < 0:
+            raise ValueError(f"cascade max patches must be >= 0 (0 = no cap); got {self.cascade_max_patches}")
         if int(self.cascade_frames) < 1 or (self.cascade_limit is not None and int(self.cascade_limit) < 1):
             raise ValueError("cascade frames and the cascade limit must be >= 1")
         if self.node:
@@ -81,4 +84,4 @@ class Options:
 
         return NodeBenchOptions(rates=self.node_rates, frames=int(self.node_frames), size=int(self.node_size),
                                 device=None if self.device == "auto" else self.device,
-                                cascade=self.node_cascade)
+                                cascade=self.node_cascade, cascade_max_patches=self.cascade_max_patches)

@@ -399,7 +399,8 @@ def _cascade_section(run: _Run) -> None:
     try:
         run.report["cascade"] = bench_cascade(
             run.shipped, opts.sizes, backend=backend, device=run.device, cascade=opts.cascade,
-            margin=opts.cascade_margin, data=opts.cascade_data, split=opts.cascade_split, limit=opts.cascade_limit,
+            margin=opts.cascade_margin, max_patches=opts.cascade_max_patches, data=opts.cascade_data,
+            split=opts.cascade_split, limit=opts.cascade_limit,
             synthetic_frames=opts.cascade_frames, seed=opts.seed, warmup=max(1, int(opts.warmup)),
             progress=run.progress)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
