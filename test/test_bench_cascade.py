@@ -89,7 +89,8 @@ def test_bag_eval_and_the_node_bench_pass_the_cascade_as_the_node_parameter():
 def test_the_patch_cap_reaches_the_cascade_rows_the_baseline_and_the_node(monkeypatch, tmp_path):
     """--cascade-max-patches: the cascade rows' Detectors, the node bench's in-process
     baseline and the live node's parameter (the bag pieces stand in: no node process)."""
-    from satsam_ros.tools.bag import evaluate as bag_evaluate, launch, make
+    from satsam_ros.tools.bag import evaluate as bag_evaluate
+    from satsam_ros.tools.bag import launch, make
     from satsam_ros.tools.bench import node as node_mod
     from satsam_ros.tools.bench.options import Options
 
