@@ -121,6 +121,23 @@ def test_node_mode_alone_writes_its_report(tmp_path, capsys):
     assert not (tmp_path / "bench.json").exists()  # only the node section ran
 
 
+def test_node_mode_alone_passes_the_cascade_patch_cap_to_the_node(tmp_path, monkeypatch):
+    from satsam_ros.tools.bench import node as node_mod
+
+    class Seen(Exception):
+        pass
+
+    def fake(opts, work, **kw):
+        raise Seen(opts)
+
+    monkeypatch.setattr(node_mod, "bench_node", fake)
+    with pytest.raises(Seen) as seen:
+        main(["bench", "--node", "--models", "tiny", "--node-rates", "step", "--node-size", "2048",
+              "--cascade-max-patches", "8", "--out", str(tmp_path), "--no-progress"])
+    opts = seen.value.args[0]
+    assert (opts.size, opts.cascade_max_patches, opts.model) == (2048, 8, "tiny")
+
+
 def test_node_reference_runs_lock_step_on_the_same_bag_and_reports_the_capacity_ratio(tmp_path, capsys):
     # issue 21: the shipped model's lock-step capacity against today's, in the same run
     assert main(["bench", "--node", "--models", "tiny", "--node-reference", "tiny-sam2", "--node-rates", "step",

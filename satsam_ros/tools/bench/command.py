@@ -94,7 +94,8 @@ def _bench_node_only(args) -> int:
                                 model=None if args.models[0] == "shipped" else args.models[0],
                                 backend=args.backends[0] if args.backends else None,
                                 device=None if args.device == "auto" else args.device, seed=1000 + args.seed,
-                                cascade=args.node_cascade, reference=args.node_reference)
+                                cascade=args.node_cascade, cascade_max_patches=args.cascade_max_patches,
+                                reference=args.node_reference)
         opts.validate()
         out.mkdir(parents=True, exist_ok=True)
         node = bench_node(opts, out / "node", progress=not args.no_progress,
@@ -104,7 +105,10 @@ def _bench_node_only(args) -> int:
     node["command"] = (f"satsam bench --node --node-rates {' '.join(args.node_rates)} --node-frames "
                        f"{args.node_frames} --node-size {args.node_size}" + (f" --models {opts.model}" if opts.model
                                                                              else "")
+                       + (f" --backends {opts.backend}" if opts.backend else "")
                        + (f" --node-cascade {args.node_cascade}" if args.node_cascade else "")
+                       + (f" --cascade-max-patches {args.cascade_max_patches}"
+                          if args.cascade_max_patches is not None else "")
                        + (f" --node-reference {args.node_reference}" if args.node_reference else ""))
     (out / "node-bench.json").write_text(json.dumps(node, indent=2) + "\n")
     (out / "node-bench.md").write_text("\n".join(node_markdown(node)) + "\n")
