@@ -61,6 +61,24 @@ def test_shipped_model_card_matches_its_checkpoint():
     assert (BUILTIN_DIR / "model.safetensors").stat().st_size < 10 * 2**20  # small enough to commit
 
 
+def test_shipped_model_provenance_names_paths_relative_to_the_repository():
+    """No absolute path of the training machine: data paths read the same on every clone."""
+    def strings(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+        elif isinstance(value, str):
+            yield value
+
+    prov = json.loads((BUILTIN_DIR / "satsam.json").read_text())["provenance"]
+    absolute = [s for s in strings(prov) if s.startswith(("/", "~")) or " /" in s]
+    assert not absolute, absolute
+    assert prov["data"]["patches"] == ["runs/p512", "runs/p1024", "runs/p2048"]
+
+
 def test_shipped_model_meets_its_floor_on_a_fresh_set(fresh, tmp_path, capsys):
     style, data = fresh
     assert main(["evaluate", "builtin", "--data", str(data), "--size", "512", "--json", "--no-progress",
