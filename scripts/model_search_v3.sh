@@ -8,6 +8,9 @@
 #   scripts/model_search_v3.sh data          # training and validation data (once; skips what exists)
 #   scripts/model_search_v3.sh cost          # step cost + ONNX Runtime ms per S=512 frame, interleaved
 #   scripts/model_search_v3.sh run NAME      # train one candidate (resumable: run it again)
+#   STEPS=N scripts/model_search_v3.sh run NAME   # the same with the budget given in steps
+#                                            # (the steps an earlier cost run measured, as recorded
+#                                            # in docs/model-search.md, when cost.json is gone)
 #   scripts/model_search_v3.sh score NAME    # tune on style a val per S, evaluate on b and r val, 3 sizes
 #   scripts/model_search_v3.sh table         # the search table from the scores
 #
@@ -76,7 +79,13 @@ run() {
   local name=$1 steps epochs=5 args
   args=$(args_of "$name") || true
   [ -n "$args" ] || { echo "unknown candidate $name" >&2; exit 2; }
-  steps=$(steps_of "$name")
+  if [ -n "${STEPS:-}" ]; then
+    steps=$STEPS
+  elif [ -f "$WORK/search/cost.json" ]; then
+    steps=$(steps_of "$name")
+  else
+    echo "no $WORK/search/cost.json: run '$0 cost' first, or give the budget as STEPS=N" >&2; exit 2
+  fi
   local resume=()
   if [ -d "$WORK/search/$name/last" ]; then resume=(--resume); fi
   eval "set -- $args"
