@@ -41,3 +41,20 @@ def test_gpu_script_runs_end_to_end_with_a_tiny_budget(tmp_path):
     bench = json.loads((out / "bench.json").read_text())
     row = bench["rows"]["tiny-sam2/512/torch/fast"]  # the latency report of the bench command, for the asked model
     assert row["frames"] == 1 and row["latency_s"]["median"] > 0 and row["patches"] > 0
+
+
+def test_every_shell_script_is_committed_executable():
+    # the docs call them as `scripts/NAME.sh ...`; a 644 file answers "Permission denied"
+    listing = subprocess.run(["git", "ls-files", "-s", "scripts"], cwd=str(REPO), capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    scripts = {line.split()[-1]: line.split()[0] for line in listing if line.endswith(".sh")}
+    assert "scripts/model_search_v3.sh" in scripts and "scripts/train_gpu.sh" in scripts
+    assert {name: mode for name, mode in scripts.items() if mode != "100755"} == {}
+
+
+def test_search_run_without_a_cost_run_names_what_is_missing(tmp_path):
+    env = dict(os.environ, WORK=str(tmp_path / "work"), PY=sys.executable)
+    env.pop("STEPS", None)
+    proc = subprocess.run([str(REPO / "scripts" / "model_search_v3.sh"), "run", "v3-repvit"], env=env,
+                          cwd=str(REPO), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "cost.json" in proc.stderr and "STEPS=N" in proc.stderr, proc.stderr
