@@ -8,9 +8,10 @@
 #   scripts/model_search_v3.sh data          # training and validation data (once; skips what exists)
 #   scripts/model_search_v3.sh cost          # step cost + ONNX Runtime ms per S=512 frame, interleaved
 #   scripts/model_search_v3.sh run NAME      # train one candidate (resumable: run it again)
-#   STEPS=N scripts/model_search_v3.sh run NAME   # the same with the budget given in steps
-#                                            # (the steps an earlier cost run measured, as recorded
-#                                            # in docs/model-search.md, when cost.json is gone)
+#   BUDGET_STEPS=N scripts/model_search_v3.sh run NAME   # the same with the budget given in
+#                                            # steps (what an earlier cost run measured, as recorded
+#                                            # in docs/model-search.md, when cost.json is gone; not
+#                                            # STEPS, which scripts/train_v3.sh uses for its long run)
 #   scripts/model_search_v3.sh score NAME    # tune on style a val per S, evaluate on b and r val, 3 sizes
 #   scripts/model_search_v3.sh table         # the search table from the scores
 #
@@ -79,12 +80,12 @@ run() {
   local name=$1 steps epochs=5 args
   args=$(args_of "$name") || true
   [ -n "$args" ] || { echo "unknown candidate $name" >&2; exit 2; }
-  if [ -n "${STEPS:-}" ]; then
-    steps=$STEPS
+  if [ -n "${BUDGET_STEPS:-}" ]; then
+    steps=$BUDGET_STEPS
   elif [ -f "$WORK/search/cost.json" ]; then
     steps=$(steps_of "$name")
   else
-    echo "no $WORK/search/cost.json: run '$0 cost' first, or give the budget as STEPS=N" >&2; exit 2
+    echo "no $WORK/search/cost.json: run '$0 cost' first, or give the budget as BUDGET_STEPS=N" >&2; exit 2
   fi
   local resume=()
   if [ -d "$WORK/search/$name/last" ]; then resume=(--resume); fi

@@ -22,6 +22,9 @@
 # Every stage skips what is already there; a fit continues from its last epoch. Run from
 # the repository root after `make setup`. WORK (default runs/v3) holds the data and runs;
 # SHIP=1 copies the long run's model (FINAL: long, or long2 with LONG2_STEPS) into satsam_ros/models/builtin.
+# Without the search's cost.json (a new host), give the winner's search budget as BUDGET_STEPS
+# (docs/model-search.md, "Candidates and their cost"), e.g.
+#   BUDGET_STEPS=2375 WINNER=v3-sam2-nopresence STEPS=6000 EPOCHS=6 scripts/train_v3.sh
 set -euo pipefail
 WORK=${WORK:-runs/v3}
 PY=${PY:-.venv/bin/python}
@@ -64,7 +67,11 @@ mine 512 1200 41
 mine 1024 500 42
 mine 2048 200 43
 
-# 4. the long run: from the winner, random + mined patches, two threads, alone on the cores
+# 4. the long run: from the winner, random + mined patches, two threads, alone on the cores,
+# with the winner's presence weight (fit's default is 1 for a model with the head, and
+# v3-sam2-nopresence trained without it)
+PRESENCE_WEIGHT=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['provenance']['presence_weight'])" \
+  "$WORK/search/$WINNER/model/satsam.json")
 long_fit() {  # OUT BASE STEPS EPOCHS LR SEED
   local out=$1 base=$2 steps=$3 epochs=$4 lr=$5 seed=$6 resume=()
   if [ -d "$out/last" ]; then resume=(--resume); fi
@@ -73,7 +80,7 @@ long_fit() {  # OUT BASE STEPS EPOCHS LR SEED
     --out "$out" --base "$base" --train all --epochs "$epochs" \
     --steps-per-epoch $((steps / epochs)) --batch-size 8 --lr "$lr" --optimizer adamw --weight-decay 0.01 \
     --warmup-steps 300 --schedule cosine --clip-grad 1.0 --augment --seed "$seed" --select val_loss --threads 2 \
-    --no-progress "${resume[@]}"
+    --presence-weight "$PRESENCE_WEIGHT" --no-progress "${resume[@]}"
 }
 long_fit "$WORK/long" "$WORK/search/$WINNER/model" "$STEPS" "$EPOCHS" 3e-4 8
 FINAL=${FINAL:-long}

@@ -54,7 +54,8 @@ def test_every_shell_script_is_committed_executable():
 
 def test_search_run_without_a_cost_run_names_what_is_missing(tmp_path):
     env = dict(os.environ, WORK=str(tmp_path / "work"), PY=sys.executable)
-    env.pop("STEPS", None)
+    env.update(STEPS="5000")  # train_v3.sh's long-run length, inherited: not the search budget
+    env.pop("BUDGET_STEPS", None)
     proc = subprocess.run([str(REPO / "scripts" / "model_search_v3.sh"), "run", "v3-repvit"], env=env,
                           cwd=str(REPO), capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "cost.json" in proc.stderr and "STEPS=N" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "cost.json" in proc.stderr and "BUDGET_STEPS=N" in proc.stderr, proc.stderr
