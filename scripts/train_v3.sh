@@ -8,7 +8,8 @@
 #   3. hard examples: the tuned winner on fresh style a training frames, half of them on
 #      real Earth backgrounds (seeds 41 / 42 / 43, one set per S), the patches it gets
 #      wrong (`satsam-train mine`: false pixels on clouds, coasts, glints, the limb, and
-#      missed satellite pixels);
+#      missed satellite pixels); MINE=0 skips this and the long run takes the random
+#      patches only;
 #   4. the long run: the winner trained on for STEPS more steps (two threads, nothing else
 #      on the cores; resumable) on the search's random patches plus the mined ones; with
 #      LONG2_STEPS > 0 a second leg follows (long2: a fresh cosine schedule of LONG2_STEPS
@@ -63,9 +64,13 @@ mine() {  # S FRAMES SEED
     $T mine "$WORK/search/$WINNER/model" --data "$WORK/m$S" --size "$S" --out "$WORK/hard$S" --no-progress
   fi
 }
-mine 512 1200 41
-mine 1024 500 42
-mine 2048 200 43
+HARD=()  # the mined patches directories the long run adds (MINE=0: none, the random patches only)
+if [ "${MINE:-1}" = 1 ]; then
+  mine 512 1200 41
+  mine 1024 500 42
+  mine 2048 200 43
+  HARD=("$WORK/hard512" "$WORK/hard1024" "$WORK/hard2048")
+fi
 
 # 4. the long run: from the winner, random + mined patches, two threads, alone on the cores,
 # with the winner's presence weight (fit's default is 1 for a model with the head, and
@@ -76,7 +81,7 @@ long_fit() {  # OUT BASE STEPS EPOCHS LR SEED
   local out=$1 base=$2 steps=$3 epochs=$4 lr=$5 seed=$6 resume=()
   if [ -d "$out/last" ]; then resume=(--resume); fi
   [ -f "$out/fit.json" ] || $T fit --patches "$WORK/p512" "$WORK/p1024" "$WORK/p2048" \
-    "$WORK/hard512" "$WORK/hard1024" "$WORK/hard2048" --val "$WORK/pv512" "$WORK/pv1024" "$WORK/pv2048" \
+    "${HARD[@]}" --val "$WORK/pv512" "$WORK/pv1024" "$WORK/pv2048" \
     --out "$out" --base "$base" --train all --epochs "$epochs" \
     --steps-per-epoch $((steps / epochs)) --batch-size 8 --lr "$lr" --optimizer adamw --weight-decay 0.01 \
     --warmup-steps 300 --schedule cosine --clip-grad 1.0 --augment --seed "$seed" --select val_loss --threads 2 \
