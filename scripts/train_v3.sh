@@ -22,7 +22,8 @@
 #
 # Every stage skips what is already there; a fit continues from its last epoch. Run from
 # the repository root after `make setup`. WORK (default runs/v3) holds the data and runs;
-# SHIP=1 copies the long run's model (FINAL: long, or long2 with LONG2_STEPS) into satsam_ros/models/builtin.
+# SHIP=1 copies the long run's model (FINAL: long, or long2 with LONG2_STEPS) into satsam_ros/models/builtin,
+# with its curves, examples and the error budget figure of the nine test runs (MODEL.md stays).
 # Without the search's cost.json (a new host), give the winner's search budget as BUDGET_STEPS
 # (docs/model-search.md, "Candidates and their cost"), e.g.
 #   BUDGET_STEPS=2375 WINNER=v3-sam2-nopresence STEPS=6000 EPOCHS=6 scripts/train_v3.sh
@@ -114,6 +115,14 @@ if [ "${SHIP:-0}" = 1 ]; then  # the checkpoint, its curves and the examples fig
   rm -rf "$NEW" && mkdir -p "$NEW"
   cp "$WORK/$FINAL/model/"{config.json,model.safetensors,satsam.json} "$WORK/$FINAL/"{curves.png,train_log.csv} "$NEW/"
   for G in a b r; do cp "$WORK/$FINAL/$G-test-512/examples.png" "$NEW/examples-$G.png"; done
+  # the error budget of the nine test runs, one row per generator (the card's figure)
+  $PY -c 'import json, sys
+from satsam_ros.figures import plot_error_budgets
+run, out = sys.argv[1:3]
+panels = [(f"style {g}, S = {s}", json.load(open(f"{run}/{g}-test-{s}.json"))["error_budget"])
+          for g in "abr" for s in (512, 1024, 2048)]
+plot_error_budgets(panels, out, columns=3, title="error budget on the test frames (a 999, b 777, r 555)")' \
+    "$WORK/$FINAL" "$NEW/error-budget.png"
   if [ -f satsam_ros/models/builtin/MODEL.md ]; then cp satsam_ros/models/builtin/MODEL.md "$NEW/"; fi
   rm -rf satsam_ros/models/builtin && mv "$NEW" satsam_ros/models/builtin
 fi
