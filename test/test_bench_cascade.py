@@ -2,6 +2,8 @@
 
 import pytest
 
+from satsam_ros.core.meta import SatsamMeta
+from satsam_ros.model import BUILTIN_DIR
 from satsam_ros.tools.bench import cascade as bench_cascade_mod
 from satsam_ros.tools.bench.node import node_target
 from satsam_ros.tools.bench.report import to_markdown
@@ -97,7 +99,7 @@ def test_the_patch_cap_reaches_the_cascade_rows_the_baseline_and_the_node(monkey
     rows = bench_cascade_mod.open_rows("builtin", [512, 2048], "torch", "cpu", "on", 0, 6)
     caps = {r["name"]: r["detector"].cascade_max_patches for r in rows}
     assert caps == {"512": 0, "2048 full": 0, "2048 cascade": 6}
-    assert rows[-1]["detector"].describe_cascade() == "512 first, margin 0 px, at most 6 patches"
+    assert rows[-1]["detector"].describe_cascade() == "512 first, margin 0 px, at most 6 patches"  # as asked
     opts = Options(cascade_max_patches=6, node_rates=["step"], node_frames=2, node_size=2048).validate()
     assert opts.node_options().cascade_max_patches == 6
     with pytest.raises(ValueError, match="cascade max patches must be >= 0"):
@@ -117,5 +119,6 @@ def test_the_patch_cap_reaches_the_cascade_rows_the_baseline_and_the_node(monkey
                                                            backend="torch", device="cpu", baseline_frames=1,
                                                            cascade="on", cascade_max_patches=6), tmp_path)
     assert sent == [{"cascade_max_patches": "6"}]
-    assert report["baseline"]["cascade"] == "512 first, margin 0 px, at most 6 patches"  # builtin: margin 0
+    margin = SatsamMeta.read(BUILTIN_DIR).postprocess["2048"]["cascade_margin"]  # the checkpoint's own margin
+    assert report["baseline"]["cascade"] == f"512 first, margin {margin} px, at most 6 patches"
     assert report["options"]["cascade_max_patches"] == 6
