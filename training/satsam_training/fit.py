@@ -55,7 +55,7 @@ from .fit_config import (  # noqa: F401 (FitConfig, FitError, FitResult: this mo
 )
 from .patch_data import EpochPermutation, PatchDataset, StreamPermutation
 from .train_state import check_resume, load_training_state, rng_states, save_training_state, set_rng_states
-from .validation import auto_select, patch_loss, score, validate_frames, validate_patches
+from .validation import auto_select, distill_loss, patch_loss, score, validate_frames, validate_patches
 
 Say = Callable[[str], None]
 
@@ -303,6 +303,27 @@ class Trainer:
         )
         self.loss_fn = make_loss(cfg.loss)
         self.raw = self.accelerator.unwrap_model(self.module)
+        self.teacher = self._teacher()
+
+    def _teacher(self):
+        """With --teacher: its patch module (eval mode, frozen, on the training device), else None."""
+        cfg = self.cfg
+        if not cfg.teacher:
+            return None
+        from satsam_ros.model import encoder_input_size, load_model, make_patch_module
+
+        try:
+            model, meta = load_model(cfg.teacher, device="cpu")
+        except (OSError, ValueError) as exc:
+            raise FitError(f"fit: --teacher {cfg.teacher!r}: {exc}") from exc
+        e = encoder_input_size(model)
+        if e != self.encoder_size:
+            raise FitError(f"fit: --teacher {cfg.teacher!r} takes encoder input E = {e}, the model trained "
+                           f"E = {self.encoder_size}: distil between models of the same E")
+        model.eval().requires_grad_(False)
+        module = make_patch_module(model, meta.prompt_policy).to(self.accelerator.device)
+        self.say(f"fit: distilling from {cfg.teacher} (weight {cfg.distill_weight:g})")
+        return module.eval()
 
     def _restore_progress(self) -> None:
         """Where training stands: from the saved state, or at the start."""
@@ -379,7 +400,15 @@ class Trainer:
     def _step(self, x, y) -> float:
         """One optimizer step on a batch; the loss averaged over processes."""
         cfg, acc = self.cfg, self.accelerator
-        loss, _mask_loss, _bce = patch_loss(self.module(x), y, self.loss_fn, self.presence_weight)
+        out = self.module(x)
+        loss, _mask_loss, _bce = patch_loss(out, y, self.loss_fn, self.presence_weight)
+        if self.teacher is not None and self.cfg.distill_weight:
+            import torch
+
+            with torch.no_grad():
+                teacher_logits = self.teacher(x)
+            logits = out[0] if isinstance(out, tuple) else out
+            loss = loss + float(self.cfg.distill_weight) * distill_loss(logits, teacher_logits, y.shape[-1])
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
         if cfg.clip_grad > 0:
@@ -478,6 +507,8 @@ class Trainer:
             "base_config": cfg.base_config,
             "train": cfg.train,
             "presence_weight": self.presence_weight,
+            "teacher": ({"model": report.repo_path(cfg.teacher) if cfg.teacher != "builtin" else "builtin",
+                         "weight": cfg.distill_weight} if cfg.teacher else None),
             "data": {
                 "patches": [report.repo_path(d) for d in cfg.patches],
                 "patches_source": [ix.get("source") for ix in train_set.indexes],

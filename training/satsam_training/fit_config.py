@@ -68,6 +68,10 @@ class FitConfig:
     # weight of the BCE on the decoder's object-score logit (positive: any satellite pixel in the
     # patch); None: 1.0 for a model with a presence head (SAM 2, EdgeTAM), 0 for SAM; 0 = off
     presence_weight: Optional[float] = None
+    # knowledge distillation: a trained checkpoint (dir or builtin) whose mask probabilities on the same
+    # (augmented) patches the model also learns, weight distill_weight x soft BCE, beside the labels' loss
+    teacher: Optional[str] = None
+    distill_weight: float = 1.0
     augment: bool = False
     seed: int = 0
     threshold: Optional[float] = None  # threshold for validation metrics and the saved meta
@@ -122,6 +126,8 @@ class FitConfig:
             (cfg.lr > 0, f"--lr must be > 0; got {cfg.lr}"),
             (cfg.presence_weight is None or cfg.presence_weight >= 0,
              f"--presence-weight must be >= 0; got {cfg.presence_weight}"),
+            (cfg.distill_weight >= 0, f"--distill-weight must be >= 0; got {cfg.distill_weight}"),
+            (cfg.teacher is None or cfg.teacher != "", "--teacher needs a checkpoint directory or builtin"),
             (cfg.weight_decay >= 0, f"--weight-decay must be >= 0; got {cfg.weight_decay}"),
             (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {cfg.warmup_steps}"),
             (cfg.clip_grad >= 0, f"--clip-grad must be >= 0; got {cfg.clip_grad}"),

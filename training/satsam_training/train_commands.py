@@ -73,6 +73,12 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
                    help="weight of the BCE on the decoder's object score (a satellite in the patch or not), "
                         "added to the mask loss on every patch (default 1 for SAM 2 and EdgeTAM, which have "
                         "the head; 0 = off)")
+    g.add_argument("--teacher", default=None, metavar="DIR",
+                   help="distil: a trained checkpoint (directory or builtin) whose mask probabilities on the same "
+                        "augmented patches this model also learns (soft BCE), beside the labels' loss; same "
+                        "encoder input E as the model trained")
+    g.add_argument("--distill-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the distillation term with --teacher (default 1)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the model for training (a one-off compile of minutes; faster steps)")
     g.add_argument("--augment", action="store_true", help="random flips / 90-degree rotations / brightness gain")
@@ -104,7 +110,7 @@ def _fit_config(args, patches, val=None, val_frames=None, out: str = ""):
         lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup_steps,
         clip_grad=args.clip_grad, loss_resolution=args.loss_resolution, loss=args.loss, compile=args.compile,
-        presence_weight=args.presence_weight,
+        presence_weight=args.presence_weight, teacher=args.teacher, distill_weight=args.distill_weight,
         augment=args.augment, seed=args.seed,
         threshold=args.threshold, select=args.select, mixed_precision=args.mixed_precision, cpu=args.cpu,
         workers=args.workers, threads=args.threads, resume=getattr(args, "resume", False),

@@ -3,6 +3,7 @@ back, and checked against the settings of the run that continues it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -20,6 +21,7 @@ STATE_FORMAT = 1
 RESUME_LOCKED = (
     "patches", "base", "base_config", "encoder_size", "train", "batch_size", "lr", "optimizer",
     "weight_decay", "schedule", "warmup_steps", "seed", "loss_resolution", "augment", "steps_per_epoch", "loss",
+    "teacher", "distill_weight",
 )
 
 
@@ -81,7 +83,10 @@ def load_training_state(directory: Path) -> Dict[str, Any]:
 
 
 def check_resume(saved: Dict[str, Any], cfg: FitConfig, processes: int) -> None:
-    config = saved["config"]
+    # a setting added after the run was saved has its default there (a run saved before
+    # --teacher existed trained without one)
+    config = {**{f.name: f.default for f in dataclasses.fields(FitConfig) if f.name in RESUME_LOCKED
+                 and f.default is not dataclasses.MISSING}, **saved["config"]}
     diffs = [
         f"{key}: saved {config.get(key)!r}, now {getattr(cfg, key)!r}"
         for key in RESUME_LOCKED

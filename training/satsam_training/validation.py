@@ -48,6 +48,18 @@ def patch_loss(out, y, loss_fn, presence_weight: float = 0.0):
     return mask_loss + float(presence_weight) * bce, mask_loss, bce
 
 
+def distill_loss(student_logits, teacher_logits, target_size: int):
+    """Soft BCE of the student's mask logits against the teacher's probabilities, both
+    upsampled to the loss's T x T as :func:`logits_for_loss` does (their mask grids may
+    differ), averaged over every pixel of the batch."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        target = torch.sigmoid(logits_for_loss(teacher_logits, target_size))
+    return F.binary_cross_entropy_with_logits(logits_for_loss(student_logits, target_size), target)
+
+
 def ranking_auc(scores, labels) -> float:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half);
     None when one class is absent."""
