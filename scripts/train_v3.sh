@@ -24,6 +24,10 @@
 # the repository root after `make setup`. WORK (default runs/v3) holds the data and runs;
 # SHIP=1 copies the long run's model (FINAL: long, or long2 with LONG2_STEPS) into satsam_ros/models/builtin,
 # with its curves, examples and the error budget figure of the nine test runs (MODEL.md stays).
+# TEACHER=DIR|builtin makes the long run a distillation (fit --teacher; DISTILL_WEIGHT, default 1),
+# LONG=NAME its directory (default long), e.g. a student of builtin in the node's cost class:
+#   BUDGET_STEPS=2426 WINNER=v3-repvit LONG=student TEACHER=builtin STEPS=6000 EPOCHS=6 scripts/train_v3.sh
+# DRY=1 prints the commands instead (each as `satsam-train ...`; stages already done are skipped).
 # Without the search's cost.json (a new host), give the winner's search budget as BUDGET_STEPS
 # (docs/model-search.md, "Candidates and their cost"), e.g.
 #   BUDGET_STEPS=2375 WINNER=v3-sam2-nopresence STEPS=6000 EPOCHS=6 scripts/train_v3.sh
@@ -31,15 +35,25 @@ set -euo pipefail
 WORK=${WORK:-runs/v3}
 PY=${PY:-.venv/bin/python}
 T="$PY -m satsam_training.cli"
+SEARCH="bash scripts/model_search_v3.sh"
+if [ "${DRY:-0}" = 1 ]; then  # print every command instead of running it (the test of its arguments)
+  T="echo satsam-train"
+  SEARCH="echo scripts/model_search_v3.sh"
+fi
 WINNER=${WINNER:-v3-repvit}
 STEPS=${STEPS:-8000}
 EPOCHS=${EPOCHS:-10}
 export OMP_WAIT_POLICY=PASSIVE WORK PY
 
 # 1. data and the winner's search run
-bash scripts/model_search_v3.sh data
-[ -f "$WORK/search/$WINNER/fit.json" ] || bash scripts/model_search_v3.sh run "$WINNER"
+$SEARCH data
+[ -f "$WORK/search/$WINNER/fit.json" ] || $SEARCH run "$WINNER"
 
+json_out() {  # FILE CMD...: CMD's stdout into FILE (renamed into place when complete); DRY=1: printed
+  local file=$1; shift
+  if [ "${DRY:-0}" = 1 ]; then "$@"; return; fi
+  "$@" > "$file.tmp" && mv "$file.tmp" "$file"
+}
 GRID=(--min-area 0 25 50 100 200 --max-objects 0 1 --min-score 0 0.6 0.75 --group-gap 0 8
       --min-object-score 0 0.5 0.8 0.95)
 tune() {  # MODEL OUTDIR [extra tune-threshold args]: tune MODEL per size on style a's val frames
@@ -47,9 +61,9 @@ tune() {  # MODEL OUTDIR [extra tune-threshold args]: tune MODEL per size on sty
   for S in 512 1024 2048; do
     local extra=()
     if [ "$S" != 512 ]; then extra=(--cascade off on --cascade-margin 0 32 64); fi
-    [ -s "$out/tune-$S.json" ] || {
+    [ -s "$out/tune-$S.json" ] || json_out "$out/tune-$S.json" \
       $T tune-threshold "$model" --data "$WORK/aval" --split val --size "$S" "${GRID[@]}" "${extra[@]}" "$@" \
-        --out "$out/tune-$S" --no-progress --json > "$out/tune-$S.json.tmp" && mv "$out/tune-$S.json.tmp" "$out/tune-$S.json"; }
+        --out "$out/tune-$S" --no-progress --json
   done
 }
 
@@ -78,6 +92,8 @@ fi
 # v3-sam2-nopresence trained without it)
 PRESENCE_WEIGHT=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['provenance']['presence_weight'])" \
   "$WORK/search/$WINNER/model/satsam.json")
+TEACHER_ARGS=()  # TEACHER=DIR|builtin: the long run distils from it (fit --teacher, weight DISTILL_WEIGHT)
+if [ -n "${TEACHER:-}" ]; then TEACHER_ARGS=(--teacher "$TEACHER" --distill-weight "${DISTILL_WEIGHT:-1}"); fi
 long_fit() {  # OUT BASE STEPS EPOCHS LR SEED
   local out=$1 base=$2 steps=$3 epochs=$4 lr=$5 seed=$6 resume=()
   if [ -d "$out/last" ]; then resume=(--resume); fi
@@ -86,14 +102,15 @@ long_fit() {  # OUT BASE STEPS EPOCHS LR SEED
     --out "$out" --base "$base" --train all --epochs "$epochs" \
     --steps-per-epoch $((steps / epochs)) --batch-size 8 --lr "$lr" --optimizer adamw --weight-decay 0.01 \
     --warmup-steps 300 --schedule cosine --clip-grad 1.0 --augment --seed "$seed" --select val_loss --threads 2 \
-    --presence-weight "$PRESENCE_WEIGHT" --no-progress "${resume[@]}"
+    --presence-weight "$PRESENCE_WEIGHT" --no-progress "${TEACHER_ARGS[@]}" "${resume[@]}"
 }
-long_fit "$WORK/long" "$WORK/search/$WINNER/model" "$STEPS" "$EPOCHS" 3e-4 8
-FINAL=${FINAL:-long}
+LONG=${LONG:-long}  # the long run's directory under WORK (a second lineage, e.g. a student, takes its own)
+long_fit "$WORK/$LONG" "$WORK/search/$WINNER/model" "$STEPS" "$EPOCHS" 3e-4 8
+FINAL=${FINAL:-$LONG}
 LONG2_STEPS=${LONG2_STEPS:-0}
 if [ "$LONG2_STEPS" -gt 0 ]; then
-  long_fit "$WORK/long2" "$WORK/long/model" "$LONG2_STEPS" "${LONG2_EPOCHS:-6}" "${LR2:-2e-4}" 9
-  FINAL=long2
+  long_fit "$WORK/${LONG}2" "$WORK/$LONG/model" "$LONG2_STEPS" "${LONG2_EPOCHS:-6}" "${LR2:-2e-4}" 9
+  FINAL=${LONG}2
 fi
 
 # 5. post-processing per size, then the three test sets at the three sizes
@@ -104,13 +121,12 @@ for G in a b r; do
     --seed "$seed" --workers 2
   for S in 512 1024 2048; do
     R="$WORK/$FINAL/$G-test-$S"
-    [ -s "$R.json" ] || {
-      $T evaluate "$WORK/$FINAL/model" --data "$WORK/$G-test" --size "$S" --out "$R" \
-        --no-progress --json > "$R.json.tmp" && mv "$R.json.tmp" "$R.json"; }
+    [ -s "$R.json" ] || json_out "$R.json" \
+      $T evaluate "$WORK/$FINAL/model" --data "$WORK/$G-test" --size "$S" --out "$R" --no-progress --json
   done
 done
 
-if [ "${SHIP:-0}" = 1 ]; then  # the checkpoint, its curves and the examples figures; MODEL.md stays
+if [ "${SHIP:-0}" = 1 ] && [ "${DRY:-0}" != 1 ]; then  # the checkpoint, its curves and the examples figures; MODEL.md stays
   NEW=satsam_ros/models/builtin.new
   rm -rf "$NEW" && mkdir -p "$NEW"
   cp "$WORK/$FINAL/model/"{config.json,model.safetensors,satsam.json} "$WORK/$FINAL/"{curves.png,train_log.csv} "$NEW/"

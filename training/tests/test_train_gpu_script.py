@@ -1,7 +1,9 @@
 """scripts/train_gpu.sh on the CPU with a tiny budget (SMOKE=1): every step of the GPU
 recipe runs (data on all cores, the step probe, training the EdgeTAM family with the
 presence BCE, per-size tuning with the presence gate and the cascade, the latency bench)
-and OUT holds what the GPU run sends back, each file under 16 MiB."""
+and OUT holds what the GPU run sends back, each file under 16 MiB. Beside it, the other
+recipe scripts: every one executable, the search's missing cost run named, and
+scripts/train_v3.sh's commands (DRY=1) for MINE, the winner's presence weight and TEACHER."""
 
 import json
 import os
@@ -59,3 +61,44 @@ def test_search_run_without_a_cost_run_names_what_is_missing(tmp_path):
     proc = subprocess.run([str(REPO / "scripts" / "model_search_v3.sh"), "run", "v3-repvit"], env=env,
                           cwd=str(REPO), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "cost.json" in proc.stderr and "BUDGET_STEPS=N" in proc.stderr, proc.stderr
+
+
+def _v3_commands(tmp_path, presence_weight, **env_extra):
+    """scripts/train_v3.sh with DRY=1: the commands it would run, one per line."""
+    work = tmp_path / "work"
+    (work / "search" / "v3-x" / "model").mkdir(parents=True, exist_ok=True)
+    (work / "search" / "v3-x" / "model" / "satsam.json").write_text(
+        json.dumps({"provenance": {"presence_weight": presence_weight}}))
+    env = dict(os.environ, DRY="1", WORK=str(work), WINNER="v3-x", STEPS="60", EPOCHS="6", PY=sys.executable)
+    for key in ("MINE", "TEACHER", "DISTILL_WEIGHT", "LONG", "LONG2_STEPS", "SHIP"):
+        env.pop(key, None)
+    env.update(env_extra)
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "train_v3.sh")], env=env, cwd=str(REPO),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return work, proc.stdout.splitlines()
+
+
+def test_v3_recipe_long_run_takes_the_winners_presence_weight_and_mine_0(tmp_path):
+    work, lines = _v3_commands(tmp_path, 0.0, MINE="0")
+    fits = [line for line in lines if line.startswith("satsam-train fit ")]
+    assert len(fits) == 1 and not any(" mine " in line for line in lines)
+    fit = fits[0]
+    assert f"--out {work}/long " in fit and f"--base {work}/search/v3-x/model " in fit
+    assert "--presence-weight 0.0" in fit and "hard512" not in fit and "--teacher" not in fit
+    assert "--epochs 6 --steps-per-epoch 10 " in fit
+    evals = [line for line in lines if line.startswith("satsam-train evaluate ")]
+    assert len(evals) == 9 and all(f"{work}/long/model" in line for line in evals)
+    assert not (work / "long").exists()  # nothing ran
+
+
+def test_v3_recipe_distils_into_its_own_directory_with_the_mined_patches(tmp_path):
+    work, lines = _v3_commands(tmp_path, 1.0, TEACHER="builtin", DISTILL_WEIGHT="2", LONG="student")
+    mines = [line for line in lines if line.startswith("satsam-train mine ")]
+    assert [line.split("--size ")[1].split()[0] for line in mines] == ["512", "1024", "2048"]
+    fit = next(line for line in lines if line.startswith("satsam-train fit "))
+    assert f"{work}/hard512 {work}/hard1024 {work}/hard2048 --val" in fit
+    assert "--presence-weight 1.0" in fit and "--teacher builtin --distill-weight 2" in fit
+    assert f"--out {work}/student " in fit
+    evals = [line for line in lines if line.startswith("satsam-train evaluate ")]
+    assert len(evals) == 9 and all(f"{work}/student/model" in line for line in evals)
