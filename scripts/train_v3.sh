@@ -75,7 +75,7 @@ mine() {  # S FRAMES SEED
   local S=$1 n=$2 seed=$3
   [ -f "$WORK/m$S/train.json" ] || $T synth --out "$WORK/m$S" --n-train "$n" --n-val 0 --n-test 0 --seed "$seed" --workers 2
   if [ ! -f "$WORK/hard$S/patches.json" ]; then
-    rm -rf "$WORK/hard$S"
+    [ "${DRY:-0}" = 1 ] || rm -rf "$WORK/hard$S"  # a half-mined directory from an interrupted run
     $T mine "$WORK/search/$WINNER/model" --data "$WORK/m$S" --size "$S" --out "$WORK/hard$S" --no-progress
   fi
 }

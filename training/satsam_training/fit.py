@@ -507,7 +507,8 @@ class Trainer:
             "base_config": cfg.base_config,
             "train": cfg.train,
             "presence_weight": self.presence_weight,
-            "teacher": ({"model": report.repo_path(cfg.teacher) if cfg.teacher != "builtin" else "builtin",
+            # a checkpoint directory relative to the repository, a spec (builtin) as given
+            "teacher": ({"model": report.repo_path(cfg.teacher) if Path(cfg.teacher).is_dir() else cfg.teacher,
                          "weight": cfg.distill_weight} if cfg.teacher else None),
             "data": {
                 "patches": [report.repo_path(d) for d in cfg.patches],

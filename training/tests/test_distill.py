@@ -108,3 +108,13 @@ def test_resume_checks_the_teacher_and_keeps_runs_saved_before_it(setup, tmp_pat
     taught = dict(vars(cfg), teacher=str(setup["teacher"]), distill_weight=2.0)
     with pytest.raises(FitError, match="distill_weight: saved 2.0, now 1.0"):
         check_resume({"config": taught}, _cfg(setup, tmp_path / "r", teacher=str(setup["teacher"])).resolved(), 1)
+
+
+def test_a_builtin_teacher_is_recorded_by_its_name(tmp_path):
+    """builtin (E = 256) teaching a tiny SAM 2 at E = 256: provenance names the spec, not a path."""
+    data = make_patch_dir(tmp_path / "train", 4, seed=0, negatives=2)
+    res = fit(FitConfig(patches=str(data), out=str(tmp_path / "run"), base="tiny-sam2", base_config=SMALL,
+                        encoder_size=256, epochs=1, steps_per_epoch=1, batch_size=2, lr=1e-3, progress=False,
+                        presence_weight=0.0, teacher="builtin"))
+    prov = json.loads((res.checkpoint / "satsam.json").read_text())["provenance"]
+    assert prov["teacher"] == {"model": "builtin", "weight": 1.0}

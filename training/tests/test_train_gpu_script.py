@@ -93,7 +93,11 @@ def test_v3_recipe_long_run_takes_the_winners_presence_weight_and_mine_0(tmp_pat
 
 
 def test_v3_recipe_distils_into_its_own_directory_with_the_mined_patches(tmp_path):
+    partial = tmp_path / "work" / "hard512" / "partial.png"  # what an interrupted mining run left
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"x")
     work, lines = _v3_commands(tmp_path, 1.0, TEACHER="builtin", DISTILL_WEIGHT="2", LONG="student")
+    assert partial.exists()  # DRY=1 touches nothing (a real run clears it and mines again)
     mines = [line for line in lines if line.startswith("satsam-train mine ")]
     assert [line.split("--size ")[1].split()[0] for line in mines] == ["512", "1024", "2048"]
     fit = next(line for line in lines if line.startswith("satsam-train fit "))
