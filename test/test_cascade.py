@@ -344,3 +344,57 @@ def test_the_band_resize_is_the_full_resize_bit_for_bit(size, shape):
         assert np.array_equal(band, tiling.resize(prob, shape[0], shape[1]))
     if size > shape[0] and size > shape[1]:
         assert tiling._BAND_WEIGHTS[(size, size) + shape] is not None  # checked against cv2 and used
+
+
+@pytest.mark.parametrize("size, shape", [(2048, (512, 641)), (1024, (512, 641)), (2048, (480, 640)),
+                                         (2048, (1080, 1920)), (2048, (333, 517)), (1024, (1536, 2048))])
+def test_the_band_is_stitched_and_resized_without_the_frame_around_it(size, shape):
+    """The probability of a few patches is stitched into their rows only and resized from
+    them (``shape``: the band stands for the whole S x S map), equal bit for bit to the
+    whole map's stitch and resize; a band that leaves a patch out is refused."""
+    from satsam_ros.core import postprocess, tiling
+
+    rng = np.random.default_rng(size + shape[0])
+    grid = PatchGrid(size)
+    for count in (1, 3, len(grid) // 2):
+        chosen = sorted(rng.choice(len(grid), size=count, replace=False).tolist())
+        logits = rng.normal(0, 5, (len(chosen), 64, 64)).astype(np.float32)
+        silent = rng.random(len(chosen)) < 0.3
+        whole = postprocess.stitch_probability(grid, logits, chosen, silent)
+        tops = [grid.origins[i][0] for i in chosen]
+        a, b = min(tops), max(tops) + grid.patch
+        band = postprocess.stitch_probability(grid, logits, chosen, silent, (a, b))
+        assert band.shape == (b - a, size) and np.array_equal(band, whole[a:b])
+        got = tiling.resize_band(band, shape[0], shape[1], a, b, shape=(size, size))
+        assert np.array_equal(got, tiling.resize(whole, shape[0], shape[1]))
+    with pytest.raises(ValueError, match="must hold every patch run"):
+        postprocess.stitch_probability(grid, logits, chosen, None, (a + grid.patch, b))
+    with pytest.raises(ValueError, match=r"rows \[0, 256\)"):
+        tiling.resize_band(band[:10], shape[0], shape[1], 0, 256, shape=(size, size))
+
+
+@pytest.mark.parametrize("size, shape", [(2048, (512, 641)), (1024, (512, 641)), (2048, (480, 640)),
+                                         (2048, (1080, 1920)), (2048, (333, 517)), (1024, (1536, 2048)),
+                                         (2048, (2048, 2048)), (1024, (1080, 1920))])
+def test_the_chosen_patches_are_cut_from_their_rows_of_the_resized_frame(size, shape):
+    """A few patches of a large S are cut from the rows of the S x S resize they need
+    (cv2 on the source rows under them), equal bit for bit to the patches of the whole
+    resize, in every geometry: where the row resize is not cv2's own the whole frame is
+    resized as before (a shrink, an unchecked geometry)."""
+    from satsam_ros.core import preprocess, tiling
+
+    rng = np.random.default_rng(size + shape[1])
+    planes = (rng.random(shape + (3,)) * 255).astype(np.float32)
+    grid = PatchGrid(size)
+    full = preprocess.grid_patches(planes, grid)
+    for chosen in ([0], [len(grid) - 1], [1, len(grid) // 2], sorted(rng.choice(len(grid), 5, replace=False).tolist())):
+        assert np.array_equal(preprocess.grid_patches(planes, grid, chosen), full[chosen])
+    gray = planes[:, :, :1].copy()
+    assert np.array_equal(preprocess.grid_patches(gray, grid, [len(grid) - 1]),
+                          preprocess.grid_patches(gray, grid)[[len(grid) - 1]])
+    for r0, r1 in ((0, 7), (size // 3, size // 3 + 256), (size - 300, size)):
+        assert np.array_equal(tiling.resize_rows(planes, size, size, r0, r1), tiling.resize(planes, size, size)[r0:r1])
+    if size > shape[0] and 2048 % shape[0] == 0:  # upscale with a short row period: the rows path ran, checked
+        assert tiling._ROWS_EXACT[shape + (3, size, size, planes.dtype.str)] is True
+    with pytest.raises(ValueError, match=r"rows \[5, 5\)"):
+        tiling.resize_rows(planes, size, size, 5, 5)

@@ -527,11 +527,14 @@ class Detector:
             gated = int(np.count_nonzero(off))
         if raw.patches == 0 or gated == raw.patches:
             return np.zeros((raw.height, raw.width), dtype=np.float32), scores, gated
-        prob = postprocess.stitch_probability(self.grid, raw.logits, raw.chosen, off if gated else None)
         if raw.chosen is None:
+            prob = postprocess.stitch_probability(self.grid, raw.logits, None, off if gated else None)
             prob = tiling.resize(prob, raw.height, raw.width)
-        else:  # zero outside the rows of the patches run: resize that band only (bit-identical)
-            rows = [self.grid.origins[i][0] for i in raw.chosen]
-            prob = tiling.resize_band(prob, raw.height, raw.width, min(rows), max(rows) + self.grid.patch)
+        else:  # zero outside the rows of the patches run: stitch and resize that band only (bit-identical)
+            tops = [self.grid.origins[i][0] for i in raw.chosen]
+            band = (min(tops), max(tops) + self.grid.patch)
+            prob = postprocess.stitch_probability(self.grid, raw.logits, raw.chosen, off if gated else None, band)
+            prob = tiling.resize_band(prob, raw.height, raw.width, band[0], band[1],
+                                      shape=(self.grid.size, self.grid.size))
         np.clip(prob, 0.0, 1.0, out=prob)
         return prob, scores, gated

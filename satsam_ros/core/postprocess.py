@@ -326,8 +326,9 @@ def sigmoid_into(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def stitch_probability(grid: PatchGrid, logits: np.ndarray, chosen: Optional[List[int]],
-                       silent: Optional[np.ndarray] = None) -> np.ndarray:
-    """Low-res logits of the patches run (all, or ``chosen``) -> S x S float32 probability.
+                       silent: Optional[np.ndarray] = None, rows: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """Low-res logits of the patches run (all, or ``chosen``) -> S x S float32 probability
+    (``rows`` (a, b): its rows [a, b) only, which must hold every patch run).
 
     Equal to ``sigmoid(stitch_logits(...))`` with the ``silent`` patches (a bool per
     patch run: gated by the presence gate) given ``SKIPPED_LOGIT``: patches not run or
@@ -337,22 +338,25 @@ def stitch_probability(grid: PatchGrid, logits: np.ndarray, chosen: Optional[Lis
     With overlap the logits are blended first (the sigmoid of the blend).
     """
     p, total = grid.patch, len(grid)
+    indices = range(total) if chosen is None else chosen
+    a, b = (0, grid.size) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= a < b <= grid.size or any(not a <= grid.origins[i][0] <= b - p for i in indices):
+        raise ValueError(f"rows [{a}, {b}) of the {grid.size} x {grid.size} frame must hold every patch run")
     if not (grid.overlap == 0 and grid.size % p == 0):
         if silent is not None and np.any(silent):
             logits = logits.copy()
             logits[np.asarray(silent, dtype=bool)] = np.float32(SKIPPED_LOGIT)
-        return sigmoid(stitch_logits(grid, logits, chosen))
-    indices = range(total) if chosen is None else chosen
+        return sigmoid(stitch_logits(grid, logits, chosen)[a:b])
     quiet = np.zeros(len(logits), dtype=bool) if silent is None else np.asarray(silent, dtype=bool)
     whole = chosen is None and not quiet.any()
-    out = (np.empty if whole else np.zeros)((grid.size, grid.size), dtype=np.float32)
+    out = (np.empty if whole else np.zeros)((b - a, grid.size), dtype=np.float32)
     same = logits.shape[1] == p
     for k, i in enumerate(indices):
         if quiet[k]:
             continue
         y, x = grid.origins[i]
         up = logits[k] if same else cv2.resize(logits[k], (p, p), interpolation=cv2.INTER_LINEAR)
-        sigmoid_into(up, out[y:y + p, x:x + p])
+        sigmoid_into(up, out[y - a:y - a + p, x:x + p])
     return out
 
 

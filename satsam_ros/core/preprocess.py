@@ -58,18 +58,35 @@ def grid_patches(planes: np.ndarray, grid: tiling.PatchGrid, chosen: Optional[Li
     out = np.empty((len(order), 3, p, p), dtype=np.float32)
     if not len(out):
         return out
-    resized = tiling.resize(planes, grid.size, grid.size)
-    if resized.ndim == 2:
-        resized = resized[:, :, None]
-    gray = resized.shape[2] == 1
+    bands = _row_bands([grid.origins[i][0] for i in order], p) if len(order) < len(grid.origins) else None
+    if bands is None:
+        slabs = [(0, tiling.resize(planes, grid.size, grid.size))]
+    else:  # the rows of the chosen patches only (bit-identical cuts of the whole resize)
+        slabs = [(a, tiling.resize_rows(planes, grid.size, grid.size, a, b)) for a, b in bands]
+    gray = planes.ndim == 2 or planes.shape[2] == 1
     for k, i in enumerate(order):
         y, x = grid.origins[i]
-        window = resized[y:y + p, x:x + p]
+        top, slab = next((a, s) for a, s in slabs if a <= y and y + p <= a + s.shape[0])
+        if slab.ndim == 2:
+            slab = slab[:, :, None]
+        window = slab[y - top:y - top + p, x:x + p]
         for c in range(3):
             plane = out[k, c]
             np.subtract(window[:, :, 0 if gray else c], _MEAN[c], out=plane)
             np.divide(plane, _STD[c], out=plane)
     return out
+
+
+def _row_bands(tops: List[int], patch: int) -> List[Tuple[int, int]]:
+    """Patch rows (their top rows) -> the disjoint row bands [a, b) of the S x S image they
+    cover, merged where they touch or overlap."""
+    bands: List[Tuple[int, int]] = []
+    for y in sorted(set(tops)):
+        if bands and y <= bands[-1][1]:
+            bands[-1] = (bands[-1][0], max(bands[-1][1], y + patch))
+        else:
+            bands.append((y, y + patch))
+    return bands
 
 
 def resize_patches(patches: np.ndarray, size: int) -> np.ndarray:

@@ -15,6 +15,7 @@ field, so values blend across the seam instead of jumping at it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -66,20 +67,21 @@ def _area_rows(src_rows: int, dst_rows: int) -> Tuple[np.ndarray, np.ndarray, in
     return index, weight, taps
 
 
-def _band(image: np.ndarray, height: int, width: int, r0: int, r1: int, weights) -> np.ndarray:
-    """The INTER_AREA resize of ``image`` (zero outside rows [r0, r1)) as cv2 computes it:
-    its horizontal pass on the band alone (cv2, rows unchanged), then its vertical pass
-    (each output row the weighted sum of its source rows, in cv2's order) on the output
-    rows the band reaches; every other output row is 0."""
+def _band(rows_in: np.ndarray, src_rows: int, height: int, width: int, r0: int, weights) -> np.ndarray:
+    """The INTER_AREA resize of an image of ``src_rows`` rows that is zero outside its rows
+    [r0, r0 + len(rows_in)) (``rows_in``) as cv2 computes it: its horizontal pass on the
+    band alone (cv2, rows unchanged), then its vertical pass (each output row the
+    weighted sum of its source rows, in cv2's order) on the output rows the band reaches;
+    every other output row is 0."""
     index, weight, taps = weights
-    src_rows = image.shape[0]
+    r1 = r0 + rows_in.shape[0]
     reach = np.flatnonzero(((index >= r0) & (index < r1)).any(axis=1))
     out = np.zeros((height, width), dtype=np.float32)
     if not len(reach):
         return out
     d0, d1 = int(reach[0]), int(reach[-1]) + 1
     rows = np.zeros((r1 - r0 + 1, width), dtype=np.float32)  # the band's rows, then a zero row
-    rows[:-1] = cv2.resize(image[r0:r1], (width, r1 - r0), interpolation=cv2.INTER_AREA)
+    rows[:-1] = cv2.resize(rows_in, (width, r1 - r0), interpolation=cv2.INTER_AREA)
     local = index[d0:d1] - r0
     local[(index[d0:d1] < r0) | (index[d0:d1] >= r1) | (index[d0:d1] == src_rows)] = r1 - r0
     acc = out[d0:d1]
@@ -100,26 +102,102 @@ def _band_weights(shape: Tuple[int, int], height: int, width: int):
             test = np.zeros(shape, dtype=np.float32)
             test[r0:r1] = rng.random((r1 - r0, key[1]), dtype=np.float32)
             want = cv2.resize(test, (width, height), interpolation=cv2.INTER_AREA)
-            ok = ok and np.array_equal(_band(test, height, width, r0, r1, weights), want)
+            ok = ok and np.array_equal(_band(test[r0:r1], key[0], height, width, r0, weights), want)
         _BAND_WEIGHTS[key] = weights if ok else None
     return _BAND_WEIGHTS[key]
 
 
-def resize_band(image: np.ndarray, height: int, width: int, r0: int, r1: int) -> np.ndarray:
+def resize_band(image: np.ndarray, height: int, width: int, r0: int, r1: int,
+                shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """:func:`resize` of an H' x W' float32 image that is zero outside rows [r0, r1),
     bit-identical to it, at the cost of the band: where the resize shrinks both axes
     (INTER_AREA), cv2's horizontal pass runs on the band only and its vertical pass on the
     output rows the band reaches (the weights read off cv2 and checked against it once per
     geometry); otherwise, or for a band of more than half the rows, :func:`resize` itself.
-    (The cascade's and ROI tracking's probability maps: a few patches of a 2048 frame.)"""
-    shrink = height < image.shape[0] and width < image.shape[1]
-    if (image.dtype != np.float32 or image.ndim != 2 or not shrink or not 0 <= r0 < r1 <= image.shape[0]
-            or 2 * (r1 - r0) > image.shape[0]):
-        return resize(image, height, width)
-    weights = _band_weights(image.shape, height, width)
-    if weights is None:
-        return resize(image, height, width)
-    return _band(image, height, width, int(r0), int(r1), weights)
+    ``shape`` (H', W'): ``image`` holds the band's rows only (r1 - r0 of them), so that the
+    zeros around it need not exist. (The cascade's and ROI tracking's probability maps: a
+    few patches of a 2048 frame.)"""
+    banded = shape is not None
+    if banded:
+        shape = (int(shape[0]), int(shape[1]))
+        if not 0 <= r0 < r1 <= shape[0] or image.shape[:2] != (r1 - r0, shape[1]):
+            raise ValueError(f"rows [{r0}, {r1}) of a {shape[0]} x {shape[1]} image are {r1 - r0} x {shape[1]} "
+                             f"values; got {' x '.join(str(n) for n in image.shape)}")
+        band = image
+    else:
+        shape, band = image.shape[:2], image[r0:r1]
+    shrink = height < shape[0] and width < shape[1]
+    ok = (image.dtype == np.float32 and image.ndim == 2 and shrink and 0 <= r0 < r1 <= shape[0]
+          and 2 * (r1 - r0) <= shape[0])
+    weights = _band_weights(shape, height, width) if ok else None
+    if weights is not None:
+        return _band(band, shape[0], height, width, int(r0), weights)
+    if banded:  # the zeros around the band, for cv2
+        whole = np.zeros(shape + image.shape[2:], dtype=image.dtype)
+        whole[r0:r1] = band
+        return resize(whole, height, width)
+    return resize(image, height, width)
+
+
+#: (H, W, C, height, width, dtype) -> whether :func:`_linear_rows` reproduces cv2's resize
+#: of that geometry bit for bit (checked once on random images)
+_ROWS_EXACT: Dict[Tuple[int, ...], bool] = {}
+
+
+def _row_period(src: int, dst: int) -> Tuple[int, int]:
+    """(source rows, output rows) of the smallest block that maps one onto the other
+    exactly: output row ``k * dst_step`` starts where source row ``k * src_step`` does."""
+    g = math.gcd(int(src), int(dst))
+    return int(src) // g, int(dst) // g
+
+
+def _linear_rows(image: np.ndarray, height: int, width: int, r0: int, r1: int) -> np.ndarray:
+    """Output rows [r0, r1) of the INTER_LINEAR resize of ``image`` to ``height x width``,
+    from cv2 on a horizontal slab of the source: the slab starts and ends on the period
+    of :func:`_row_period` (so its rows sit where they sit in the whole image) one period
+    outside the rows asked for (so cv2's border rule at the slab's edges never reaches
+    them), and its output rows are those of the whole resize. Whether that is bit for
+    bit cv2's own is for :func:`_rows_exact` to say."""
+    src_step, dst_step = _row_period(image.shape[0], height)
+    d0 = max(0, (r0 // dst_step - 1) * dst_step)
+    d1 = min(height, (-(-r1 // dst_step) + 1) * dst_step)
+    s0, s1 = d0 // dst_step * src_step, d1 // dst_step * src_step
+    slab = cv2.resize(image[s0:s1], (int(width), d1 - d0), interpolation=cv2.INTER_LINEAR)
+    if image.ndim == 3 and slab.ndim == 2:
+        slab = slab[:, :, None]
+    return slab[r0 - d0:r1 - d0]
+
+
+def _rows_exact(image: np.ndarray, height: int, width: int) -> bool:
+    """Whether :func:`_linear_rows` gives cv2's whole resize bit for bit in this geometry:
+    checked once per geometry on a random image of its shape and dtype, bands at the
+    top, in the middle and at the bottom."""
+    key = tuple(image.shape) + (int(height), int(width), image.dtype.str)
+    if key not in _ROWS_EXACT:
+        rng = np.random.default_rng(0)
+        test = (rng.random(image.shape) * 255).astype(image.dtype)
+        want = resize(test, height, width)
+        ok = want.shape[:2] == (height, width)
+        for r0, r1 in ((0, height // 8 + 1), (height // 3, height // 2 + 5), (height - height // 7 - 1, height)):
+            ok = ok and np.array_equal(_linear_rows(test, height, width, r0, r1), want[r0:r1])
+        _ROWS_EXACT[key] = bool(ok)
+    return _ROWS_EXACT[key]
+
+
+def resize_rows(image: np.ndarray, height: int, width: int, r0: int, r1: int) -> np.ndarray:
+    """Rows [r0, r1) of :func:`resize` of ``image`` to ``height x width``, bit-identical to
+    them, at the cost of those rows where the resize is bilinear (an upscale: the
+    cascade's and ROI tracking's few patches of an S = 2048 frame): cv2 on the source rows
+    they need (:func:`_linear_rows`, checked against cv2 once per geometry); otherwise, or
+    for more than half the rows, the whole resize cut."""
+    if not 0 <= r0 < r1 <= height:
+        raise ValueError(f"rows [{r0}, {r1}) are not inside an image of {height} rows")
+    if image.shape[0] == height and image.shape[1] == width:
+        return image[r0:r1]
+    area = height < image.shape[0] and width < image.shape[1]
+    if area or 2 * (r1 - r0) > height or not _rows_exact(image, height, width):
+        return resize(image, height, width)[r0:r1]
+    return _linear_rows(image, height, width, r0, r1)
 
 
 def _axis_origins(size: int, patch: int, stride: int) -> List[int]:
