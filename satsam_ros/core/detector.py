@@ -8,8 +8,10 @@ One frame, step by step (shapes for an H x W input, S x S resize, P x P patches,
 encoder input E, low-res logits m = E / 4):
 
 1. :func:`preprocess.frame_patches`: H x W (x C) -> SAM RGB (0..255; a gray frame is
-   resized as one channel and broadcast to three in the next copy), resized to S x S,
-   copied once into the backends' N x 3 x P x P layout, SAM-normalised in place;
+   resized as one channel and broadcast to three in the next copy), resized to S x S
+   (when only some patches run, the cascade's or ROI tracking's, only the rows under
+   them: :func:`tiling.resize_rows`, bit-identical), copied once into the backends'
+   N x 3 x P x P layout, SAM-normalised in place;
    :func:`preprocess.resize_patches` to E x E when E != P (per batch).
 3. backend: N x 3 x E x E -> N x m x m logits (``fast``: up to ``max_batch`` patches
    per forward (fewer on a CPU when the backend prefers it), fused attention (SAM),
@@ -22,8 +24,10 @@ encoder input E, low-res logits m = E / 4):
    everywhere (probability 0: it publishes nothing); ``Result.scores`` holds every run
    patch's presence probability and ``Result.gated`` how many were gated.
 5. :func:`postprocess.stitch_logits`: logits upsampled to P x P straight into the
-   S x S frame (blended where patches overlap); sigmoid, resized to H x W,
-   thresholded, connected components -> boxes (:mod:`.postprocess`).
+   S x S frame (blended where patches overlap; when only some patches ran, into the
+   band of rows under them); sigmoid, resized to H x W (from that band alone:
+   :func:`tiling.resize_band`), thresholded, connected components -> boxes
+   (:mod:`.postprocess`).
 
 ``detect(..., only_patches=[...])`` runs a subset of the patches (ROI tracking,
 :mod:`satsam_ros.roi`); the others get probability 0.
