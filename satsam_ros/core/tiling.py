@@ -113,10 +113,9 @@ def resize_band(image: np.ndarray, height: int, width: int, r0: int, r1: int,
     bit-identical to it, at the cost of the band: where the resize shrinks both axes
     (INTER_AREA), cv2's horizontal pass runs on the band only and its vertical pass on the
     output rows the band reaches (the weights read off cv2 and checked against it once per
-    geometry); otherwise, or for a band of more than half the rows, :func:`resize` itself.
-    ``shape`` (H', W'): ``image`` holds the band's rows only (r1 - r0 of them), so that the
-    zeros around it need not exist. (The cascade's and ROI tracking's probability maps: a
-    few patches of a 2048 frame.)"""
+    geometry); otherwise :func:`resize` itself. ``shape`` (H', W'): ``image`` holds the
+    band's rows only (r1 - r0 of them), so that the zeros around it need not exist. (The
+    cascade's and ROI tracking's probability maps: a few patches of a 2048 frame.)"""
     banded = shape is not None
     if banded:
         shape = (int(shape[0]), int(shape[1]))
@@ -127,8 +126,7 @@ def resize_band(image: np.ndarray, height: int, width: int, r0: int, r1: int,
     else:
         shape, band = image.shape[:2], image[r0:r1]
     shrink = height < shape[0] and width < shape[1]
-    ok = (image.dtype == np.float32 and image.ndim == 2 and shrink and 0 <= r0 < r1 <= shape[0]
-          and 2 * (r1 - r0) <= shape[0])
+    ok = image.dtype == np.float32 and image.ndim == 2 and shrink and 0 <= r0 < r1 <= shape[0]
     weights = _band_weights(shape, height, width) if ok else None
     if weights is not None:
         return _band(band, shape[0], height, width, int(r0), weights)
@@ -188,14 +186,14 @@ def resize_rows(image: np.ndarray, height: int, width: int, r0: int, r1: int) ->
     """Rows [r0, r1) of :func:`resize` of ``image`` to ``height x width``, bit-identical to
     them, at the cost of those rows where the resize is bilinear (an upscale: the
     cascade's and ROI tracking's few patches of an S = 2048 frame): cv2 on the source rows
-    they need (:func:`_linear_rows`, checked against cv2 once per geometry); otherwise, or
-    for more than half the rows, the whole resize cut."""
+    they need (:func:`_linear_rows`, checked against cv2 once per geometry); otherwise the
+    whole resize cut."""
     if not 0 <= r0 < r1 <= height:
         raise ValueError(f"rows [{r0}, {r1}) are not inside an image of {height} rows")
     if image.shape[0] == height and image.shape[1] == width:
         return image[r0:r1]
     area = height < image.shape[0] and width < image.shape[1]
-    if area or 2 * (r1 - r0) > height or not _rows_exact(image, height, width):
+    if area or not _rows_exact(image, height, width):
         return resize(image, height, width)[r0:r1]
     return _linear_rows(image, height, width, r0, r1)
 
