@@ -63,12 +63,11 @@ def grid_patches(planes: np.ndarray, grid: tiling.PatchGrid, chosen: Optional[Li
         slabs = [(0, tiling.resize(planes, grid.size, grid.size))]
     else:  # the rows of the chosen patches only (bit-identical cuts of the whole resize)
         slabs = [(a, tiling.resize_rows(planes, grid.size, grid.size, a, b)) for a, b in bands]
-    gray = planes.ndim == 2 or planes.shape[2] == 1
+    slabs = [(a, s[:, :, None] if s.ndim == 2 else s) for a, s in slabs]
+    gray = slabs[0][1].shape[2] == 1
     for k, i in enumerate(order):
         y, x = grid.origins[i]
         top, slab = next((a, s) for a, s in slabs if a <= y and y + p <= a + s.shape[0])
-        if slab.ndim == 2:
-            slab = slab[:, :, None]
         window = slab[y - top:y - top + p, x:x + p]
         for c in range(3):
             plane = out[k, c]
