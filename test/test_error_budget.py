@@ -164,6 +164,39 @@ def test_budget_counts_add_up_per_bucket_and_overall():
     assert list(budget["categories"]) == list(CATEGORIES)
 
 
+def test_missed_satellites_split_into_unseen_and_dropped_by_the_probability_on_them():
+    truth = box(10, 30, 10, 30)
+    nothing = np.zeros((H, W), np.uint8)
+    faint = np.full((H, W), 0.1, np.float32)  # the model never fires on the satellite
+    fired = faint.copy()
+    fired[12:15, 12:15] = 0.9  # it fires on 9 satellite pixels, post-processing removed them (min_area)
+    at = faint.copy()
+    at[10:30, 10:30] = 0.5  # exactly at the threshold: not above it, so not seen (mask = prob > thr)
+    acc = MetricAccumulator()
+    unseen = acc.add(nothing, truth, probability=faint, threshold=0.5)
+    dropped = acc.add(nothing, truth, probability=fired, threshold=0.5)
+    edge = acc.add(nothing, truth, probability=at, threshold=0.5)
+    found = acc.add(truth, truth, probability=np.where(truth > 0, 0.9, 0.0).astype(np.float32), threshold=0.5)
+    acc.add(nothing, truth)  # no map given: a miss not told apart
+    acc.add(nothing, None, probability=faint, threshold=0.5)  # empty frame: nothing to record
+    assert (unseen.seen, dropped.seen, edge.seen, found.seen) == (False, True, False, True)
+    assert unseen.truth_peak == pytest.approx(0.1) and dropped.truth_peak == pytest.approx(0.9)
+    assert acc.records[4].seen is None and acc.records[5].truth_peak is None
+    budget = acc.budget()
+    assert budget["satellite"]["counts"]["missed"] == 4
+    assert budget["satellite"]["missed_split"] == {"unseen": 2, "dropped": 1, "unknown": 1}
+    assert budget["buckets"]["16-32"]["missed_split"] == {"unseen": 2, "dropped": 1, "unknown": 1}
+    assert budget["buckets"]["<16"]["missed_split"] is None  # no satellite of that size
+    text = budget_markdown(budget)
+    assert "Missed satellites: 2 unseen" in text and "1 dropped" in text and "1 not known" in text
+    plain = MetricAccumulator()
+    plain.add(nothing, truth)
+    assert plain.budget()["satellite"]["missed_split"] is None and "Missed satellites" not in budget_markdown(
+        plain.budget())
+    with pytest.raises(ValueError, match="probability shape"):
+        acc.add(nothing, truth, probability=np.zeros((4, 4), np.float32), threshold=0.5)
+
+
 def test_counts_only_records_are_uncategorised_only_when_undecidable():
     acc = MetricAccumulator()
     acc.add_counts(40, 100, 300)  # overlapping but not correct: extra or poor needs the touching area

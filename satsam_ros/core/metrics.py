@@ -252,7 +252,12 @@ def error_budget(records: Sequence[FrameRecord], iou_threshold: float = IOU_THRE
     that extent (``frames``, ``counts``, ``shares``, ``ceiling_fails`` and
     ``ceiling_fail_share`` (None without a grid)); ``empty``: the empty frames;
     ``accuracy_ceiling_passes``: accuracy over the frames whose ceiling passes (empty
-    frames included), what a target holds on where the grid caps it. Records scored
+    frames included), what a target holds on where the grid caps it. ``missed_split``
+    (in ``satellite`` and each bucket; None when no record knows ``seen``): the missed
+    satellites whose probability never rose above the threshold anywhere on them
+    (``unseen``: the model did not fire there, or its presence gate or the cascade left
+    that patch out) and those where it did but the published mask holds none of it
+    (``dropped``: min_area, min_score or max_objects removed it). Records scored
     from counts without the touching area have category None and are counted under
     ``uncategorised``.
     """
@@ -265,6 +270,10 @@ def error_budget(records: Sequence[FrameRecord], iou_threshold: float = IOU_THRE
             known = sum(r.ceiling_iou is not None for r in recs)
             out["ceiling_fails"] = int(fails) if known else None
             out["ceiling_fail_share"] = _rate(fails, known) if known else None
+            missed = [r for r in recs if r.category == "missed"]
+            told = [r for r in missed if r.seen is not None]
+            out["missed_split"] = ({"unseen": sum(not r.seen for r in told), "dropped": sum(bool(r.seen) for r in told),
+                                    "unknown": len(missed) - len(told)} if told else None)
         return out
 
     recs = list(records)
@@ -321,6 +330,12 @@ def budget_markdown(budget: Dict[str, Any]) -> str:
                  f"S = {grid['size']} ({grid['cell_pixels_at_size']:g} px of S per cell). Accuracy on the "
                  f"{budget['frames_ceiling_passes']} frames whose grid ceiling passes (empty frames included): "
                  f"{'n/a' if acc is None else format(100.0 * acc, '.1f') + ' %'}.\n")
+    split = budget["satellite"].get("missed_split")
+    if split:
+        text += (f"\nMissed satellites: {split['unseen']} unseen (the probability never rose above the threshold "
+                 f"on the satellite: the model did not fire), {split['dropped']} dropped (it did, and "
+                 f"post-processing removed it)" + (f", {split['unknown']} not known" if split["unknown"] else "")
+                 + ".\n")
     if budget.get("uncategorised"):
         text += f"\n{budget['uncategorised']} frame(s) scored without a category.\n"
     return text
@@ -342,6 +357,8 @@ class FrameRecord:
     extent: int = 0  # the true object's extent, frame pixels (0: empty frame)
     size_bucket: Optional[str] = None  # SIZE_BUCKETS label (None: empty frame)
     ceiling_iou: Optional[float] = None  # the grid ceiling (None: empty frame or no grid known)
+    truth_peak: Optional[float] = None  # highest probability on a true pixel (None: empty frame or no map given)
+    seen: Optional[bool] = None  # truth_peak above the mask's threshold (None: not known)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -383,27 +400,45 @@ class MetricAccumulator:
         true: Optional[np.ndarray],
         seconds: Optional[float] = None,
         frame_id: Any = None,
+        probability: Optional[np.ndarray] = None,
+        threshold: Optional[float] = None,
     ) -> FrameRecord:
         """Score one frame (H x W masks, nonzero = satellite; ``true`` None = empty frame),
-        its error-budget category included."""
+        its error-budget category included.
+
+        ``probability`` (the H x W map ``pred`` was cut from) and ``threshold`` (where it
+        was cut): the record of a frame with a satellite keeps the map's highest value on
+        the satellite (``truth_peak``) and whether it lies above the threshold (``seen``),
+        so that a missed satellite tells "the model never fired on it" from "it fired and
+        post-processing dropped it" (:func:`error_budget`'s ``missed_split``)."""
         p = _as_mask(pred)
         t = _as_mask(true, like=p)
         if p.shape != t.shape:
             raise ValueError(f"frame {frame_id}: mask shapes differ: pred {p.shape} vs true {t.shape}")
+        peak, seen = None, None
+        if probability is not None and t.any():
+            prob = np.asarray(probability)
+            if prob.shape != t.shape:
+                raise ValueError(f"frame {frame_id}: probability shape {prob.shape} differs from the masks' {t.shape}")
+            peak = float(prob[t].max())
+            if threshold is not None:
+                seen = bool(np.float32(peak) > np.float32(threshold))  # as postprocess.threshold cuts the map
         extent, ceiling = self.truth_facts(t)
         return self.add_counts(int(np.count_nonzero(p & t)), int(np.count_nonzero(t)), int(np.count_nonzero(p)),
                                seconds, frame_id, touch_area=touching_area(p, t), extent=extent,
-                               ceiling_iou=ceiling)
+                               ceiling_iou=ceiling, truth_peak=peak, seen=seen)
 
     def add_counts(self, intersection: int, true_area: int, pred_area: int, seconds: Optional[float] = None,
                    frame_id: Any = None, touch_area: Optional[int] = None, extent: int = 0,
-                   ceiling_iou: Optional[float] = None) -> FrameRecord:
+                   ceiling_iou: Optional[float] = None, truth_peak: Optional[float] = None,
+                   seen: Optional[bool] = None) -> FrameRecord:
         """Score one frame from its pixel counts (what :meth:`add` does after counting).
 
         ``touch_area`` (pixels of the published objects overlapping the truth) decides
         the category between ``extra_objects`` and ``poor_mask``; without it the record
         has category None unless the counts alone decide it. ``extent`` and
-        ``ceiling_iou``: :meth:`truth_facts` of the true mask.
+        ``ceiling_iou``: :meth:`truth_facts` of the true mask; ``truth_peak`` / ``seen``:
+        see :meth:`add`.
         """
         iou, correct = score_counts(intersection, true_area, pred_area, self.iou_threshold)
         if seconds is not None and not np.isfinite(seconds):
@@ -425,6 +460,8 @@ class MetricAccumulator:
             extent=int(extent),
             size_bucket=size_bucket(int(extent)) if int(true_area) > 0 else None,
             ceiling_iou=None if ceiling_iou is None else float(ceiling_iou),
+            truth_peak=None if truth_peak is None else float(truth_peak),
+            seen=None if seen is None else bool(seen),
         )
         self.records.append(record)
         return record

@@ -183,7 +183,8 @@ def evaluate(
     t0 = time.time()
     for frame in tqdm(frames, desc=f"evaluate S={s}", unit="frame", disable=not progress):
         res = detector.detect(frame.image())
-        acc.add(res.mask, frame.mask(), seconds=res.timings["total"], frame_id=frame.id)
+        acc.add(res.mask, frame.mask(), seconds=res.timings["total"], frame_id=frame.id,
+                probability=res.probability, threshold=res.threshold)
         files.append(str(frame.path))
         results.append((res.timings, res.patches_run, res.cascade))
     result = _result(choice, data, split, detector, time.time() - t0)

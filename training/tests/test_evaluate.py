@@ -112,18 +112,27 @@ def test_evaluate_reports_the_error_budget(data, ckpt, tmp_path, capsys):
     assert "| empty frames | 2 |" in captured.err and "grid ceiling fails" in captured.err
     det = open_detector(str(ckpt), backend="torch", device="cpu", size=512, threshold=0.5)
     rows = list(csv.DictReader((out / "per_frame.csv").open()))
+    missed = {"unseen": 0, "dropped": 0}
     for frame, row in zip(load_split(data, "test"), rows):
-        mask = det.detect(frame.image()).mask
+        res = det.detect(frame.image())
+        mask = res.mask
         want = "correct_empty" if frame.is_empty and not mask.any() else None
         if frame.is_empty:
             assert row["category"] == (want or "false_alarm")
             assert row["ceiling_iou"] == "" and row["extent"] == "0"
+            assert row["truth_peak"] == "" and row["seen"] == ""
         else:
+            peak = float(res.probability[frame.mask() > 0].max())  # the map's highest value on the satellite
+            assert float(row["truth_peak"]) == pytest.approx(peak, abs=1e-6)
+            assert row["seen"] == str(peak > 0.5)
+            if row["category"] == "missed":
+                missed["unseen" if peak <= 0.5 else "dropped"] += 1
             assert row["category"] in ("correct", "missed", "extra_objects", "poor_mask")
             assert (row["category"] == "correct") == frame_correct(mask, frame.mask())
             assert (row["category"] == "missed") == (not (mask > 0)[frame.mask() > 0].any())
             assert int(row["extent"]) == object_extent(frame.mask())
             assert float(row["ceiling_iou"]) == pytest.approx(grid_ceiling(frame.mask(), MaskGrid(512, 256, 16)),
                                                               abs=1e-6)
+    assert budget["satellite"]["missed_split"] == (dict(missed, unknown=0) if sum(missed.values()) else None)
     assert "## Error budget" in (out / "table.md").read_text()
     assert (out / "error_budget.png").stat().st_size > 1000

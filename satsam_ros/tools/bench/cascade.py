@@ -113,7 +113,8 @@ def bench_cascade(model: str, sizes: Sequence[int], backend: str = "auto", devic
             for row in order:
                 res = row["detector"].detect(frame)
                 rec = records[(row["name"], name)]
-                rec["acc"].add(res.mask, truth, seconds=res.timings["total"], frame_id=frame_id)
+                rec["acc"].add(res.mask, truth, seconds=res.timings["total"], frame_id=frame_id,
+                               probability=res.probability, threshold=res.threshold)
                 rec["frames"].append((dict(res.timings), res.patches_run, res.cascade, truth is None))
                 bar.update(1)
     bar.close()
