@@ -27,6 +27,10 @@
 # TEACHER=DIR|builtin makes the long run a distillation (fit --teacher; DISTILL_WEIGHT, default 1),
 # LONG=NAME its directory (default long), e.g. a student of builtin in the node's cost class:
 #   BUDGET_STEPS=2426 WINNER=v3-repvit LONG=student TEACHER=builtin STEPS=6000 EPOCHS=6 scripts/train_v3.sh
+# FROM=DIR|builtin: the long run continues that model instead (stages 1-3 are skipped: no search
+# run, no mining, MINE is ignored), e.g. the shipped model with the Dice term on satellite patches only:
+#   FROM=builtin LOSS=dicece-pos LONG=pos STEPS=6000 EPOCHS=6 LR=2e-4 scripts/train_v3.sh
+# LOSS: fit --loss of the long run(s) (default dicece); LR: the first leg's peak (default 3e-4).
 # DRY=1 prints the commands instead (each as `satsam-train ...`; stages already done are skipped).
 # Without the search's cost.json (a new host), give the winner's search budget as BUDGET_STEPS
 # (docs/model-search.md, "Candidates and their cost"), e.g.
@@ -45,9 +49,11 @@ STEPS=${STEPS:-8000}
 EPOCHS=${EPOCHS:-10}
 export OMP_WAIT_POLICY=PASSIVE WORK PY
 
-# 1. data and the winner's search run
+# 1. data and the winner's search run (FROM given: the data only)
 $SEARCH data
-[ -f "$WORK/search/$WINNER/fit.json" ] || $SEARCH run "$WINNER"
+BASE=${FROM:-$WORK/search/$WINNER/model}
+if [ "$BASE" = builtin ]; then BASE=satsam_ros/models/builtin; fi
+if [ -z "${FROM:-}" ]; then [ -f "$WORK/search/$WINNER/fit.json" ] || $SEARCH run "$WINNER"; fi
 
 json_out() {  # FILE CMD...: CMD's stdout into FILE (renamed into place when complete); DRY=1: printed
   local file=$1; shift
@@ -68,7 +74,7 @@ tune() {  # MODEL OUTDIR [extra tune-threshold args]: tune MODEL per size on sty
 }
 
 # 2. the winner's post-processing (what mining publishes)
-tune "$WORK/search/$WINNER/model" "$WORK/search/$WINNER"
+if [ -z "${FROM:-}" ]; then tune "$WORK/search/$WINNER/model" "$WORK/search/$WINNER"; fi
 
 # 3. hard examples on fresh frames (half real backgrounds, as style a is)
 mine() {  # S FRAMES SEED
@@ -80,7 +86,7 @@ mine() {  # S FRAMES SEED
   fi
 }
 HARD=()  # the mined patches directories the long run adds (MINE=0: none, the random patches only)
-if [ "${MINE:-1}" = 1 ]; then
+if [ "${MINE:-1}" = 1 ] && [ -z "${FROM:-}" ]; then
   mine 512 1200 41
   mine 1024 500 42
   mine 2048 200 43
@@ -91,7 +97,7 @@ fi
 # with the winner's presence weight (fit's default is 1 for a model with the head, and
 # v3-sam2-nopresence trained without it)
 PRESENCE_WEIGHT=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['provenance']['presence_weight'])" \
-  "$WORK/search/$WINNER/model/satsam.json")
+  "$BASE/satsam.json")
 TEACHER_ARGS=()  # TEACHER=DIR|builtin: the long run distils from it (fit --teacher, weight DISTILL_WEIGHT)
 if [ -n "${TEACHER:-}" ]; then TEACHER_ARGS=(--teacher "$TEACHER" --distill-weight "${DISTILL_WEIGHT:-1}"); fi
 long_fit() {  # OUT BASE STEPS EPOCHS LR SEED
@@ -102,10 +108,10 @@ long_fit() {  # OUT BASE STEPS EPOCHS LR SEED
     --out "$out" --base "$base" --train all --epochs "$epochs" \
     --steps-per-epoch $((steps / epochs)) --batch-size 8 --lr "$lr" --optimizer adamw --weight-decay 0.01 \
     --warmup-steps 300 --schedule cosine --clip-grad 1.0 --augment --seed "$seed" --select val_loss --threads 2 \
-    --presence-weight "$PRESENCE_WEIGHT" --no-progress "${TEACHER_ARGS[@]}" "${resume[@]}"
+    --presence-weight "$PRESENCE_WEIGHT" --loss "${LOSS:-dicece}" --no-progress "${TEACHER_ARGS[@]}" "${resume[@]}"
 }
 LONG=${LONG:-long}  # the long run's directory under WORK (a second lineage, e.g. a student, takes its own)
-long_fit "$WORK/$LONG" "$WORK/search/$WINNER/model" "$STEPS" "$EPOCHS" 3e-4 8
+long_fit "$WORK/$LONG" "$BASE" "$STEPS" "$EPOCHS" "${LR:-3e-4}" 8
 FINAL=${FINAL:-$LONG}
 LONG2_STEPS=${LONG2_STEPS:-0}
 if [ "$LONG2_STEPS" -gt 0 ]; then

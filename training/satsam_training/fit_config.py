@@ -31,7 +31,7 @@ STRING_KEYS = ("backbone",)
 OBJECT_KEYS = ("model_args",)
 HIERA_STAGES = 4
 BASE_CONFIG_KEYS = tuple(k for keys in SCRATCH_CONFIG_KEYS.values() for k in keys)
-LOSSES = ("dicece", "dicefocal")
+LOSSES = ("dicece", "dicefocal", "dicece-pos")
 
 
 class FitError(ValueError):
@@ -64,7 +64,7 @@ class FitConfig:
     warmup_steps: int = 0
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     loss_resolution: str = "patch"
-    loss: str = "dicece"  # dicece: monai DiceCELoss; dicefocal: monai DiceFocalLoss
+    loss: str = "dicece"  # dicece: monai DiceCELoss; dicefocal: monai DiceFocalLoss; dicece-pos: fit.PositiveDiceCE
     # weight of the BCE on the decoder's object-score logit (positive: any satellite pixel in the
     # patch); None: 1.0 for a model with a presence head (SAM 2, EdgeTAM), 0 for SAM; 0 = off
     presence_weight: Optional[float] = None

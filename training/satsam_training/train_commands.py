@@ -68,7 +68,8 @@ def _add_fit_options(p: argparse.ArgumentParser, data_required: bool = True) -> 
                    help="patch: loss on logits upsampled to P x P as the Detector does (default); low: on the "
                         "E/4 logits against an area-downsampled soft mask")
     g.add_argument("--loss", choices=LOSSES, default="dicece",
-                   help="dicece: monai DiceCELoss, the reference's (default); dicefocal: Dice + focal")
+                   help="dicece: monai DiceCELoss, the reference's (default); dicefocal: Dice + focal; "
+                        "dicece-pos: DiceCE with the Dice term on satellite patches only (empty ones: CE)")
     g.add_argument("--presence-weight", type=float, default=None, metavar="W",
                    help="weight of the BCE on the decoder's object score (a satellite in the patch or not), "
                         "added to the mask loss on every patch (default 1 for SAM 2 and EdgeTAM, which have "

@@ -1,6 +1,8 @@
 """Step budgets (epochs of N steps drawn from a stream), the loss choice and the encoder's
 token size: what the model search uses to compare candidates at the same budget."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -74,6 +76,37 @@ def test_loss_choice(data, tmp_path):
     assert np.isfinite(res.history[0]["train_loss"])
     with pytest.raises(FitError, match="--loss must be one of"):
         fit(_cfg(data, tmp_path / "bad", loss="l2"))
+
+
+def test_positive_dice_leaves_the_dice_cliff_of_empty_patches_out(data, tmp_path):
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 16, 16) * 3
+    target = (torch.rand(3, 1, 16, 16) > 0.8).float()
+    dicece, pos = make_loss("dicece"), make_loss("dicece-pos")
+    # every patch holds a satellite: the same loss as DiceCELoss
+    assert abs(float(pos(logits, target)) - float(dicece(logits, target))) < 1e-6
+    # an empty patch: DiceCELoss charges it about 1 (the eps cliff) for any output short of
+    # p < 1e-5 everywhere; dicece-pos charges its cross-entropy only, in the batch's mean
+    target[1] = 0
+    ce = float(F.binary_cross_entropy_with_logits(logits, target))
+    from monai.losses import DiceLoss
+
+    per_patch = DiceLoss(sigmoid=True, squared_pred=True, reduction="none")(logits, target).reshape(3)
+    assert float(per_patch[1]) > 0.99
+    assert abs(float(pos(logits, target)) - (float(per_patch[0] + per_patch[2]) / 3 + ce)) < 1e-6
+    assert abs(float(dicece(logits, target)) - float(pos(logits, target)) - float(per_patch[1]) / 3) < 1e-6
+    # an all-empty batch: the cross-entropy alone, and it still pushes the logits down
+    empty = torch.zeros_like(target)
+    x = logits.clone().requires_grad_(True)
+    loss = pos(x, empty)
+    assert abs(float(loss) - float(F.binary_cross_entropy_with_logits(logits, empty))) < 1e-6
+    loss.backward()
+    assert bool((x.grad > 0).all())
+    res = fit(_cfg(data, tmp_path / "pos", epochs=1, loss="dicece-pos"))
+    assert np.isfinite(res.history[0]["train_loss"])
+    assert json.loads((res.checkpoint / "satsam.json").read_text())["provenance"]["settings"]["loss"] == "dicece-pos"
 
 
 def test_finer_encoder_tokens_give_a_finer_mask_grid():

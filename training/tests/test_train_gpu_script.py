@@ -70,7 +70,7 @@ def _v3_commands(tmp_path, presence_weight, **env_extra):
     (work / "search" / "v3-x" / "model" / "satsam.json").write_text(
         json.dumps({"provenance": {"presence_weight": presence_weight}}))
     env = dict(os.environ, DRY="1", WORK=str(work), WINNER="v3-x", STEPS="60", EPOCHS="6", PY=sys.executable)
-    for key in ("MINE", "TEACHER", "DISTILL_WEIGHT", "LONG", "LONG2_STEPS", "SHIP"):
+    for key in ("MINE", "TEACHER", "DISTILL_WEIGHT", "LONG", "LONG2_STEPS", "SHIP", "FROM", "LOSS", "LR"):
         env.pop(key, None)
     env.update(env_extra)
     proc = subprocess.run(["bash", str(REPO / "scripts" / "train_v3.sh")], env=env, cwd=str(REPO),
@@ -106,3 +106,21 @@ def test_v3_recipe_distils_into_its_own_directory_with_the_mined_patches(tmp_pat
     assert f"--out {work}/student " in fit
     evals = [line for line in lines if line.startswith("satsam-train evaluate ")]
     assert len(evals) == 9 and all(f"{work}/student/model" in line for line in evals)
+
+
+def test_v3_recipe_from_a_model_skips_search_tuning_and_mining_and_takes_its_loss(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "satsam.json").write_text(json.dumps({"provenance": {"presence_weight": 0.0}}))
+    work, lines = _v3_commands(tmp_path, 1.0, FROM=str(base), LOSS="dicece-pos", LONG="pos", LR="2e-4")
+    assert not any(" mine " in line or "search/v3-x" in line for line in lines)  # no search run, tuning, mining
+    fits = [line for line in lines if line.startswith("satsam-train fit ")]
+    assert len(fits) == 1
+    fit = fits[0]
+    assert f"--base {base} " in fit and f"--out {work}/pos " in fit and "hard512" not in fit
+    assert "--presence-weight 0.0" in fit  # the base's, not the winner's 1.0
+    assert "--loss dicece-pos" in fit and "--lr 2e-4 " in fit
+    evals = [line for line in lines if line.startswith("satsam-train evaluate ")]
+    assert len(evals) == 9 and all(f"{work}/pos/model" in line for line in evals)
+    _, default = _v3_commands(tmp_path, 1.0, MINE="0")
+    assert "--loss dicece " in next(line for line in default if line.startswith("satsam-train fit "))
