@@ -378,7 +378,10 @@ def test_shipped_model_bag_eval_equals_satsam_train_evaluate(tmp_path):
     # the same error budget, frame for frame, on the same mask grid (builtin's E at S = 512)
     assert s["error_budget"]["grid"] == ref["error_budget"]["grid"]
     assert s["error_budget"]["counts"] == ref["error_budget"]["counts"]
-    assert s["error_budget"]["buckets"] == ref["error_budget"]["buckets"]
+    def without_split(buckets):  # evaluate has the probability map (missed split); the bag's answers do not
+        return {k: {f: v for f, v in b.items() if f != "missed_split"} for k, b in buckets.items()}
+
+    assert without_split(s["error_budget"]["buckets"]) == without_split(ref["error_budget"]["buckets"])
     # a trained model, not noise: it gets satellites right, not only empty frames, where a
     # random model gets none and mean IoU about 0 (20 frames, so that a model near the
     # card's 25-30 % on procedural frames is not failed by one unlucky frame; the floor test in
