@@ -55,7 +55,15 @@ from .fit_config import (  # noqa: F401 (FitConfig, FitError, FitResult: this mo
 )
 from .patch_data import EpochPermutation, PatchDataset, StreamPermutation
 from .train_state import check_resume, load_training_state, rng_states, save_training_state, set_rng_states
-from .validation import auto_select, distill_loss, patch_loss, score, validate_frames, validate_patches
+from .validation import (
+    auto_select,
+    distill_loss,
+    patch_loss,
+    presence_targets,
+    score,
+    validate_frames,
+    validate_patches,
+)
 
 Say = Callable[[str], None]
 
@@ -148,7 +156,7 @@ class PositiveDiceCE:
         import torch.nn.functional as F
 
         dice = self.dice(logits, target).reshape(logits.shape[0], -1).mean(dim=1)
-        positive = (target.flatten(1).amax(dim=1) > 0).to(dice.dtype)
+        positive = presence_targets(target).to(dice.dtype)  # 1 where the patch holds satellite pixels
         return (dice * positive).sum() / logits.shape[0] + F.binary_cross_entropy_with_logits(logits, target)
 
 
