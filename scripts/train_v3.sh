@@ -27,9 +27,13 @@
 # TEACHER=DIR|builtin makes the long run a distillation (fit --teacher; DISTILL_WEIGHT, default 1),
 # LONG=NAME its directory (default long), e.g. a student of builtin in the node's cost class:
 #   BUDGET_STEPS=2426 WINNER=v3-repvit LONG=student TEACHER=builtin STEPS=6000 EPOCHS=6 scripts/train_v3.sh
-# FROM=DIR|builtin: the long run continues that model instead (stages 1-3 are skipped: no search
-# run, no mining, MINE is ignored), e.g. the shipped model with the Dice term on satellite patches only:
+# FROM=DIR|builtin: the long run continues that model instead (stages 1-2 are skipped: no search
+# run, no tuning of it; no mining unless MINE=1), e.g. the shipped model with the Dice term on satellite patches only:
 #   FROM=builtin LOSS=dicece-pos LONG=pos STEPS=6000 EPOCHS=6 LR=2e-4 scripts/train_v3.sh
+# With FROM, MINE=1 mines the hard examples with that model (its own post-processing) into
+# WORK/LONG-hardS, on the same fresh frames as the search winner's (seeds 41 / 42 / 43).
+# PRESENCE_WEIGHT: fit --presence-weight of the long run(s) (default: the base model's own), e.g.
+#   FROM=builtin MINE=1 PRESENCE_WEIGHT=1 LOSS=dicece-pos LONG=pres STEPS=4800 EPOCHS=6 LR=1.5e-4 scripts/train_v3.sh
 # LOSS: fit --loss of the long run(s) (default dicece); LR: the first leg's peak (default 3e-4).
 # DRY=1 prints the commands instead (each as `satsam-train ...`; stages already done are skipped).
 # Without the search's cost.json (a new host), give the winner's search budget as BUDGET_STEPS
@@ -76,28 +80,31 @@ tune() {  # MODEL OUTDIR [extra tune-threshold args]: tune MODEL per size on sty
 # 2. the winner's post-processing (what mining publishes)
 if [ -z "${FROM:-}" ]; then tune "$WORK/search/$WINNER/model" "$WORK/search/$WINNER"; fi
 
-# 3. hard examples on fresh frames (half real backgrounds, as style a is)
+# 3. hard examples on fresh frames (half real backgrounds, as style a is), mined by the search
+# winner, or with FROM (and MINE=1) by that model into WORK/LONG-hardS
+MINER=$WORK/search/$WINNER/model HARD_PREFIX=$WORK/hard
+if [ -n "${FROM:-}" ]; then MINER=$BASE HARD_PREFIX=$WORK/${LONG:-long}-hard; fi
 mine() {  # S FRAMES SEED
-  local S=$1 n=$2 seed=$3
+  local S=$1 n=$2 seed=$3 out=$HARD_PREFIX$1
   [ -f "$WORK/m$S/train.json" ] || $T synth --out "$WORK/m$S" --n-train "$n" --n-val 0 --n-test 0 --seed "$seed" --workers 2
-  if [ ! -f "$WORK/hard$S/patches.json" ]; then
-    [ "${DRY:-0}" = 1 ] || rm -rf "$WORK/hard$S"  # a half-mined directory from an interrupted run
-    $T mine "$WORK/search/$WINNER/model" --data "$WORK/m$S" --size "$S" --out "$WORK/hard$S" --no-progress
+  if [ ! -f "$out/patches.json" ]; then
+    [ "${DRY:-0}" = 1 ] || rm -rf "$out"  # a half-mined directory from an interrupted run
+    $T mine "$MINER" --data "$WORK/m$S" --size "$S" --out "$out" --no-progress
   fi
 }
 HARD=()  # the mined patches directories the long run adds (MINE=0: none, the random patches only)
-if [ "${MINE:-1}" = 1 ] && [ -z "${FROM:-}" ]; then
+if [ "${MINE:-$([ -z "${FROM:-}" ] && echo 1 || echo 0)}" = 1 ]; then
   mine 512 1200 41
   mine 1024 500 42
   mine 2048 200 43
-  HARD=("$WORK/hard512" "$WORK/hard1024" "$WORK/hard2048")
+  HARD=("${HARD_PREFIX}512" "${HARD_PREFIX}1024" "${HARD_PREFIX}2048")
 fi
 
 # 4. the long run: from the winner, random + mined patches, two threads, alone on the cores,
 # with the winner's presence weight (fit's default is 1 for a model with the head, and
 # v3-sam2-nopresence trained without it)
-PRESENCE_WEIGHT=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['provenance']['presence_weight'])" \
-  "$BASE/satsam.json")
+PRESENCE_WEIGHT=${PRESENCE_WEIGHT:-$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['provenance']['presence_weight'])" \
+  "$BASE/satsam.json")}
 TEACHER_ARGS=()  # TEACHER=DIR|builtin: the long run distils from it (fit --teacher, weight DISTILL_WEIGHT)
 if [ -n "${TEACHER:-}" ]; then TEACHER_ARGS=(--teacher "$TEACHER" --distill-weight "${DISTILL_WEIGHT:-1}"); fi
 long_fit() {  # OUT BASE STEPS EPOCHS LR SEED

@@ -70,7 +70,8 @@ def _v3_commands(tmp_path, presence_weight, **env_extra):
     (work / "search" / "v3-x" / "model" / "satsam.json").write_text(
         json.dumps({"provenance": {"presence_weight": presence_weight}}))
     env = dict(os.environ, DRY="1", WORK=str(work), WINNER="v3-x", STEPS="60", EPOCHS="6", PY=sys.executable)
-    for key in ("MINE", "TEACHER", "DISTILL_WEIGHT", "LONG", "LONG2_STEPS", "SHIP", "FROM", "LOSS", "LR"):
+    for key in ("MINE", "TEACHER", "DISTILL_WEIGHT", "LONG", "LONG2_STEPS", "SHIP", "FROM", "LOSS", "LR",
+                "PRESENCE_WEIGHT"):
         env.pop(key, None)
     env.update(env_extra)
     proc = subprocess.run(["bash", str(REPO / "scripts" / "train_v3.sh")], env=env, cwd=str(REPO),
@@ -124,3 +125,19 @@ def test_v3_recipe_from_a_model_skips_search_tuning_and_mining_and_takes_its_los
     assert len(evals) == 9 and all(f"{work}/pos/model" in line for line in evals)
     _, default = _v3_commands(tmp_path, 1.0, MINE="0")
     assert "--loss dicece " in next(line for line in default if line.startswith("satsam-train fit "))
+
+
+def test_v3_recipe_from_a_model_mines_with_that_model_into_the_runs_own_directories(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "satsam.json").write_text(json.dumps({"provenance": {"presence_weight": 0.0}}))
+    work, lines = _v3_commands(tmp_path, 1.0, FROM=str(base), MINE="1", PRESENCE_WEIGHT="1", LOSS="dicece-pos",
+                               LONG="pres")
+    mines = [line for line in lines if line.startswith("satsam-train mine ")]
+    assert len(mines) == 3 and all(line.startswith(f"satsam-train mine {base} ") for line in mines)
+    assert [line.split("--out ")[1].split()[0] for line in mines] == [
+        f"{work}/pres-hard512", f"{work}/pres-hard1024", f"{work}/pres-hard2048"]  # not the winner's hardS
+    assert not any("search/v3-x" in line for line in lines)  # still no search run or its tuning
+    fit = next(line for line in lines if line.startswith("satsam-train fit "))
+    assert f"{work}/pres-hard512 {work}/pres-hard1024 {work}/pres-hard2048 --val" in fit
+    assert "--presence-weight 1 " in fit and f"--base {base} " in fit  # the override, not the base's 0.0
